@@ -1,0 +1,200 @@
+"""The driver: the one piece of runtime code that runs a core, in production and in
+simulation alike.
+
+It turns transport callbacks and clock wake-ups into core inputs, and the core's
+:class:`~clusterfunk.runtime.api.Output` into transport sends, durable writes,
+public events and trace records, in that order of obligations:
+
+1. decode incoming bytes; malformed input is dropped and counted (never raised);
+2. feed the core;
+3. make ``persist`` records durable (before anything that depends on them leaves);
+4. encode and hand ``sends`` to the transport (oversized datagrams are refused,
+   counted and reported as ``net.oversize``);
+5. publish ``events`` to subscribers, write ``trace`` records;
+6. re-arm the clock at the core's next deadline.
+
+All handlers are synchronous: the trio runtime calls them from its receive and
+timer tasks, the simulator calls them from its event loop one at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from clusterfunk import wire
+from clusterfunk.runtime.api import Clock, Core, Output, Persister, Tracer, Transport
+
+
+@attrs.define
+class DriverStats:
+    """Counters a driver keeps (exposed for metrics and tests)."""
+
+    datagrams_in: int = 0
+    frames_in: int = 0
+    datagrams_out: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    malformed: int = 0
+    oversize: int = 0
+    handler_errors: int = 0
+
+
+Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
+
+
+class Driver:
+    """Runs one core on one transport endpoint with one clock."""
+
+    def __init__(
+        self,
+        node: str,
+        core: Core,
+        transport: Transport,
+        clock: Clock,
+        *,
+        tracer: Tracer | None = None,
+        persister: Persister | None = None,
+        encode: Callable[[Any], bytes] = wire.encode,
+        decode: Callable[[bytes], Any] = wire.decode,
+    ) -> None:
+        self.node = node
+        self.core = core
+        self.transport = transport
+        self.clock = clock
+        self.tracer = tracer
+        self.persister = persister
+        self.encode = encode
+        self.decode = decode
+        self.stats = DriverStats()
+        self._subscribers: list[Callable[[Any], None]] = []
+        self._deadline = math.inf
+        self.running = False
+        transport.bind(self)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the core and arm the first timer."""
+        self.running = True
+        self.core.start(self.clock.now())
+        self._flush()
+
+    def stop(self) -> None:
+        """Stop feeding the core; later callbacks are ignored."""
+        self.running = False
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Receive every public event the core emits, in order. Returns an unsubscriber."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def call(self, fn: Callable[[Any, float], Any]) -> Any:
+        """Run ``fn(core, now)`` as a local input (an API call) and flush its output."""
+        if not self.running:
+            raise RuntimeError(f"driver for {self.node} is not running")
+        result = fn(self.core, self.clock.now())
+        self._flush()
+        return result
+
+    # -- transport callbacks ----------------------------------------------
+
+    def on_datagram(self, src: str, data: bytes) -> None:
+        if not self.running:
+            return
+        stats = self.stats
+        stats.datagrams_in += 1
+        stats.bytes_in += len(data)
+        try:
+            msg = self.decode(data)
+        except wire.WireError as exc:
+            stats.malformed += 1
+            self._trace("net.malformed", {"src": src, "reason": str(exc)})
+            return
+        self.core.on_message(self.clock.now(), src, msg, False)
+        self._flush()
+
+    def on_frame(self, src: str, data: bytes) -> None:
+        if not self.running:
+            return
+        stats = self.stats
+        stats.frames_in += 1
+        stats.bytes_in += len(data)
+        try:
+            msg = self.decode(data)
+        except wire.WireError as exc:
+            stats.malformed += 1
+            self._trace("net.malformed", {"src": src, "reason": str(exc)})
+            return
+        self.core.on_message(self.clock.now(), src, msg, True)
+        self._flush()
+
+    # -- clock callback ----------------------------------------------------
+
+    def on_timer(self) -> None:
+        if not self.running:
+            return
+        self._deadline = -math.inf  # the armed timer is spent: always re-arm below
+        now = self.clock.now()
+        if now >= self.core.next_deadline():
+            self.core.on_tick(now)
+            self._flush()
+        else:  # spurious wake-up (clock skew changed, or a stale timer): re-arm
+            self._arm(force=True)
+
+    # -- output ------------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self.core.drain()
+        if out is not None:
+            self._handle(out)
+        self._arm()
+
+    def _handle(self, out: Output) -> None:
+        if out.persist:
+            if self.persister is None:
+                raise RuntimeError("core produced records to persist but has no persister")
+            self.persister.persist(out.persist)
+        if out.sends:
+            transport = self.transport
+            stats = self.stats
+            limit = transport.max_datagram
+            for s in out.sends:
+                data = self.encode(s.msg)
+                if s.stream:
+                    stats.frames_out += 1
+                    stats.bytes_out += len(data)
+                    transport.send_frame(s.dest, data)
+                elif len(data) > limit:
+                    stats.oversize += 1
+                    self._trace(
+                        "net.oversize",
+                        {"dst": s.dest, "bytes": len(data), "msg": type(s.msg).__name__},
+                    )
+                else:
+                    stats.datagrams_out += 1
+                    stats.bytes_out += len(data)
+                    transport.send_datagram(s.dest, data)
+        if out.events:
+            for ev in out.events:
+                for cb in tuple(self._subscribers):
+                    cb(ev)
+        if out.trace and self.tracer is not None:
+            emit = self.tracer.emit
+            node = self.node
+            for ev, fields in out.trace:
+                emit(node, ev, fields)
+
+    def _arm(self, force: bool = False) -> None:
+        deadline = self.core.next_deadline()
+        if force or deadline != self._deadline:
+            self._deadline = deadline
+            self.clock.schedule(self, deadline)
+
+    def _trace(self, ev: str, fields: dict[str, Any]) -> None:
+        if self.tracer is not None:
+            self.tracer.emit(self.node, ev, fields)

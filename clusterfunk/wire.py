@@ -1,0 +1,296 @@
+"""The wire codec: versioned msgpack encoding of frozen attrs message classes.
+
+Every message on the wire is one msgpack array::
+
+    [WIRE_VERSION, tag, field_1, field_2, ...]
+
+``tag`` is a small integer registered once per message class (see ``docs/wire.md``
+for the allocation of tag ranges to protocols). Fields are encoded in declaration
+order; nested message classes are encoded as arrays of their fields (without tag).
+
+Decoding untrusted bytes raises only :class:`WireError`. Sizes are checked before
+anything is allocated: the input length is capped by the caller's budget and
+msgpack's container limits are tied to the input length, so a short packet cannot
+claim a huge array. Every field is type-checked against the class's annotations.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import msgpack
+
+WIRE_VERSION = 1
+
+#: Hard cap on one encoded message (stream frames). Datagrams are smaller still.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class WireError(ValueError):
+    """Bytes that are not a valid clusterfunk message (the only error decoding raises)."""
+
+
+T = TypeVar("T")
+
+_BY_TAG: dict[int, type] = {}
+_TAG_OF: dict[type, int] = {}
+_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {}
+_DECODERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def message(tag: int) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register a frozen attrs class as a wire message with ``tag``.
+
+    Apply it *outside* ``@attrs.frozen``::
+
+        @wire.message(20)
+        @attrs.frozen
+        class Ping:
+            seq: int
+    """
+
+    def register(cls: type[T]) -> type[T]:
+        if not (0 < tag < 65536):
+            raise ValueError(f"wire tag out of range: {tag}")
+        if tag in _BY_TAG and _BY_TAG[tag] is not cls:
+            raise ValueError(f"wire tag {tag} already used by {_BY_TAG[tag].__qualname__}")
+        _compile(cls)
+        _BY_TAG[tag] = cls
+        _TAG_OF[cls] = tag
+        return cls
+
+    return register
+
+
+def struct(cls: type[T]) -> type[T]:
+    """Register a frozen attrs class usable as a *nested* field (no tag of its own)."""
+    _compile(cls)
+    return cls
+
+
+def registered_tags() -> dict[int, type]:
+    """A copy of the tag registry (for documentation and tests)."""
+    return dict(sorted(_BY_TAG.items()))
+
+
+# ---------------------------------------------------------------------------
+# Compilation of per-class encoders and validating decoders.
+
+
+def _compile(cls: type) -> None:
+    if cls in _ENCODERS:
+        return
+    if not attrs.has(cls):
+        raise TypeError(f"{cls!r} is not an attrs class")
+    attrs.resolve_types(cls)
+    fields = attrs.fields(cls)
+    names = [f.name for f in fields]
+    enc_conv = [_encoder_for(f.type) for f in fields]
+    dec_conv = [_decoder_for(f.type, f"{cls.__name__}.{f.name}") for f in fields]
+    n = len(names)
+
+    if all(c is None for c in enc_conv):
+
+        def encode(obj: Any, _names: list[str] = names) -> list[Any]:
+            d = obj.__dict__ if hasattr(obj, "__dict__") else None
+            if d is not None:
+                return [d[k] for k in _names]
+            return [getattr(obj, k) for k in _names]
+
+    else:
+        pairs = list(zip(names, enc_conv, strict=True))
+
+        def encode(obj: Any, _pairs: list[Any] = pairs) -> list[Any]:
+            return [
+                (c(getattr(obj, k)) if c is not None else getattr(obj, k)) for k, c in _pairs
+            ]
+
+    cname = cls.__name__
+
+    def decode(raw: Any) -> Any:
+        if type(raw) is not list or len(raw) != n:
+            raise WireError(f"{cname}: expected {n} fields")
+        return cls(*[conv(v) for conv, v in zip(dec_conv, raw, strict=True)])
+
+    _ENCODERS[cls] = encode
+    _DECODERS[cls] = decode
+
+
+def _encoder_for(tp: Any) -> Callable[[Any], Any] | None:
+    """A converter to msgpack-native values, or None when the value is already native."""
+    if tp in (int, float, str, bytes, bool, type(None), Any):
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            conv = _encoder_for(inner[0])
+            if conv is None:
+                return None
+            return lambda v: None if v is None else conv(v)
+        return None
+    if origin is tuple:
+        conv = _encoder_for(args[0]) if args else None
+        if conv is None:
+            return list
+        return lambda v: [conv(x) for x in v]
+    if origin is dict:
+        kc = _encoder_for(args[0])
+        vc = _encoder_for(args[1])
+        if kc is None and vc is None:
+            return None
+        return lambda v: {(kc(k) if kc else k): (vc(x) if vc else x) for k, x in v.items()}
+    if attrs.has(tp):
+        _compile(tp)
+        return _ENCODERS[tp]
+    raise TypeError(f"unsupported wire field type {tp!r}")
+
+
+def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
+    """A validating converter from a msgpack value to ``tp``; raises WireError."""
+    if tp is int:
+
+        def dec_int(v: Any) -> int:
+            if type(v) is not int:
+                raise WireError(f"{where}: expected int")
+            return v
+
+        return dec_int
+    if tp is float:
+
+        def dec_float(v: Any) -> float:
+            if type(v) is float:
+                return v
+            if type(v) is int:
+                return float(v)
+            raise WireError(f"{where}: expected float")
+
+        return dec_float
+    if tp is bool:
+
+        def dec_bool(v: Any) -> bool:
+            if type(v) is not bool:
+                raise WireError(f"{where}: expected bool")
+            return v
+
+        return dec_bool
+    if tp is str:
+
+        def dec_str(v: Any) -> str:
+            if type(v) is not str:
+                raise WireError(f"{where}: expected str")
+            return v
+
+        return dec_str
+    if tp is bytes:
+
+        def dec_bytes(v: Any) -> bytes:
+            if type(v) is not bytes:
+                raise WireError(f"{where}: expected bytes")
+            return v
+
+        return dec_bytes
+    if tp is Any:
+        return lambda v: v
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"{where}: only Optional[X] unions are supported")
+        conv = _decoder_for(inner[0], where)
+        return lambda v: None if v is None else conv(v)
+    if origin is tuple:
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"{where}: only tuple[X, ...] is supported")
+        conv = _decoder_for(args[0], where + "[]")
+
+        def dec_tuple(v: Any) -> tuple[Any, ...]:
+            if type(v) is not list:
+                raise WireError(f"{where}: expected array")
+            return tuple([conv(x) for x in v])
+
+        return dec_tuple
+    if origin is dict:
+        kconv = _decoder_for(args[0], where + ".key")
+        vconv = _decoder_for(args[1], where + ".value")
+
+        def dec_dict(v: Any) -> dict[Any, Any]:
+            if type(v) is not dict:
+                raise WireError(f"{where}: expected map")
+            return {kconv(k): vconv(x) for k, x in v.items()}
+
+        return dec_dict
+    if attrs.has(tp):
+        _compile(tp)
+        inner_dec = _DECODERS[tp]
+
+        def dec_struct(v: Any) -> Any:
+            try:
+                return inner_dec(v)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, WireError):
+                    raise
+                raise WireError(f"{where}: {exc}") from None
+
+        return dec_struct
+    raise TypeError(f"unsupported wire field type {tp!r} at {where}")
+
+
+# ---------------------------------------------------------------------------
+# Public encode / decode.
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode(msg: Any) -> bytes:
+    """Encode a registered message to bytes (deterministic for equal messages)."""
+    cls = type(msg)
+    try:
+        tag = _TAG_OF[cls]
+    except KeyError:
+        raise TypeError(f"{cls.__qualname__} is not a registered wire message") from None
+    body = _ENCODERS[cls](msg)
+    return _packer.pack([WIRE_VERSION, tag, *body])
+
+
+def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
+    """Decode untrusted bytes into a registered message, or raise :class:`WireError`."""
+    n = len(data)
+    if n == 0:
+        raise WireError("empty message")
+    if n > max_size:
+        raise WireError(f"message of {n} bytes exceeds the limit of {max_size}")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types on malformed input
+        raise WireError(f"malformed msgpack: {type(exc).__name__}") from None
+    if type(raw) is not list or len(raw) < 2:
+        raise WireError("not a clusterfunk message")
+    version, tag = raw[0], raw[1]
+    if version != WIRE_VERSION or type(version) is not int:
+        raise WireError(f"unsupported wire version {version!r}")
+    cls = _BY_TAG.get(tag) if type(tag) is int else None
+    if cls is None:
+        raise WireError(f"unknown message tag {tag!r}")
+    try:
+        return _DECODERS[cls](raw[2:])
+    except WireError:
+        raise
+    except (TypeError, ValueError) as exc:  # attrs validators on the message class
+        raise WireError(f"{cls.__name__}: invalid field: {exc}") from None
