@@ -1,0 +1,5 @@
+import sys
+
+from clusterfunk.cli import main
+
+sys.exit(main())

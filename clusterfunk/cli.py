@@ -1,0 +1,64 @@
+"""The ``clusterfunk`` command line.
+
+Subcommands come from their packages, each module exposing
+``add_parser(subparsers)``; a package that fails to import only loses its own
+subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from clusterfunk import __version__
+
+#: Modules contributing subcommands (beside ``simulate``, defined here).
+PLUGINS = (
+    "clusterfunk.sharding.cli",
+    "clusterfunk.raft.process",
+    "clusterfunk.gossip.process",
+    "clusterfunk.demo.process",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clusterfunk",
+        description="Raft, SWIM gossip and weighted sharding, with a deterministic simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"clusterfunk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from clusterfunk.sim import runner
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run a seeded, deterministic cluster simulation in virtual time",
+        description="Run a seeded, deterministic simulation. Same seed and options -> "
+        "byte-identical trace.",
+    )
+    runner.add_arguments(sim)
+    sim.set_defaults(func=runner.main)
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        add = getattr(mod, "add_parser", None)
+        if add is not None:
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

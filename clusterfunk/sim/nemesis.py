@@ -1,0 +1,138 @@
+"""The nemesis: random faults drawn from the seed at documented rates.
+
+One fault at a time. After a warm-up, the nemesis waits an exponentially
+distributed gap (mean ``mean_gap`` seconds), starts one fault of a kind chosen
+uniformly from the enabled kinds, keeps it for a duration drawn uniformly from
+``[min_duration, max_duration]``, ends it, and repeats. Every draw comes from the
+simulation's ``"<seed>/nemesis"`` stream, so the same seed gives the same faults.
+
+Kinds and what they do (defaults in :class:`NemesisConfig`):
+
+* ``partition``: split the fault targets at a random point of a random
+  permutation into two groups (sometimes a single node against the rest); heal.
+* ``crash``: crash one random target; restart it at the end.
+* ``pause``: pause one random target (SIGSTOP); resume it at the end.
+* ``loss``: raise datagram loss on every link to U(5 %, 30 %); restore.
+* ``duplicate``: raise duplication to U(5 %, 30 %); restore.
+* ``reorder``: reorder U(10 %, 50 %) of datagrams within a 50 ms window; restore.
+* ``skew``: step one target's clock forward by U(0, 1) s and let it drift by
+  U(-2 %, +2 %) for the duration; at the end the drift stops (the clock stays
+  continuous, it never steps back).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from clusterfunk.sim.netmodel import LinkConfig
+from clusterfunk.sim.simulation import Simulation
+
+KINDS = ("partition", "crash", "pause", "loss", "duplicate", "reorder", "skew")
+
+
+@attrs.define
+class NemesisConfig:
+    kinds: tuple[str, ...] = KINDS
+    warmup: float = 5.0
+    mean_gap: float = 10.0
+    min_duration: float = 3.0
+    max_duration: float = 12.0
+
+    def __attrs_post_init__(self) -> None:
+        bad = [k for k in self.kinds if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown nemesis kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}")
+        if not (0 <= self.min_duration <= self.max_duration) or self.mean_gap <= 0:
+            raise ValueError("nemesis durations must satisfy 0 <= min <= max and mean_gap > 0")
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``"partition,crash"`` -> ``("partition", "crash")``; ``"all"`` -> every kind."""
+    text = text.strip()
+    if text in ("all", "*"):
+        return KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    NemesisConfig(kinds=kinds)  # validates
+    return kinds
+
+
+class Nemesis:
+    def __init__(self, sim: Simulation, targets: list[str], config: NemesisConfig) -> None:
+        self.sim = sim
+        self.targets = list(targets)
+        self.config = config
+        self.rng = sim.rng("nemesis")
+        self.faults: list[tuple[float, str, str]] = []
+        self._until = float("inf")
+
+    def start(self, until: float = float("inf")) -> None:
+        """Schedule faults; none starts after ``until``."""
+        self._until = until
+        if self.config.kinds and self.targets:
+            self.sim.at(self.config.warmup, self._next)
+
+    def _next(self) -> None:
+        gap = self.rng.expovariate(1.0 / self.config.mean_gap)
+        t = self.sim.now + gap
+        if t < self._until:
+            self.sim.at(t, self._begin)
+
+    def _begin(self) -> None:
+        cfg = self.config
+        sim = self.sim
+        rng = self.rng
+        kind = rng.choice(cfg.kinds)
+        duration = rng.uniform(cfg.min_duration, cfg.max_duration)
+        live = [n for n in self.targets if sim.alive(n)]
+        end = None
+        detail = ""
+        if kind == "partition" and len(self.targets) >= 2:
+            order = list(self.targets)
+            rng.shuffle(order)
+            cut = rng.randrange(1, len(order))
+            sim.partition([sorted(order[:cut]), sorted(order[cut:])])
+            end = sim.heal
+        elif kind in ("crash", "pause", "skew") and live:
+            target = rng.choice(live)
+            detail = target
+            if kind == "crash":
+                sim.crash(target)
+                end = lambda: sim.restart(target)  # noqa: E731
+            elif kind == "pause":
+                sim.pause(target)
+                end = lambda: sim.resume(target)  # noqa: E731
+            else:
+                clock = sim.hosts[target].clock
+                sim.set_skew(target, clock.offset + rng.uniform(0.0, 1.0), rng.uniform(-0.02, 0.02))
+
+                def end() -> None:
+                    # stop drifting without stepping the clock: keep local time continuous
+                    local = clock.now()
+                    sim.set_skew(target, local - sim.now, 0.0)
+
+        elif kind in ("loss", "duplicate", "reorder"):
+            old = sim.link
+            new = attrs.evolve(old)
+            if kind == "loss":
+                new.loss = rng.uniform(0.05, 0.30)
+            elif kind == "duplicate":
+                new.duplicate = rng.uniform(0.05, 0.30)
+            else:
+                new.reorder = rng.uniform(0.10, 0.50)
+                new.reorder_window = 0.05
+            sim.set_default_link(new)
+            end = lambda: sim.set_default_link(old)  # noqa: E731
+        if end is None:  # nothing to do (no live target): try again later
+            self._next()
+            return
+        self.faults.append((round(sim.now, 6), kind, detail))
+
+        def finish() -> None:
+            end()
+            self._next()
+
+        sim.after(duration, finish)
+
+
+def link_with(base: LinkConfig, **changes: float) -> LinkConfig:
+    return attrs.evolve(base, **changes)

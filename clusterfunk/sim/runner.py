@@ -1,0 +1,229 @@
+"""``clusterfunk simulate``: build a simulation from options, run it, summarise it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from typing import IO, Any
+
+from clusterfunk.sim import scenario as scenario_mod
+from clusterfunk.sim.nemesis import Nemesis, NemesisConfig, parse_kinds
+from clusterfunk.sim.netmodel import LinkConfig
+from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workload import add_workload_arguments, load_workload
+from clusterfunk.trace import Tracer
+
+#: The run is cut into this many slices, whatever the display: progress output can
+#: never change the order of events.
+SLICES = 200
+
+DEFAULTS: dict[str, Any] = {
+    "protocol": "ping",
+    "nodes": 5,
+    "seed": 1,
+    "duration": 60.0,
+    "trace": None,
+    "trace_net": False,
+    "loss": 0.0,
+    "latency": 1.0,
+    "jitter": 0.2,
+    "duplicate": 0.0,
+    "reorder": 0.0,
+    "nemesis": "",
+    "crash": [],
+    "restart": [],
+    "pause": [],
+    "resume": [],
+    "datagram_budget": 1400,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``simulate``. Defaults are None so a scenario file can supply them."""
+    p.add_argument("--protocol", help="workload: ping (stand-in), raft, gossip (default ping)")
+    p.add_argument("--nodes", type=int, help="number of nodes n1..nN (default 5)")
+    p.add_argument("--seed", type=int, help="the seed; same seed, same run (default 1)")
+    p.add_argument("--duration", type=float, help="virtual seconds to run (default 60)")
+    p.add_argument("--trace", metavar="PATH", help="write the JSON Lines trace here ('-' = stdout)")
+    p.add_argument("--trace-net", action="store_true", default=None,
+                   help="also trace every net.send / net.deliver / net.drop")
+    p.add_argument("--loss", type=float, help="datagram loss probability (default 0)")
+    p.add_argument("--latency", type=float, help="one-way base latency in ms (default 1)")
+    p.add_argument("--jitter", type=float, help="mean extra latency in ms, exponential (default 0.2)")
+    p.add_argument("--duplicate", type=float, help="datagram duplication probability (default 0)")
+    p.add_argument("--reorder", type=float, help="datagram reordering probability (default 0)")
+    p.add_argument("--nemesis", metavar="KINDS",
+                   help="random faults: comma list of partition,crash,pause,loss,duplicate,"
+                        "reorder,skew or 'all'")
+    p.add_argument("--crash", action="append", metavar="ID@T", help="crash node ID at T seconds")
+    p.add_argument("--restart", action="append", metavar="ID@T", help="restart node ID at T")
+    p.add_argument("--pause", action="append", metavar="ID@T", help="pause node ID at T")
+    p.add_argument("--resume", action="append", metavar="ID@T", help="resume node ID at T")
+    p.add_argument("--datagram-budget", type=int, help="max datagram bytes (default 1400)")
+    p.add_argument("--scenario", metavar="FILE.toml", help="options and a story of faults")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bar on stderr (auto: when stderr is a terminal)")
+    add_workload_arguments(p)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _parse_at(items: list[str], what: str) -> list[tuple[str, float]]:
+    out = []
+    for item in items:
+        name, sep, t = str(item).partition("@")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((name, float(t)))
+        except ValueError:
+            raise UsageError(f"--{what} takes ID@SECONDS, e.g. n3@30, not {item!r}") from None
+    return out
+
+
+def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Merge defaults < scenario file < explicit command-line options."""
+    merged = dict(DEFAULTS)
+    events: tuple[scenario_mod.Event, ...] = ()
+    if getattr(args, "scenario", None):
+        sc = scenario_mod.load(args.scenario)
+        for k, v in sc.options.items():
+            if k not in DEFAULTS and not hasattr(args, k):
+                raise UsageError(f"scenario option {k!r} is not a simulate option")
+            merged[k] = v
+        events = sc.events
+    for k, v in vars(args).items():
+        if v is not None and k not in ("func",):
+            if k in DEFAULTS or k not in merged:
+                merged[k] = v
+    ns = argparse.Namespace(**merged)
+    ns.scenario_events = events
+    if isinstance(ns.nemesis, list):
+        ns.nemesis = ",".join(ns.nemesis)
+    if ns.nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    if ns.duration <= 0:
+        raise UsageError("--duration must be positive")
+    for k in ("loss", "duplicate", "reorder"):
+        if not 0 <= getattr(ns, k) <= 1:
+            raise UsageError(f"--{k} must be a probability between 0 and 1")
+    if ns.latency < 0 or ns.jitter < 0:
+        raise UsageError("--latency and --jitter must be >= 0")
+    return ns
+
+
+def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, Any, Nemesis | None]:
+    tracer = Tracer(lambda: 0.0, out, net=bool(opts.trace_net))
+    link = LinkConfig(
+        latency=opts.latency / 1000.0,
+        jitter=opts.jitter / 1000.0,
+        loss=opts.loss,
+        duplicate=opts.duplicate,
+        reorder=opts.reorder,
+    )
+    sim = Simulation(opts.seed, tracer=tracer, link=link, datagram_budget=opts.datagram_budget)
+    workload = load_workload(opts.protocol)(opts)
+    workload.setup(sim)
+    names = set(sim.names)
+    for what in ("crash", "restart", "pause", "resume"):
+        for name, t in _parse_at(getattr(opts, what) or [], what):
+            if name not in names:
+                raise UsageError(f"--{what}: unknown node {name!r} (nodes are n1..n{opts.nodes})")
+            sim.at(t, getattr(sim, what), name)
+    scenario_mod.schedule(sim, opts.scenario_events)
+    nemesis = None
+    if opts.nemesis:
+        nemesis = Nemesis(sim, workload.fault_targets(sim), NemesisConfig(kinds=parse_kinds(opts.nemesis)))
+        nemesis.start(until=opts.duration)
+    return sim, workload, nemesis
+
+
+def run(opts: argparse.Namespace, *, progress: bool = False, err: IO[str] = sys.stderr) -> dict[str, Any]:
+    """Run a simulation described by resolved options; return the summary dict."""
+    with contextlib.ExitStack() as stack:
+        out: IO[str] | None = None
+        if opts.trace == "-":
+            out = sys.stdout
+        elif opts.trace:
+            out = stack.enter_context(open(opts.trace, "w", encoding="utf-8", newline="\n"))
+        sim, workload, nemesis = build(opts, out)
+        wall0 = time.perf_counter()
+        sim.start()
+        for i in range(1, SLICES + 1):
+            sim.run_until(opts.duration * i / SLICES)
+            if progress:
+                _bar(err, i / SLICES, sim, time.perf_counter() - wall0)
+        if progress:
+            err.write("\n")
+        wall = time.perf_counter() - wall0
+        result = workload.finish(sim)
+        sim.tracer.emit("sim", "sim.end", {"events": sim.stats["events"]})
+    violations = list(result.pop("violations", []))
+    return {
+        "protocol": opts.protocol,
+        "seed": opts.seed,
+        "nodes": opts.nodes,
+        "duration": opts.duration,
+        "wall_seconds": round(wall, 3),
+        "speedup": round(opts.duration / wall, 1) if wall > 0 else None,
+        "events": sim.stats["events"],
+        "network": {k: v for k, v in sim.stats.items() if k != "events"},
+        "faults": [list(f) for f in nemesis.faults] if nemesis else [],
+        "workload": result,
+        "violations": violations,
+    }
+
+
+def _bar(err: IO[str], frac: float, sim: Simulation, wall: float) -> None:
+    width = 30
+    filled = int(frac * width)
+    rate = sim.now / wall if wall > 0 else 0.0
+    err.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}%  t={sim.now:8.1f}s  {rate:6.1f}x real time")
+    err.flush()
+
+
+def print_summary(summary: dict[str, Any], stream: IO[str]) -> None:
+    w = stream.write
+    w(f"clusterfunk simulate: protocol={summary['protocol']} nodes={summary['nodes']} "
+      f"seed={summary['seed']} duration={summary['duration']}s\n")
+    w(f"  wall time {summary['wall_seconds']}s ({summary['speedup']}x real time), "
+      f"{summary['events']} events\n")
+    net = summary["network"]
+    w(f"  network: {net['datagrams_sent']} datagrams sent, {net['datagrams_delivered']} delivered, "
+      f"{net['frames_sent']} frames sent, {net['frames_delivered']} delivered; dropped: "
+      f"loss {net['dropped_loss']}, partition {net['dropped_partition']}, "
+      f"down {net['dropped_down']}; duplicated {net['duplicated']}, reordered {net['reordered']}\n")
+    if summary["faults"]:
+        w(f"  nemesis: {len(summary['faults'])} faults: "
+          + ", ".join(f"{k}{'(' + d + ')' if d else ''}@{t}" for t, k, d in summary["faults"][:12])
+          + (" ..." if len(summary["faults"]) > 12 else "") + "\n")
+    for k, v in summary["workload"].items():
+        w(f"  {k}: {json.dumps(v) if isinstance(v, dict | list) else v}\n")
+    if summary["violations"]:
+        w(f"  VIOLATIONS ({len(summary['violations'])}):\n")
+        for v in summary["violations"][:20]:
+            w(f"    - {v}\n")
+    else:
+        w("  invariants: no violations\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        opts = resolve_options(args)
+        progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+        summary = run(opts, progress=progress)
+    except (UsageError, scenario_mod.ScenarioError, ValueError) as exc:
+        print(f"clusterfunk simulate: error: {exc}", file=sys.stderr)
+        return 2
+    stream = sys.stderr if opts.trace == "-" else sys.stdout
+    if args.json:
+        stream.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        print_summary(summary, stream)
+    return 1 if summary["violations"] else 0

@@ -1,0 +1,147 @@
+"""Scenario files: a TOML story of faults for ``clusterfunk simulate --scenario``.
+
+::
+
+    [simulation]            # any simulate option, by its long name (dashes or underscores)
+    protocol = "raft"
+    nodes = 5
+    seed = 7
+    duration = 120
+    loss = 0.01
+    nemesis = "crash,partition"
+
+    [[events]]
+    at = 10.0
+    action = "partition"    # partition | oneway | heal | crash | restart | pause | resume | skew | link
+    groups = [["n1", "n2"], ["n3", "n4", "n5"]]
+
+    [[events]]
+    at = 30.0
+    action = "oneway"
+    from = ["n1"]
+    to = ["n2", "n3"]
+
+    [[events]]
+    at = 40.0
+    action = "crash"
+    target = "n3"
+
+    [[events]]
+    at = 50.0
+    action = "link"         # change the default link: latency_ms, jitter_ms, loss, duplicate, reorder
+    loss = 0.2
+
+    [[events]]
+    at = 60.0
+    action = "skew"
+    target = "n2"
+    offset = 0.5            # seconds added to the node's clock
+    drift = 0.01            # relative rate error
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import attrs
+
+from clusterfunk.sim.simulation import Simulation
+
+ACTIONS = ("partition", "oneway", "heal", "crash", "restart", "pause", "resume", "skew", "link")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used (with the reason)."""
+
+
+@attrs.frozen
+class Event:
+    at: float
+    action: str
+    args: dict[str, Any]
+
+
+@attrs.frozen
+class Scenario:
+    options: dict[str, Any]
+    events: tuple[Event, ...]
+
+
+def load(path: str) -> Scenario:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario {path} is not valid TOML: {exc}") from None
+    return parse(data)
+
+
+def parse(data: dict[str, Any]) -> Scenario:
+    unknown = set(data) - {"simulation", "events"}
+    if unknown:
+        raise ScenarioError(f"unknown scenario section(s): {', '.join(sorted(unknown))}")
+    options = {k.replace("-", "_"): v for k, v in data.get("simulation", {}).items()}
+    events = []
+    for i, raw in enumerate(data.get("events", [])):
+        if not isinstance(raw, dict):
+            raise ScenarioError(f"event #{i + 1} is not a table")
+        raw = dict(raw)
+        at = raw.pop("at", None)
+        action = raw.pop("action", None)
+        if not isinstance(at, int | float) or isinstance(at, bool) or at < 0:
+            raise ScenarioError(f"event #{i + 1}: 'at' must be a non-negative number of seconds")
+        if action not in ACTIONS:
+            raise ScenarioError(f"event #{i + 1}: action must be one of {', '.join(ACTIONS)}")
+        events.append(Event(float(at), action, raw))
+    events.sort(key=lambda e: e.at)  # stable: equal times keep file order
+    return Scenario(options, tuple(events))
+
+
+def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
+    """Schedule scenario events on a simulation (validating names now, not later)."""
+    for i, ev in enumerate(events):
+        a = ev.args
+        try:
+            if ev.action == "partition":
+                groups = a["groups"]
+                _check_names(sim, [n for g in groups for n in g])
+                sim.at(ev.at, sim.partition, [list(g) for g in groups])
+            elif ev.action == "oneway":
+                src, dst = list(a["from"]), list(a["to"])
+                _check_names(sim, src + dst)
+                sim.at(ev.at, sim.partition_oneway, src, dst)
+            elif ev.action == "heal":
+                sim.at(ev.at, sim.heal)
+            elif ev.action in ("crash", "restart", "pause", "resume"):
+                target = a["target"]
+                _check_names(sim, [target])
+                sim.at(ev.at, getattr(sim, ev.action), target)
+            elif ev.action == "skew":
+                target = a["target"]
+                _check_names(sim, [target])
+                sim.at(ev.at, sim.set_skew, target, float(a.get("offset", 0.0)), float(a.get("drift", 0.0)))
+            elif ev.action == "link":
+                sim.at(ev.at, _set_link, sim, dict(a))
+        except KeyError as exc:
+            raise ScenarioError(f"event #{i + 1} ({ev.action}) needs {exc.args[0]!r}") from None
+
+
+def _set_link(sim: Simulation, a: dict[str, Any]) -> None:
+    changes: dict[str, float] = {}
+    if "latency_ms" in a:
+        changes["latency"] = float(a["latency_ms"]) / 1000
+    if "jitter_ms" in a:
+        changes["jitter"] = float(a["jitter_ms"]) / 1000
+    for k in ("loss", "duplicate", "reorder"):
+        if k in a:
+            changes[k] = float(a[k])
+    sim.set_default_link(attrs.evolve(sim.link, **changes))
+
+
+def _check_names(sim: Simulation, names: list[str]) -> None:
+    for n in names:
+        if n not in sim.hosts:
+            raise ScenarioError(f"unknown node {n!r} (nodes are {sim.names[0]}..{sim.names[-1]})")

@@ -1,0 +1,138 @@
+"""The wire codec: round trips, and untrusted bytes raise only WireError."""
+
+from __future__ import annotations
+
+import attrs
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterfunk import wire
+from clusterfunk.demo.ping import Hello, Ping, Pong
+
+
+@wire.struct
+@attrs.frozen
+class Inner:
+    name: str
+    tags: dict[str, str]
+
+
+@wire.message(15)
+@attrs.frozen
+class Rich:
+    a: int
+    b: float
+    c: bytes
+    d: str | None
+    e: tuple[Inner, ...]
+    f: bool
+    g: tuple[int, ...] = ()
+
+
+texts = st.text(max_size=20)
+inners = st.builds(Inner, texts, st.dictionaries(texts, texts, max_size=3))
+rich = st.builds(
+    Rich,
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.binary(max_size=64),
+    st.none() | texts,
+    st.lists(inners, max_size=4).map(tuple),
+    st.booleans(),
+    st.lists(st.integers(0, 2**32), max_size=5).map(tuple),
+)
+
+
+@given(rich)
+@settings(max_examples=300, deadline=None)
+def test_round_trip(msg: Rich) -> None:
+    data = wire.encode(msg)
+    assert wire.decode(data) == msg
+    assert wire.encode(wire.decode(data)) == data  # deterministic
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=2000, deadline=None)
+def test_random_bytes_raise_only_wire_error(data: bytes) -> None:
+    try:
+        wire.decode(data)
+    except wire.WireError:
+        pass
+
+
+@given(rich, st.data())
+@settings(max_examples=500, deadline=None)
+def test_mutated_messages_decode_or_raise_wire_error(msg: Rich, data: st.DataObject) -> None:
+    raw = bytearray(wire.encode(msg))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip" and raw:
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "cut" and raw:
+            del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+        else:
+            raw.insert(data.draw(st.integers(0, len(raw))), data.draw(st.integers(0, 255)))
+    try:
+        out = wire.decode(bytes(raw))
+    except wire.WireError:
+        return
+    assert attrs.has(type(out))
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=4), children, max_size=5),
+    max_leaves=20,
+))
+@settings(max_examples=1000, deadline=None)
+def test_well_formed_msgpack_of_the_wrong_shape_is_rejected(value: object) -> None:
+    for body in ([wire.WIRE_VERSION, 1, value], [wire.WIRE_VERSION, 15, value, value], value):
+        try:
+            wire.decode(msgpack.packb(body, use_bin_type=True))
+        except wire.WireError:
+            pass
+
+
+def test_specific_rejections() -> None:
+    ok = wire.encode(Ping(1, 0.5))
+    assert wire.decode(ok) == Ping(1, 0.5)
+    cases = {
+        b"": "empty",
+        msgpack.packb([2, 1, 1, 0.5, b""]): "version",
+        msgpack.packb([1, 9999, 1]): "unknown message tag",
+        msgpack.packb([1, 1, "x", 0.5, b""]): "expected int",
+        msgpack.packb([1, 1, 1, 0.5]): "expected 3 fields",
+        msgpack.packb([1, 2, True, 0.5]): "expected int",  # bool is not an int
+        msgpack.packb({"a": 1}): "not a clusterfunk message",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(wire.WireError, match=reason):
+            wire.decode(data)
+
+
+def test_size_is_checked_before_decoding() -> None:
+    data = wire.encode(Hello(1, bytes(5000)))
+    with pytest.raises(wire.WireError, match="exceeds"):
+        wire.decode(data, max_size=1000)
+    # a tiny packet claiming a huge array is refused without allocating it
+    bomb = b"\x95\x01\x03\x01\xc6\xff\xff\xff\xff"
+    with pytest.raises(wire.WireError):
+        wire.decode(bomb)
+    huge_array = b"\xdd\xff\xff\xff\xff"
+    with pytest.raises(wire.WireError):
+        wire.decode(huge_array)
+
+
+def test_unregistered_and_duplicate_tags() -> None:
+    @attrs.frozen
+    class NotOnWire:
+        x: int
+
+    with pytest.raises(TypeError):
+        wire.encode(NotOnWire(1))
+    with pytest.raises(ValueError, match="already used"):
+        wire.message(1)(NotOnWire)
+    assert wire.registered_tags()[2] is Pong
