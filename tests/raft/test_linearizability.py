@@ -143,9 +143,24 @@ def test_budget_exhaustion_is_undecided_not_ok():
 
 def test_history_from_trace_pairs_calls_and_returns():
     recs = [
-        {"t": 1.0, "node": "c1", "ev": "kv.call", "client": "c1", "op": "put", "key": "k", "value": "v"},
+        {
+            "t": 1.0,
+            "node": "c1",
+            "ev": "kv.call",
+            "client": "c1",
+            "op": "put",
+            "key": "k",
+            "value": "v",
+        },
         {"t": 1.5, "node": "c2", "ev": "kv.call", "client": "c2", "op": "get", "key": "k"},
-        {"t": 2.0, "node": "c1", "ev": "kv.return", "client": "c1", "outcome": "ok", "result": None},
+        {
+            "t": 2.0,
+            "node": "c1",
+            "ev": "kv.return",
+            "client": "c1",
+            "outcome": "ok",
+            "result": None,
+        },
         {"t": 3.0, "node": "c2", "ev": "kv.return", "client": "c2", "outcome": "ok", "result": "v"},
         {"t": 4.0, "node": "c1", "ev": "kv.call", "client": "c1", "op": "delete", "key": "k"},
     ]
@@ -208,13 +223,30 @@ def executions(draw):
             if res:
                 state[key] = value
             ops.append(
-                op(client, "cas", key, call, math.inf if fate == UNKNOWN else ret, fate,
-                   value=value, expected=expected, result=res if fate == OK else None)
+                op(
+                    client,
+                    "cas",
+                    key,
+                    call,
+                    math.inf if fate == UNKNOWN else ret,
+                    fate,
+                    value=value,
+                    expected=expected,
+                    result=res if fate == OK else None,
+                )
             )
             continue
         ops.append(
-            op(client, kind, key, call, math.inf if fate == UNKNOWN else ret, fate, value=value,
-               result=res)
+            op(
+                client,
+                kind,
+                key,
+                call,
+                math.inf if fate == UNKNOWN else ret,
+                fate,
+                value=value,
+                result=res,
+            )
         )
     return ops, state, float(n * 10 + 30)
 

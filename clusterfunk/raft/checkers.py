@@ -1,0 +1,301 @@
+"""Online checkers for the five Raft safety properties (paper, Figure 3).
+
+:class:`SafetyChecker` is a ``Tracer.listeners`` callback: it sees every trace
+record as it is written, in the order of the run. Some properties are visible in
+the audit events alone; the others are about the *logs*, which are not traced
+entry by entry, so the checker also inspects the nodes' logs through a
+:data:`LogReader` (in the simulator: read from the live ``RaftCore`` objects via
+``sim.app(name)``) at the moments that matter and at periodic check points.
+
+How each property is checked
+----------------------------
+
+* **Election Safety** (at most one leader per term): every ``raft.role`` record
+  with ``role == "leader"`` claims its ``term``; a second node claiming the same
+  term is a violation. Trace events only.
+
+* **State Machine Safety** (no two servers apply different entries at one
+  index): every ``raft.apply`` (``index``, ``term``, ``digest``) is compared with
+  the first record of that index from any node; a different ``term`` or
+  ``digest`` is a violation. A ``raft.snapshot`` restore is compared the same way
+  (``term`` at its ``index``). Also per node: applies are in index order and
+  contiguous (after a snapshot restore at ``i`` the next is ``i + 1``; a crash,
+  ``sim.crash``, resets the node). Trace events only.
+
+* **Leader Completeness** (a leader's log holds every entry committed in earlier
+  terms): when a node becomes leader (``raft.role`` leader), every entry known to
+  be committed (applied by anyone: ``raft.apply``) at an index the new leader has
+  not compacted must be in its log with the same term; an index beyond its last
+  index means a committed entry is missing. Trace events plus the leader's log.
+
+* **Leader Append-Only** (a leader never overwrites or deletes entries of its own
+  log): while a node is leader of term T, at every check point the entry that was
+  its last at the previous check point (index, term, content) must still be there,
+  and its last index must not have shrunk. Needs the log.
+
+* **Log Matching** (two logs with an entry of the same index and term are
+  identical up to that index): at every check point, for every pair of live
+  nodes, find the highest index where both logs hold the same term and compare
+  all entries at and below it (term and content) down to the first index both
+  still hold. Entries at or below both nodes' commit indexes never change, so a
+  per-pair watermark keeps each check incremental. Needs the logs.
+
+The log-based checks run when :meth:`SafetyChecker.check_logs` is called (the
+simulation workload calls it every ``check_every`` virtual seconds, the stateful
+test after every step) and, for Leader Completeness, on each ``raft.role``
+leader record if a reader is present. Violations are strings in
+:attr:`SafetyChecker.violations` (the first ``limit`` kept; all counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+
+
+class LogView(Protocol):
+    """What the log-based checks need to see of one node's Raft state."""
+
+    @property
+    def first_index(self) -> int:
+        """The first index still held in the log (after the last compaction)."""
+        ...
+
+    @property
+    def last_index(self) -> int: ...
+
+    @property
+    def commit_index(self) -> int: ...
+
+    def term_at(self, index: int) -> int:
+        """Term of the entry at ``index`` (``first_index <= index <= last_index``)."""
+        ...
+
+    def content_at(self, index: int) -> Any:
+        """Something equal for equal entries (the entry's bytes, or a digest)."""
+        ...
+
+
+#: Returns the log view of a node, or None when the node is down.
+LogReader = Callable[[str], LogView | None]
+
+
+@attrs.define
+class _Tenure:
+    term: int
+    last_index: int
+    last_term: int
+    last_content: Any
+
+
+class SafetyChecker:
+    """Checks the five safety properties online. See the module docstring."""
+
+    def __init__(
+        self, nodes: list[str], read_log: LogReader | None = None, *, limit: int = 100
+    ) -> None:
+        self.nodes = list(nodes)
+        self.read_log = read_log
+        self.limit = limit
+        self.violations: list[str] = []
+        self.violation_count = 0
+        self.leaders: dict[int, str] = {}  # term -> node that became leader in it
+        self.elections = 0
+        self.applied: dict[int, tuple[int, str, str]] = {}  # index -> (term, digest, node)
+        self.applies = 0
+        self._next_apply: dict[str, int | None] = {}
+        self._role: dict[str, tuple[str, int]] = {}
+        self._tenure: dict[str, _Tenure] = {}
+        self._pair_mark: dict[tuple[str, str], int] = {}
+        self.log_checks = 0
+        self.now = 0.0
+
+    # -- trace records -------------------------------------------------------
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        ev = rec["ev"]
+        if ev == "raft.apply":
+            self._on_apply(rec)
+        elif ev == "raft.role":
+            self._on_role(rec)
+        elif ev == "raft.snapshot":
+            self._on_snapshot(rec)
+        elif ev == "sim.crash":
+            node = rec["target"]
+            self._next_apply[node] = None
+            self._role.pop(node, None)
+            self._tenure.pop(node, None)
+
+    def _violation(self, t: float, text: str) -> None:
+        self.violation_count += 1
+        if len(self.violations) < self.limit:
+            self.violations.append(f"t={t}: {text}")
+
+    def _on_role(self, rec: dict[str, Any]) -> None:
+        """Election Safety: at most one leader can be elected in a given term."""
+        node, term, role = rec["node"], rec["term"], rec["role"]
+        self.now = rec["t"]
+        self._role[node] = (role, term)
+        if role != "leader":
+            self._tenure.pop(node, None)
+            return
+        self.elections += 1
+        other = self.leaders.get(term)
+        if other is not None and other != node:
+            self._violation(
+                rec["t"], f"Election Safety: {node} and {other} are both leaders of term {term}"
+            )
+        else:
+            self.leaders[term] = node
+        if self.read_log is not None:
+            view = self.read_log(node)
+            if view is not None:
+                self._leader_completeness(rec["t"], node, term, view)
+                self._start_tenure(node, term, view)
+
+    def _on_apply(self, rec: dict[str, Any]) -> None:
+        """State Machine Safety: if a server has applied a log entry at a given
+        index to its state machine, no other server will ever apply a different
+        log entry for the same index."""
+        node, index, term, digest = rec["node"], rec["index"], rec["term"], rec["digest"]
+        self.applies += 1
+        first = self.applied.get(index)
+        if first is None:
+            self.applied[index] = (term, digest, node)
+        elif first[0] != term or first[1] != digest:
+            self._violation(
+                rec["t"],
+                f"State Machine Safety: {node} applied index {index} as term {term} "
+                f"digest {digest}, but {first[2]} applied term {first[0]} digest {first[1]}",
+            )
+        expect = self._next_apply.get(node)
+        if expect is not None and index != expect:
+            self._violation(
+                rec["t"], f"{node} applied index {index} but the next in order was {expect}"
+            )
+        self._next_apply[node] = index + 1
+
+    def _on_snapshot(self, rec: dict[str, Any]) -> None:
+        node, index, term = rec["node"], rec["index"], rec["term"]
+        first = self.applied.get(index)
+        if first is not None and first[0] != term:
+            self._violation(
+                rec["t"],
+                f"State Machine Safety: {node} restored a snapshot at index {index} term "
+                f"{term}, but {first[2]} applied term {first[0]} there",
+            )
+        self._next_apply[node] = index + 1
+
+    # -- log-based properties --------------------------------------------------
+
+    def _leader_completeness(self, t: float, node: str, term: int, view: LogView) -> None:
+        """Leader Completeness: if a log entry is committed in a given term, that
+        entry will be present in the logs of the leaders for all higher-numbered
+        terms."""
+        first, last = view.first_index, view.last_index
+        for index in sorted(self.applied):
+            if index < first:
+                continue  # compacted into the leader's snapshot
+            cterm = self.applied[index][0]
+            if cterm >= term:
+                continue  # not committed in an earlier term
+            if index > last:
+                self._violation(
+                    t,
+                    f"Leader Completeness: {node}, leader of term {term}, lacks committed "
+                    f"index {index} (its log ends at {last})",
+                )
+                return
+            lt = view.term_at(index)
+            if lt != cterm:
+                self._violation(
+                    t,
+                    f"Leader Completeness: {node}, leader of term {term}, holds term {lt} "
+                    f"at committed index {index} (committed term {cterm})",
+                )
+                return
+
+    def _start_tenure(self, node: str, term: int, view: LogView) -> None:
+        last = view.last_index
+        if last >= view.first_index and last > 0:
+            self._tenure[node] = _Tenure(term, last, view.term_at(last), view.content_at(last))
+        else:
+            self._tenure[node] = _Tenure(term, last, 0, None)
+
+    def _leader_append_only(self, node: str, view: LogView) -> None:
+        """Leader Append-Only: a leader never overwrites or deletes entries in
+        its log; it only appends new entries."""
+        ten = self._tenure.get(node)
+        if ten is None:
+            return
+        last = view.last_index
+        if last < ten.last_index:
+            self._violation(
+                self.now,
+                f"Leader Append-Only: {node} (leader of term {ten.term}) shrank its log "
+                f"from {ten.last_index} to {last}",
+            )
+        elif ten.last_term and ten.last_index >= view.first_index:
+            lt, lc = view.term_at(ten.last_index), view.content_at(ten.last_index)
+            if lt != ten.last_term or lc != ten.last_content:
+                self._violation(
+                    self.now,
+                    f"Leader Append-Only: {node} (leader of term {ten.term}) overwrote its "
+                    f"entry at index {ten.last_index}",
+                )
+        self._start_tenure(node, ten.term, view)
+
+    def _log_matching(self, a: str, va: LogView, b: str, vb: LogView) -> None:
+        """Log Matching: if two logs contain an entry with the same index and
+        term, then the logs are identical in all entries up through that index."""
+        lo = max(va.first_index, vb.first_index, self._pair_mark.get((a, b), 0) + 1)
+        hi = min(va.last_index, vb.last_index)
+        top = hi
+        while top >= lo and va.term_at(top) != vb.term_at(top):
+            top -= 1
+        for i in range(top, lo - 1, -1):
+            if va.term_at(i) != vb.term_at(i) or va.content_at(i) != vb.content_at(i):
+                self._violation(
+                    self.now,
+                    f"Log Matching: {a} and {b} agree on the term of index {top} but "
+                    f"differ at index {i}",
+                )
+                return
+        mark = min(va.commit_index, vb.commit_index, hi)
+        if mark > self._pair_mark.get((a, b), 0):
+            self._pair_mark[(a, b)] = mark
+
+    def check_logs(self, now: float | None = None) -> None:
+        """Run the log-based checks over all live nodes (a check point)."""
+        if self.read_log is None:
+            return
+        if now is not None:
+            self.now = now
+        self.log_checks += 1
+        views: list[tuple[str, LogView]] = []
+        for n in self.nodes:
+            v = self.read_log(n)
+            if v is None:
+                self._tenure.pop(n, None)
+                for key in [k for k in self._pair_mark if n in k]:
+                    del self._pair_mark[key]  # its log may lose un-synced entries
+                continue
+            views.append((n, v))
+            role = self._role.get(n)
+            if role is not None and role[0] == "leader":
+                self._leader_append_only(n, v)
+        for i in range(len(views)):
+            for j in range(i + 1, len(views)):
+                self._log_matching(views[i][0], views[i][1], views[j][0], views[j][1])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "elections": self.elections,
+            "terms_with_leader": len(self.leaders),
+            "applies": self.applies,
+            "committed_indexes": len(self.applied),
+            "log_checks": self.log_checks,
+            "safety_violations": self.violation_count,
+        }
