@@ -1,0 +1,621 @@
+"""The real transport: UDP datagrams and TCP frame streams on trio sockets.
+
+One :class:`NetTransport` is one endpoint bound to the same ``host:port`` for UDP
+and TCP. It implements :class:`clusterfunk.runtime.api.Transport`: the send
+methods are synchronous and never block; the receive side runs as tasks in the
+nursery of :func:`open_transport` and calls the bound handler synchronously.
+
+Datagrams
+    One ``sendto`` per datagram on a non-blocking socket. A datagram larger than
+    ``max_datagram`` is refused and counted; a full socket buffer or a network
+    error drops it and counts. Received datagrams are read in batches with
+    non-blocking ``recvfrom`` after ``wait_readable``; the source is ``host:port``
+    of the sender's socket, which is its advertised port when it binds the
+    address it advertises.
+
+Streams (framing and hello in :mod:`clusterfunk.runtime.framing`)
+    One outgoing connection per destination, owned by one writer task. Frames
+    are queued (bounded in count and bytes; when full the frame is dropped and
+    counted, never blocking the caller), and the writer sends everything queued
+    in one ``send_all``. The first bytes on a connection are a hello carrying the
+    dialer's advertised address, so the acceptor reports frames from the peer's
+    listening address, not its ephemeral port. Connections are one-way: a node
+    answers over its own connection to the peer. The writer also watches its
+    connection for EOF, so a restarted peer is noticed at once; it reconnects
+    with capped exponential backoff jittered by an injected RNG. Frames already
+    handed to the kernel when a connection breaks may be lost (protocols above
+    retry); frames still queued are sent on the next connection.
+
+Bad input (bad hello, bad frame length) closes that one connection and is
+counted; nothing a peer sends can crash the endpoint.
+
+Handler errors (an exception raised by the core behind the handler) are logged
+with their traceback, counted in ``stats.handler_errors`` and, by default
+(``fail_stop=True``), re-raised: a core that raised mid-transition is in an
+unknown state, and crash-stop is the failure the protocols are built to survive.
+With ``fail_stop=False`` the message is dropped and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import random
+import socket as stdsocket
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from clusterfunk.runtime.api import DEFAULT_DATAGRAM_BUDGET, Address, split_address
+from clusterfunk.runtime.framing import (
+    DEFAULT_MAX_FRAME,
+    FrameReader,
+    FramingError,
+    encode_hello,
+    pack_length,
+)
+
+log = logging.getLogger("clusterfunk.net")
+
+#: Datagrams read per wake-up before yielding to other tasks.
+_RECV_BATCH = 64
+
+
+@attrs.define
+class TransportStats:
+    """Counters of one endpoint (exposed for metrics and tests)."""
+
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    datagrams_oversize: int = 0  # refused: larger than max_datagram
+    datagrams_dropped: int = 0  # socket buffer full or network error on send
+    frames_queued: int = 0
+    frames_sent: int = 0  # handed to the kernel
+    frames_received: int = 0
+    frames_dropped_queue_full: int = 0
+    frames_dropped_oversize: int = 0  # refused: empty or larger than max_frame
+    frames_dropped_closed: int = 0  # queued when the endpoint closed
+    unresolvable: int = 0  # destinations that are not (yet) an address we can use
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0  # outgoing connections lost
+    accepted: int = 0
+    rejected: int = 0  # incoming connections over max_incoming
+    bad_hello: int = 0
+    bad_frame: int = 0
+    hello_timeouts: int = 0
+    handler_errors: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+# ---------------------------------------------------------------------------
+# Addresses.
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def format_address(host: str, port: int) -> Address:
+    """Canonical ``host:port``: IPv6 in brackets and compressed, v4-mapped IPv6 as IPv4."""
+    ip = _literal(host)
+    if ip is None:
+        return f"{host}:{port}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"{ip.ipv4_mapped}:{port}"
+        scope = host[host.index("%") :] if "%" in host else ""
+        return f"[{ip.compressed}{scope}]:{port}"
+    return f"{ip}:{port}"
+
+
+def canonical_address(addr: Address) -> Address:
+    """Normalise a user-given ``host:port`` (``[::1]:7000``, ``127.0.0.1:7000``, names)."""
+    host, port = split_address(addr)
+    return format_address(host, port)
+
+
+def _sockaddr(family: int, host: str, port: int) -> tuple[Any, ...] | None:
+    """A sockaddr for a literal ``host`` usable on a socket of ``family``, or None."""
+    if host == "localhost":
+        host = "::1" if family == stdsocket.AF_INET6 else "127.0.0.1"
+    ip = _literal(host)
+    if ip is None:
+        return None
+    if family == stdsocket.AF_INET:
+        return (str(ip), port) if ip.version == 4 else None
+    if ip.version == 4:  # dual-stack IPv6 socket
+        return (f"::ffff:{ip}", port, 0, 0)
+    if "%" in host:
+        return (host, port, 0, 0)  # scoped link-local: let the OS parse the scope
+    return (str(ip), port, 0, 0)
+
+
+# ---------------------------------------------------------------------------
+# The endpoint.
+
+
+class _Peer:
+    """The outgoing side of the stream to one destination."""
+
+    __slots__ = ("connected", "dest", "failures", "queue", "queued_bytes", "wake", "writing")
+
+    def __init__(self, dest: Address) -> None:
+        self.dest = dest
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.wake = trio.Event()
+        self.connected = False
+        self.writing = False
+        self.failures = 0
+
+
+class NetTransport:
+    """A bound UDP + TCP endpoint. Create it with :func:`open_transport`."""
+
+    def __init__(
+        self,
+        udp: stdsocket.socket,
+        listener: trio.socket.SocketType,
+        local_address: Address,
+        *,
+        max_datagram: int = DEFAULT_DATAGRAM_BUDGET,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        queue_frames: int = 4096,
+        queue_bytes: int = 128 * 1024 * 1024,
+        rng: random.Random | None = None,
+        connect_timeout: float = 5.0,
+        hello_timeout: float = 5.0,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 2.0,
+        max_incoming: int = 1024,
+        fail_stop: bool = True,
+        on_handler_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._udp = udp
+        self._listener = listener
+        self.family = udp.family
+        self.local_address = local_address
+        self.max_datagram = max_datagram
+        self.max_frame = max_frame
+        self.queue_frames = queue_frames
+        self.queue_bytes = queue_bytes
+        self.rng = rng if rng is not None else random.Random()
+        self.connect_timeout = connect_timeout
+        self.hello_timeout = hello_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_incoming = max_incoming
+        self.fail_stop = fail_stop
+        self.on_handler_error = on_handler_error
+        self.stats = TransportStats()
+        self.handler: Any = None
+        self._bound = trio.Event()
+        self._hello = encode_hello(local_address)
+        self._peers: dict[Address, _Peer] = {}
+        self._dgram_addr: dict[Address, tuple[Any, ...] | None] = {}
+        self._resolving: set[Address] = set()
+        self._incoming = 0
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+
+    # -- Transport API -----------------------------------------------------
+
+    def bind(self, handler: Any) -> None:
+        self.handler = handler
+        self._bound.set()
+
+    def send_datagram(self, dest: Address, data: bytes) -> None:
+        stats = self.stats
+        if len(data) > self.max_datagram:
+            stats.datagrams_oversize += 1
+            return
+        sa = self._dgram_addr.get(dest)
+        if sa is None:
+            sa = self._lookup(dest)
+            if sa is None:
+                return
+        try:
+            self._udp.sendto(data, sa)
+        except OSError:  # EAGAIN (buffer full), ENETUNREACH, EPERM, ...
+            stats.datagrams_dropped += 1
+            return
+        stats.datagrams_sent += 1
+        stats.bytes_sent += len(data)
+
+    def send_frame(self, dest: Address, data: bytes) -> None:
+        stats = self.stats
+        n = len(data)
+        if n == 0 or n > self.max_frame:
+            stats.frames_dropped_oversize += 1
+            return
+        if self._closing:
+            stats.frames_dropped_closed += 1
+            return
+        peer = self._peers.get(dest)
+        if peer is None:
+            if self._nursery is None:
+                raise RuntimeError("transport is not open")
+            peer = self._peers[dest] = _Peer(dest)
+            self._nursery.start_soon(self._peer_task, peer, name=f"cf-peer {dest}")
+        if peer.queue and (
+            len(peer.queue) >= 2 * self.queue_frames or peer.queued_bytes + n > self.queue_bytes
+        ):
+            stats.frames_dropped_queue_full += 1
+            return
+        peer.queue.append(pack_length(n))
+        peer.queue.append(data)
+        peer.queued_bytes += n + 4
+        stats.frames_queued += 1
+        peer.wake.set()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _lookup(self, dest: Address) -> tuple[Any, ...] | None:
+        """Resolve ``dest`` for datagrams: literals at once; names in the background."""
+        try:
+            host, port = split_address(dest)
+        except ValueError:
+            self.stats.unresolvable += 1
+            return None
+        if dest in self._dgram_addr:  # known unusable
+            self.stats.unresolvable += 1
+            return None
+        sa = _sockaddr(self.family, host, port)
+        if sa is not None:
+            if len(self._dgram_addr) > 65536:
+                self._dgram_addr.clear()
+            self._dgram_addr[dest] = sa
+            return sa
+        self.stats.unresolvable += 1
+        if _literal(host) is None and dest not in self._resolving and self._nursery is not None:
+            self._resolving.add(dest)
+            self._nursery.start_soon(self._resolve_task, dest, host, port)
+        else:
+            self._dgram_addr[dest] = None
+        return None
+
+    async def _resolve(self, host: str, port: int) -> tuple[Any, ...] | None:
+        if host == "localhost" or _literal(host) is not None:
+            return _sockaddr(self.family, host, port)
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=stdsocket.SOCK_DGRAM)
+        except OSError:
+            return None
+        for fam, *_rest, sa in infos:
+            if fam == self.family or (
+                self.family == stdsocket.AF_INET6 and fam == stdsocket.AF_INET
+            ):
+                return _sockaddr(self.family, str(sa[0]), port)
+        return None
+
+    async def _resolve_task(self, dest: Address, host: str, port: int) -> None:
+        try:
+            self._dgram_addr[dest] = await self._resolve(host, port)
+        finally:
+            self._resolving.discard(dest)
+
+    def _handler_failed(self, exc: BaseException, what: str) -> None:
+        self.stats.handler_errors += 1
+        log.error("%s: handler raised on %s", self.local_address, what, exc_info=exc)
+        if self.on_handler_error is not None:
+            self.on_handler_error(exc)
+        if self.fail_stop:
+            raise exc
+
+    def _backoff(self, failures: int) -> float:
+        """Capped exponential backoff, jittered to 50-100 % by the injected RNG."""
+        if failures <= 0:
+            return 0.0
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 30))
+        return delay * (0.5 + 0.5 * self.rng.random())
+
+    # -- UDP -------------------------------------------------------------
+
+    async def _udp_loop(self) -> None:
+        await self._bound.wait()
+        sock = self._udp
+        recvfrom = sock.recvfrom
+        bufsize = 65536
+        stats = self.stats
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(_RECV_BATCH):
+                try:
+                    data, sa = recvfrom(bufsize)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # e.g. ECONNREFUSED from ICMP: nothing to read
+                    continue
+                stats.datagrams_received += 1
+                stats.bytes_received += len(data)
+                src = format_address(sa[0], sa[1])
+                try:
+                    self.handler.on_datagram(src, data)
+                except Exception as exc:
+                    self._handler_failed(exc, f"datagram from {src}")
+            else:
+                await trio.lowlevel.checkpoint()
+
+    # -- TCP: accepting side ---------------------------------------------
+
+    async def _accept_loop(self, nursery: trio.Nursery) -> None:
+        await self._bound.wait()
+        listener = self._listener
+        while True:
+            try:
+                sock, _addr = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("%s: accept failed: %s", self.local_address, exc)
+                    await trio.sleep(0.1)
+                continue
+            if self._incoming >= self.max_incoming:
+                self.stats.rejected += 1
+                sock.close()
+                continue
+            self.stats.accepted += 1
+            self._incoming += 1
+            nursery.start_soon(self._serve, sock, name="cf-conn")
+
+    async def _serve(self, sock: trio.socket.SocketType) -> None:
+        stats = self.stats
+        stream = trio.SocketStream(sock)
+        reader = FrameReader(self.max_frame)
+        try:
+            with trio.move_on_after(self.hello_timeout) as scope:
+                while reader.peer is None:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return
+                    stats.bytes_received += len(data)
+                    frames = reader.feed(data)
+                    if reader.peer is not None:
+                        self._deliver(reader.peer, frames)
+            if scope.cancelled_caught:
+                stats.hello_timeouts += 1
+                return
+            src = reader.peer
+            assert src is not None
+            while True:
+                data = await stream.receive_some(min(max(65536, reader.wanted), 4 << 20))
+                if not data:
+                    return
+                stats.bytes_received += len(data)
+                frames = reader.feed(data)
+                if frames:
+                    self._deliver(src, frames)
+        except FramingError as exc:
+            if reader.peer is None:
+                stats.bad_hello += 1
+            else:
+                stats.bad_frame += 1
+            log.info("%s: closing connection: %s", self.local_address, exc)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            self._incoming -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    def _deliver(self, src: Address, frames: list[bytes]) -> None:
+        stats = self.stats
+        handler = self.handler
+        for f in frames:
+            stats.frames_received += 1
+            try:
+                handler.on_frame(src, f)
+            except Exception as exc:
+                self._handler_failed(exc, f"frame from {src}")
+
+    # -- TCP: dialing side -----------------------------------------------
+
+    async def _connect(self, dest: Address) -> trio.SocketStream | None:
+        try:
+            host, port = split_address(dest)
+        except ValueError:
+            return None
+        try:
+            infos = await trio.socket.getaddrinfo(
+                host if host != "localhost" else "127.0.0.1", port, type=stdsocket.SOCK_STREAM
+            )
+        except OSError:
+            return None
+        for family, type_, proto, _canon, sa in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await sock.connect(sa)
+            except (OSError, trio.TooSlowError):
+                sock.close()
+                continue
+            return trio.SocketStream(sock)  # sets TCP_NODELAY
+        return None
+
+    async def _peer_task(self, peer: _Peer) -> None:
+        """Own the connection to one peer: connect, write queued frames, reconnect."""
+        stats = self.stats
+        while True:
+            while not peer.queue:
+                peer.wake = trio.Event()
+                await peer.wake.wait()
+            delay = self._backoff(peer.failures)
+            if delay:
+                await trio.sleep(delay)
+            stream = await self._connect(peer.dest)
+            if stream is None:
+                stats.connect_failures += 1
+                peer.failures += 1
+                if peer.failures in (1, 10) or peer.failures % 100 == 0:
+                    log.info("%s: cannot connect to %s", self.local_address, peer.dest)
+                continue
+            stats.connects += 1
+            peer.connected = True
+            started = trio.current_time()
+            try:
+                async with trio.open_nursery() as conn:
+                    conn.start_soon(self._watch_eof, stream, conn.cancel_scope)
+                    await self._write_loop(peer, stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                peer.connected = False
+                peer.writing = False
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            stats.disconnects += 1
+            # A connection that died young counts as a failure, so a peer that
+            # accepts and drops at once is not hammered.
+            if trio.current_time() - started < 1.0:
+                peer.failures += 1
+            else:
+                peer.failures = 0
+
+    async def _write_loop(self, peer: _Peer, stream: trio.SocketStream) -> None:
+        stats = self.stats
+        first = self._hello
+        while True:
+            while not peer.queue:
+                peer.wake = trio.Event()
+                await peer.wake.wait()
+            queue = peer.queue
+            nframes = len(queue) // 2
+            if first:
+                queue.appendleft(first)
+                first = b""
+            chunk = b"".join(queue)
+            queue.clear()
+            peer.queued_bytes = 0
+            peer.writing = True
+            await stream.send_all(chunk)
+            peer.writing = False
+            stats.frames_sent += nframes
+            stats.bytes_sent += len(chunk)
+
+    async def _watch_eof(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        """The acceptor never writes: EOF, an error or any data means the connection is over."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await stream.receive_some(1)
+        scope.cancel()
+
+    # -- shutdown ----------------------------------------------------------
+
+    async def _linger(self, timeout: float) -> None:
+        """Give connected writers up to ``timeout`` seconds to flush their queues."""
+        with trio.move_on_after(timeout):
+            while any(p.connected and (p.queue or p.writing) for p in self._peers.values()):
+                await trio.sleep(0.002)
+        self.stats.frames_dropped_closed += sum(len(p.queue) // 2 for p in self._peers.values())
+
+
+# ---------------------------------------------------------------------------
+# Binding.
+
+
+def _is_unspecified(host: str) -> bool:
+    ip = _literal(host)
+    return ip is not None and ip.is_unspecified
+
+
+async def _bind_pair(host: str, port: int) -> tuple[stdsocket.socket, trio.socket.SocketType]:
+    """Bind UDP and TCP on the same ``host:port`` (port 0: one free for both)."""
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=stdsocket.SOCK_DGRAM, flags=stdsocket.AI_PASSIVE
+    )
+    if not infos:
+        raise OSError(f"cannot resolve bind address {host!r}")
+    family, _t, _p, _c, sa = infos[0]
+    last: OSError | None = None
+    for _attempt in range(50 if port == 0 else 1):
+        udp = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
+        tcp = trio.socket.socket(family, stdsocket.SOCK_STREAM)
+        try:
+            if family == stdsocket.AF_INET6:
+                dual = 0 if _is_unspecified(host) else 1
+                udp.setsockopt(stdsocket.IPPROTO_IPV6, stdsocket.IPV6_V6ONLY, dual)
+                tcp.setsockopt(stdsocket.IPPROTO_IPV6, stdsocket.IPV6_V6ONLY, dual)
+            udp.setblocking(False)
+            udp.bind(sa)
+            actual = udp.getsockname()[1]
+            tcp.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
+            await tcp.bind((sa[0], actual, *sa[2:]))
+            tcp.listen(512)
+            return udp, tcp
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            last = exc
+    assert last is not None
+    raise last
+
+
+@asynccontextmanager
+async def open_transport(
+    bind: str,
+    advertise: str | None = None,
+    max_datagram: int = DEFAULT_DATAGRAM_BUDGET,
+    *,
+    rng: random.Random | None = None,
+    linger: float = 0.25,
+    **options: Any,
+) -> AsyncIterator[NetTransport]:
+    """Bind UDP and TCP on ``bind`` (``host:port``; port 0 picks a free port for both)
+    and run the endpoint's receive tasks until the block exits.
+
+    ``advertise`` is the ``host:port`` peers should use (sent in the stream hello and
+    exposed as ``local_address``); it defaults to the bound address, and must be
+    given when binding a wildcard address. An advertised port of 0 means the bound
+    port. On exit, connected writers get ``linger`` seconds to flush, then every
+    task is cancelled and every socket closed. Other keyword ``options`` go to
+    :class:`NetTransport` (``max_frame``, ``queue_frames``, ``queue_bytes``,
+    ``connect_timeout``, ``hello_timeout``, ``backoff_base``, ``backoff_cap``,
+    ``max_incoming``, ``fail_stop``, ``on_handler_error``).
+    """
+    host, port = split_address(bind)
+    if advertise is None and _is_unspecified(host):
+        raise ValueError(f"binding the wildcard address {bind!r} needs an advertise address")
+    udp, tcp = await _bind_pair(host, port)
+    actual = udp.getsockname()[1]
+    if advertise is None:
+        local = format_address(host, actual)
+    else:
+        ahost, aport = split_address(advertise)
+        local = format_address(ahost, aport or actual)
+    transport = NetTransport(udp, tcp, local, max_datagram=max_datagram, rng=rng, **options)
+    try:
+        async with trio.open_nursery() as nursery:
+            transport._nursery = nursery
+            nursery.start_soon(transport._udp_loop, name="cf-udp")
+            nursery.start_soon(transport._accept_loop, nursery, name="cf-accept")
+            try:
+                yield transport
+            finally:
+                transport._closing = True
+                if linger > 0 and transport._peers:
+                    with trio.CancelScope(shield=True):
+                        await transport._linger(linger)
+                nursery.cancel_scope.cancel()
+    finally:
+        transport._closing = True
+        trio.lowlevel.notify_closing(udp)
+        udp.close()
+        tcp.close()
+
+
+__all__ = [
+    "NetTransport",
+    "TransportStats",
+    "canonical_address",
+    "format_address",
+    "open_transport",
+]
