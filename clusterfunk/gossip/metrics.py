@@ -64,55 +64,70 @@ def _name(member: str) -> str:
     return member.partition(":")[0] if ":" in member else member
 
 
-def detection(records: Iterable[Record]) -> list[Crash]:
-    """Per crash, each survivor's detection delay (see the module docstring)."""
-    up: dict[str, bool] = {}
-    paused: set[str] = set()
-    view: dict[str, dict[str, str]] = {}
-    open_crashes: list[tuple[str, float, dict[str, float | None], list[bool]]] = []
-    done: list[Crash] = []
+class DetectionTracker:
+    """Online form of :func:`detection`: :meth:`feed` records in order, then :meth:`result`."""
 
-    for r in records:
+    def __init__(self) -> None:
+        self.up: dict[str, bool] = {}
+        self.paused: set[str] = set()
+        self.dead_views: set[tuple[str, str]] = set()  # (observer, member) held dead
+        self.crashes: list[tuple[str, float, dict[str, float | None], list[bool]]] = []
+
+    def feed(self, r: Record) -> None:
         ev = r["ev"]
         if ev == "gossip.member":
             s, x, status = r["node"], _name(r["member"]), r["status"]
-            view.setdefault(s, {})[x] = status
             if status == DEAD:
-                for target, t0, delays, _ in open_crashes:
+                self.dead_views.add((s, x))
+                for target, t0, delays, _ in self.crashes:
                     if target == x and s in delays and delays[s] is None:
                         delays[s] = round(r["t"] - t0, 6)
+            else:
+                self.dead_views.discard((s, x))
         elif ev == "sim.start":
             for n in r["nodes"]:
-                up[n] = True
+                self.up[n] = True
         elif ev == "sim.add":
-            up[r["target"]] = True
+            self.up[r["target"]] = True
         elif ev == "sim.crash":
             x, t0 = r["target"], r["t"]
-            up[x] = False
-            view.pop(x, None)
-            for target, _, delays, _ in open_crashes:
+            self.up[x] = False
+            self._forget(x)
+            for target, _, delays, _ in self.crashes:
                 # A survivor that crashes before deciding is no longer a survivor.
-                if target != x and delays.get(x, 0.0) is None:
+                if target != x and x in delays and delays[x] is None:
                     del delays[x]
-            survivors = [n for n, u in up.items() if u and n != x and n not in paused]
-            delays: dict[str, float | None] = {}
-            for s in survivors:
-                delays[s] = 0.0 if view.get(s, {}).get(x) == DEAD else None
-            open_crashes.append((x, t0, delays, [False]))
+            survivors = [n for n, u in self.up.items() if u and n != x and n not in self.paused]
+            delays: dict[str, float | None] = {
+                s: (0.0 if (s, x) in self.dead_views else None) for s in survivors
+            }
+            self.crashes.append((x, t0, delays, [False]))
         elif ev == "sim.restart":
             x = r["target"]
-            up[x] = True
-            view.pop(x, None)
-            for target, _, delays, flag in open_crashes:
-                if target == x and not all(d is not None for d in delays.values()):
+            self.up[x] = True
+            self._forget(x)
+            for target, _, delays, flag in self.crashes:
+                if target == x and any(d is None for d in delays.values()):
                     flag[0] = True
         elif ev == "sim.pause":
-            paused.add(r["target"])
+            self.paused.add(r["target"])
         elif ev == "sim.resume":
-            paused.discard(r["target"])
-    for target, t0, delays, flag in open_crashes:
-        done.append(Crash(target, t0, dict(sorted(delays.items())), flag[0]))
-    return done
+            self.paused.discard(r["target"])
+
+    def _forget(self, observer: str) -> None:
+        # A (re)started node starts with an empty view.
+        self.dead_views = {p for p in self.dead_views if p[0] != observer}
+
+    def result(self) -> list[Crash]:
+        return [Crash(x, t0, dict(sorted(d.items())), f[0]) for x, t0, d, f in self.crashes]
+
+
+def detection(records: Iterable[Record]) -> list[Crash]:
+    """Per crash, each survivor's detection delay (see the module docstring)."""
+    tracker = DetectionTracker()
+    for r in records:
+        tracker.feed(r)
+    return tracker.result()
 
 
 def detection_summary(crashes: Sequence[Crash]) -> dict[str, Any]:
@@ -131,122 +146,145 @@ def detection_summary(crashes: Sequence[Crash]) -> dict[str, Any]:
     }
 
 
+class FalsePositiveTracker:
+    """Online form of :func:`false_positives`; offending records collect in :attr:`found`."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.up: dict[str, bool] = {}
+        self.disturbed_until: dict[str, float] = {}  # member -> end of its excuse window
+        self.paused: set[str] = set()
+        self.partition_active = False
+        self.partition_excuse_until = -1.0
+        self.found: list[Record] = []
+
+    def feed(self, r: Record) -> None:
+        ev = r["ev"]
+        t = r["t"]
+        if ev == "gossip.member":
+            if r["status"] != DEAD:
+                return
+            x = _name(r["member"])
+            if not self.up.get(x, False) or x in self.paused or self.partition_active:
+                return
+            if t <= self.disturbed_until.get(x, -1.0) or t <= self.partition_excuse_until:
+                return
+            self.found.append(r)
+        elif ev == "sim.start":
+            for n in r["nodes"]:
+                self.up[n] = True
+        elif ev == "sim.add":
+            self.up[r["target"]] = True
+        elif ev == "sim.crash":
+            self.up[r["target"]] = False
+        elif ev == "sim.restart":
+            self.up[r["target"]] = True
+            self.disturbed_until[r["target"]] = t + self.grace
+        elif ev == "sim.pause":
+            self.paused.add(r["target"])
+        elif ev == "sim.resume":
+            self.paused.discard(r["target"])
+            self.disturbed_until[r["target"]] = t + self.grace
+        elif ev == "sim.partition":
+            self.partition_active = True
+        elif ev == "sim.heal":
+            self.partition_active = False
+            self.partition_excuse_until = t + self.grace
+
+
 def false_positives(records: Iterable[Record], grace: float) -> list[Record]:
     """``dead`` declarations about members that were up and undisturbed (see above).
 
     Returns the offending ``gossip.member`` records.
     """
-    up: dict[str, bool] = {}
-    disturbed_until: dict[str, float] = {}  # member -> end of its excuse window
-    paused: set[str] = set()
-    partition_active = False
-    partition_excuse_until = -1.0
-    found: list[Record] = []
+    tracker = FalsePositiveTracker(grace)
     for r in records:
-        ev = r["ev"]
-        t = r["t"]
-        if ev == "gossip.member":
-            if r["status"] != DEAD:
-                continue
-            x = _name(r["member"])
-            if not up.get(x, False) or x in paused or partition_active:
-                continue
-            if t <= disturbed_until.get(x, -1.0) or t <= partition_excuse_until:
-                continue
-            found.append(r)
-        elif ev == "sim.start":
-            for n in r["nodes"]:
-                up[n] = True
-        elif ev == "sim.add":
-            up[r["target"]] = True
-        elif ev == "sim.crash":
-            up[r["target"]] = False
-        elif ev == "sim.restart":
-            up[r["target"]] = True
-            disturbed_until[r["target"]] = t + grace
-        elif ev == "sim.pause":
-            paused.add(r["target"])
-        elif ev == "sim.resume":
-            paused.discard(r["target"])
-            disturbed_until[r["target"]] = t + grace
-        elif ev == "sim.partition":
-            partition_active = True
-        elif ev == "sim.heal":
-            partition_active = False
-            partition_excuse_until = t + grace
-    return found
+        tracker.feed(r)
+    return tracker.found
 
 
-def convergence_after_heals(records: Iterable[Record]) -> list[float | None]:
-    """For every ``sim.heal``: seconds until all up nodes see each other alive."""
-    up: dict[str, bool] = {}
-    paused: set[str] = set()
-    view: dict[str, dict[str, str]] = {}
-    results: list[float | None] = []
-    pending: float | None = None  # time of the heal we are waiting on
-    bad: set[tuple[str, str]] = set()  # (observer, member) pairs not yet alive
+class ConvergenceTracker:
+    """Online form of :func:`convergence_after_heals`; call :meth:`result` at the end."""
 
-    def live() -> list[str]:
-        return [n for n, u in up.items() if u and n not in paused]
+    def __init__(self) -> None:
+        self.up: dict[str, bool] = {}
+        self.paused: set[str] = set()
+        self.alive: dict[str, set[str]] = {}  # observer -> members it holds alive
+        self.results: list[float | None] = []
+        self.pending: float | None = None  # time of the heal we are waiting on
+        self.bad: set[tuple[str, str]] = set()  # (observer, member) pairs not yet alive
 
-    def recompute() -> None:
-        bad.clear()
-        nodes = live()
+    def _live(self, n: str) -> bool:
+        return self.up.get(n, False) and n not in self.paused
+
+    def _recompute(self) -> None:
+        self.bad.clear()
+        nodes = [n for n in self.up if self._live(n)]
         for s in nodes:
-            vs = view.get(s, {})
+            vs = self.alive.get(s, set())
             for x in nodes:
-                if x != s and vs.get(x) != ALIVE:
-                    bad.add((s, x))
+                if x != s and x not in vs:
+                    self.bad.add((s, x))
 
-    def settle(t: float) -> None:
-        nonlocal pending
-        if pending is not None and not bad:
-            results.append(round(t - pending, 6))
-            pending = None
+    def _settle(self, t: float) -> None:
+        if self.pending is not None and not self.bad:
+            self.results.append(round(t - self.pending, 6))
+            self.pending = None
 
-    for r in records:
+    def feed(self, r: Record) -> None:
         ev = r["ev"]
         t = r["t"]
         if ev == "gossip.member":
             s, x = r["node"], _name(r["member"])
-            view.setdefault(s, {})[x] = r["status"]
-            if pending is not None:
-                if r["status"] == ALIVE:
-                    bad.discard((s, x))
-                elif up.get(s) and s not in paused and up.get(x) and x not in paused and s != x:
-                    bad.add((s, x))
-                settle(t)
+            vs = self.alive.setdefault(s, set())
+            if r["status"] == ALIVE:
+                vs.add(x)
+                if self.pending is not None:
+                    self.bad.discard((s, x))
+                    self._settle(t)
+            else:
+                vs.discard(x)
+                if self.pending is not None and s != x and self._live(s) and self._live(x):
+                    self.bad.add((s, x))
         elif ev == "sim.start":
             for n in r["nodes"]:
-                up[n] = True
+                self.up[n] = True
         elif ev in ("sim.add", "sim.restart", "sim.crash", "sim.pause", "sim.resume"):
             target = r["target"]
             if ev in ("sim.add", "sim.restart"):
-                up[target] = True
-                view.pop(target, None)
+                self.up[target] = True
+                self.alive.pop(target, None)
             elif ev == "sim.crash":
-                up[target] = False
-                view.pop(target, None)
+                self.up[target] = False
+                self.alive.pop(target, None)
             elif ev == "sim.pause":
-                paused.add(target)
+                self.paused.add(target)
             else:
-                paused.discard(target)
-            if pending is not None:
-                recompute()
-                settle(t)
+                self.paused.discard(target)
+            if self.pending is not None:
+                self._recompute()
+                self._settle(t)
         elif ev == "sim.partition":
-            if pending is not None:
-                results.append(None)  # interrupted before converging
-                pending = None
+            if self.pending is not None:
+                self.results.append(None)  # interrupted before converging
+                self.pending = None
         elif ev == "sim.heal":
-            if pending is not None:
-                results.append(None)
-            pending = t
-            recompute()
-            settle(t)
-    if pending is not None:
-        results.append(None)
-    return results
+            if self.pending is not None:
+                self.results.append(None)
+            self.pending = t
+            self._recompute()
+            self._settle(t)
+
+    def result(self) -> list[float | None]:
+        return [*self.results, *([None] if self.pending is not None else [])]
+
+
+def convergence_after_heals(records: Iterable[Record]) -> list[float | None]:
+    """For every ``sim.heal``: seconds until all up nodes see each other alive."""
+    tracker = ConvergenceTracker()
+    for r in records:
+        tracker.feed(r)
+    return tracker.result()
 
 
 def load(
