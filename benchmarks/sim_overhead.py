@@ -22,7 +22,7 @@ import attrs
 from clusterfunk import wire
 from clusterfunk.runtime.api import Output
 from clusterfunk.sim.netmodel import LinkConfig
-from clusterfunk.sim.simulation import SimHost, Simulation
+from clusterfunk.sim.simulation import Simulation
 
 
 @wire.message(14)
@@ -72,7 +72,9 @@ def one_run(nodes: int, tokens: int, messages: int, seed: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--nodes", type=int, default=50)
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--messages", type=int, default=200_000)
@@ -92,9 +94,12 @@ def main() -> None:
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"simulator: {result['delivered_per_s_median']:,} delivered messages/s (median of "
-              f"{a.runs}; min {result['delivered_per_s_min']:,}, max {result['delivered_per_s_max']:,}); "
-              f"goal >= 50,000/s")
+        print(
+            f"simulator: {result['delivered_per_s_median']:,} delivered messages/s (median of "
+            f"{a.runs}; min {result['delivered_per_s_min']:,}, "
+            f"max {result['delivered_per_s_max']:,}); "
+            f"goal >= 50,000/s"
+        )
 
 
 if __name__ == "__main__":

@@ -105,9 +105,7 @@ def _compile(cls: type) -> None:
         pairs = list(zip(names, enc_conv, strict=True))
 
         def encode(obj: Any, _pairs: list[Any] = pairs) -> list[Any]:
-            return [
-                (c(getattr(obj, k)) if c is not None else getattr(obj, k)) for k, c in _pairs
-            ]
+            return [(c(getattr(obj, k)) if c is not None else getattr(obj, k)) for k, c in _pairs]
 
     cname = cls.__name__
 

@@ -52,7 +52,9 @@ class PingWorkload:
         if ev == "ping.send":
             self._sent.add((rec["node"], rec["seq"]))
         elif ev == "ping.rtt" and (rec["node"], rec["seq"]) not in self._sent:
-            self.violations.append(f"t={rec['t']}: {rec['node']} got a pong for unsent ping {rec['seq']}")
+            self.violations.append(
+                f"t={rec['t']}: {rec['node']} got a pong for unsent ping {rec['seq']}"
+            )
 
     def finish(self, sim: Simulation) -> dict[str, Any]:
         rtts = [r for cs in self.cores.values() for c in cs for r in c.rtts]

@@ -41,7 +41,9 @@ class NemesisConfig:
     def __attrs_post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
         if bad:
-            raise ValueError(f"unknown nemesis kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}")
+            raise ValueError(
+                f"unknown nemesis kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}"
+            )
         if not (0 <= self.min_duration <= self.max_duration) or self.mean_gap <= 0:
             raise ValueError("nemesis durations must satisfy 0 <= min <= max and mean_gap > 0")
 

@@ -48,16 +48,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="the seed; same seed, same run (default 1)")
     p.add_argument("--duration", type=float, help="virtual seconds to run (default 60)")
     p.add_argument("--trace", metavar="PATH", help="write the JSON Lines trace here ('-' = stdout)")
-    p.add_argument("--trace-net", action="store_true", default=None,
-                   help="also trace every net.send / net.deliver / net.drop")
+    p.add_argument(
+        "--trace-net",
+        action="store_true",
+        default=None,
+        help="also trace every net.send / net.deliver / net.drop",
+    )
     p.add_argument("--loss", type=float, help="datagram loss probability (default 0)")
     p.add_argument("--latency", type=float, help="one-way base latency in ms (default 1)")
-    p.add_argument("--jitter", type=float, help="mean extra latency in ms, exponential (default 0.2)")
+    p.add_argument(
+        "--jitter", type=float, help="mean extra latency in ms, exponential (default 0.2)"
+    )
     p.add_argument("--duplicate", type=float, help="datagram duplication probability (default 0)")
     p.add_argument("--reorder", type=float, help="datagram reordering probability (default 0)")
-    p.add_argument("--nemesis", metavar="KINDS",
-                   help="random faults: comma list of partition,crash,pause,loss,duplicate,"
-                        "reorder,skew or 'all'")
+    p.add_argument(
+        "--nemesis",
+        metavar="KINDS",
+        help="random faults: comma list of partition,crash,pause,loss,duplicate,"
+        "reorder,skew or 'all'",
+    )
     p.add_argument("--crash", action="append", metavar="ID@T", help="crash node ID at T seconds")
     p.add_argument("--restart", action="append", metavar="ID@T", help="restart node ID at T")
     p.add_argument("--pause", action="append", metavar="ID@T", help="pause node ID at T")
@@ -65,8 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datagram-budget", type=int, help="max datagram bytes (default 1400)")
     p.add_argument("--scenario", metavar="FILE.toml", help="options and a story of faults")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress bar on stderr (auto: when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on stderr (auto: when stderr is a terminal)",
+    )
     add_workload_arguments(p)
 
 
@@ -99,9 +112,8 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
             merged[k] = v
         events = sc.events
     for k, v in vars(args).items():
-        if v is not None and k not in ("func",):
-            if k in DEFAULTS or k not in merged:
-                merged[k] = v
+        if v is not None and k not in ("func",) and (k in DEFAULTS or k not in merged):
+            merged[k] = v
     ns = argparse.Namespace(**merged)
     ns.scenario_events = events
     if isinstance(ns.nemesis, list):
@@ -139,12 +151,16 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
     scenario_mod.schedule(sim, opts.scenario_events)
     nemesis = None
     if opts.nemesis:
-        nemesis = Nemesis(sim, workload.fault_targets(sim), NemesisConfig(kinds=parse_kinds(opts.nemesis)))
+        nemesis = Nemesis(
+            sim, workload.fault_targets(sim), NemesisConfig(kinds=parse_kinds(opts.nemesis))
+        )
         nemesis.start(until=opts.duration)
     return sim, workload, nemesis
 
 
-def run(opts: argparse.Namespace, *, progress: bool = False, err: IO[str] = sys.stderr) -> dict[str, Any]:
+def run(
+    opts: argparse.Namespace, *, progress: bool = False, err: IO[str] = sys.stderr
+) -> dict[str, Any]:
     """Run a simulation described by resolved options; return the summary dict."""
     with contextlib.ExitStack() as stack:
         out: IO[str] | None = None
@@ -184,25 +200,41 @@ def _bar(err: IO[str], frac: float, sim: Simulation, wall: float) -> None:
     width = 30
     filled = int(frac * width)
     rate = sim.now / wall if wall > 0 else 0.0
-    err.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}%  t={sim.now:8.1f}s  {rate:6.1f}x real time")
+    err.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}%  "
+        f"t={sim.now:8.1f}s  {rate:6.1f}x real time"
+    )
     err.flush()
 
 
 def print_summary(summary: dict[str, Any], stream: IO[str]) -> None:
     w = stream.write
-    w(f"clusterfunk simulate: protocol={summary['protocol']} nodes={summary['nodes']} "
-      f"seed={summary['seed']} duration={summary['duration']}s\n")
-    w(f"  wall time {summary['wall_seconds']}s ({summary['speedup']}x real time), "
-      f"{summary['events']} events\n")
+    w(
+        f"clusterfunk simulate: protocol={summary['protocol']} nodes={summary['nodes']} "
+        f"seed={summary['seed']} duration={summary['duration']}s\n"
+    )
+    w(
+        f"  wall time {summary['wall_seconds']}s ({summary['speedup']}x real time), "
+        f"{summary['events']} events\n"
+    )
     net = summary["network"]
-    w(f"  network: {net['datagrams_sent']} datagrams sent, {net['datagrams_delivered']} delivered, "
-      f"{net['frames_sent']} frames sent, {net['frames_delivered']} delivered; dropped: "
-      f"loss {net['dropped_loss']}, partition {net['dropped_partition']}, "
-      f"down {net['dropped_down']}; duplicated {net['duplicated']}, reordered {net['reordered']}\n")
+    w(
+        f"  network: {net['datagrams_sent']} datagrams sent, "
+        f"{net['datagrams_delivered']} delivered, "
+        f"{net['frames_sent']} frames sent, {net['frames_delivered']} delivered; dropped: "
+        f"loss {net['dropped_loss']}, partition {net['dropped_partition']}, "
+        f"down {net['dropped_down']}; duplicated {net['duplicated']}, "
+        f"reordered {net['reordered']}\n"
+    )
     if summary["faults"]:
-        w(f"  nemesis: {len(summary['faults'])} faults: "
-          + ", ".join(f"{k}{'(' + d + ')' if d else ''}@{t}" for t, k, d in summary["faults"][:12])
-          + (" ..." if len(summary["faults"]) > 12 else "") + "\n")
+        w(
+            f"  nemesis: {len(summary['faults'])} faults: "
+            + ", ".join(
+                f"{k}{'(' + d + ')' if d else ''}@{t}" for t, k, d in summary["faults"][:12]
+            )
+            + (" ..." if len(summary["faults"]) > 12 else "")
+            + "\n"
+        )
     for k, v in summary["workload"].items():
         w(f"  {k}: {json.dumps(v) if isinstance(v, dict | list) else v}\n")
     if summary["violations"]:

@@ -12,7 +12,7 @@
 
     [[events]]
     at = 10.0
-    action = "partition"    # partition | oneway | heal | crash | restart | pause | resume | skew | link
+    action = "partition"    # partition oneway heal crash restart pause resume skew link
     groups = [["n1", "n2"], ["n3", "n4", "n5"]]
 
     [[events]]
@@ -28,7 +28,7 @@
 
     [[events]]
     at = 50.0
-    action = "link"         # change the default link: latency_ms, jitter_ms, loss, duplicate, reorder
+    action = "link"         # default link: latency_ms jitter_ms loss duplicate reorder
     loss = 0.2
 
     [[events]]
@@ -122,7 +122,13 @@ def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
             elif ev.action == "skew":
                 target = a["target"]
                 _check_names(sim, [target])
-                sim.at(ev.at, sim.set_skew, target, float(a.get("offset", 0.0)), float(a.get("drift", 0.0)))
+                sim.at(
+                    ev.at,
+                    sim.set_skew,
+                    target,
+                    float(a.get("offset", 0.0)),
+                    float(a.get("drift", 0.0)),
+                )
             elif ev.action == "link":
                 sim.at(ev.at, _set_link, sim, dict(a))
         except KeyError as exc:

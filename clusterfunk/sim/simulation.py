@@ -268,7 +268,9 @@ class Simulation:
 
     # -- scheduling ----------------------------------------------------------
 
-    def _push(self, t: float, kind: int, a: Any, b: Any = None, c: Any = None, d: Any = None) -> None:
+    def _push(
+        self, t: float, kind: int, a: Any, b: Any = None, c: Any = None, d: Any = None
+    ) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (t, self._seq, kind, a, b, c, d))
 
@@ -304,18 +306,30 @@ class Simulation:
         dst_host = dest.partition(":")[0]
         tracer = self.tracer
         if tracer.net:
-            tracer.emit(src_host, "net.send", {"src": src_addr, "dst": dest, "kind": "dgram", "bytes": len(data)})
+            tracer.emit(
+                src_host,
+                "net.send",
+                {"src": src_addr, "dst": dest, "kind": "dgram", "bytes": len(data)},
+            )
         if self.partitions.blocked(src_host, dst_host):
             stats["dropped_partition"] += 1
             if tracer.net:
-                tracer.emit(src_host, "net.drop", {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "partition"})
+                tracer.emit(
+                    src_host,
+                    "net.drop",
+                    {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "partition"},
+                )
             return
         cfg = self.links.get((src_host, dst_host), self.link)
         rng = self.net_rng
         if cfg.loss and rng.random() < cfg.loss:
             stats["dropped_loss"] += 1
             if tracer.net:
-                tracer.emit(src_host, "net.drop", {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "loss"})
+                tracer.emit(
+                    src_host,
+                    "net.drop",
+                    {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "loss"},
+                )
             return
         copies = 1
         if cfg.duplicate and rng.random() < cfg.duplicate:
@@ -329,7 +343,9 @@ class Simulation:
                 delay += rng.random() * cfg.reorder_window
                 stats["reordered"] += 1
             self._seq += 1
-            heapq.heappush(self._queue, (self.now + delay, self._seq, _DGRAM, dest, src_addr, data, src_host))
+            heapq.heappush(
+                self._queue, (self.now + delay, self._seq, _DGRAM, dest, src_addr, data, src_host)
+            )
 
     def _send_frame(self, src_addr: str, src_host: str, dest: str, data: bytes) -> None:
         stats = self.stats
@@ -338,11 +354,19 @@ class Simulation:
         dst_host = dest.partition(":")[0]
         tracer = self.tracer
         if tracer.net:
-            tracer.emit(src_host, "net.send", {"src": src_addr, "dst": dest, "kind": "stream", "bytes": len(data)})
+            tracer.emit(
+                src_host,
+                "net.send",
+                {"src": src_addr, "dst": dest, "kind": "stream", "bytes": len(data)},
+            )
         if self.partitions.blocked(src_host, dst_host):
             stats["dropped_partition"] += 1
             if tracer.net:
-                tracer.emit(src_host, "net.drop", {"src": src_addr, "dst": dest, "kind": "stream", "reason": "partition"})
+                tracer.emit(
+                    src_host,
+                    "net.drop",
+                    {"src": src_addr, "dst": dest, "kind": "stream", "reason": "partition"},
+                )
             return
         cfg = self.links.get((src_host, dst_host), self.link)
         t = self.now + self._delay(cfg)
@@ -469,11 +493,19 @@ class Simulation:
                 if self.partitions.blocked(host.name, dst.name):
                     stats["dropped_partition"] += 1
                     if tracer.net:
-                        tracer.emit(dst.name, "net.drop", {"src": b, "dst": a, "kind": "dgram", "reason": "partition"})
+                        tracer.emit(
+                            dst.name,
+                            "net.drop",
+                            {"src": b, "dst": a, "kind": "dgram", "reason": "partition"},
+                        )
                     continue
                 stats["datagrams_delivered"] += 1
                 if tracer.net:
-                    tracer.emit(dst.name, "net.deliver", {"src": b, "dst": a, "kind": "dgram", "bytes": len(c)})
+                    tracer.emit(
+                        dst.name,
+                        "net.deliver",
+                        {"src": b, "dst": a, "kind": "dgram", "bytes": len(c)},
+                    )
                 ep.handler.on_datagram(b, c)
             elif kind == _TIMER:
                 host = hosts[c]
@@ -500,13 +532,23 @@ class Simulation:
                     or hosts[src_host].incarnation != src_inc
                     or self.partitions.blocked(src_host, dst.name)
                 ):
-                    stats["dropped_partition" if dst.incarnation == dst_inc else "dropped_down"] += 1
+                    stats[
+                        "dropped_partition" if dst.incarnation == dst_inc else "dropped_down"
+                    ] += 1
                     if tracer.net:
-                        tracer.emit(dst.name, "net.drop", {"src": b, "dst": a, "kind": "stream", "reason": "reset"})
+                        tracer.emit(
+                            dst.name,
+                            "net.drop",
+                            {"src": b, "dst": a, "kind": "stream", "reason": "reset"},
+                        )
                     continue
                 stats["frames_delivered"] += 1
                 if tracer.net:
-                    tracer.emit(dst.name, "net.deliver", {"src": b, "dst": a, "kind": "stream", "bytes": len(c)})
+                    tracer.emit(
+                        dst.name,
+                        "net.deliver",
+                        {"src": b, "dst": a, "kind": "stream", "bytes": len(c)},
+                    )
                 ep.handler.on_frame(b, c)
             else:  # _CALL
                 a(*b)
@@ -523,7 +565,9 @@ class Simulation:
         reason = "down" if host is not None and not host.alive else "unbound"
         self.stats["dropped_down" if reason == "down" else "dropped_unbound"] += 1
         if self.tracer.net:
-            self.tracer.emit("sim", "net.drop", {"src": src, "dst": dest, "kind": kind, "reason": reason})
+            self.tracer.emit(
+                "sim", "net.drop", {"src": src, "dst": dest, "kind": kind, "reason": reason}
+            )
 
     def alive(self, name: str) -> bool:
         return self._host(name).alive

@@ -21,16 +21,38 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return rc, out, err
 
 
-def test_ping_simulation_summary_and_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ping_simulation_summary_and_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     trace = tmp_path / "t.jsonl"
-    rc, out, _ = run_cli(capsys, "--nodes", "4", "--duration", "20", "--seed", "3",
-                         "--crash", "n2@5", "--restart", "n2@8", "--trace", str(trace), "--json")
+    rc, out, _ = run_cli(
+        capsys,
+        "--nodes",
+        "4",
+        "--duration",
+        "20",
+        "--seed",
+        "3",
+        "--crash",
+        "n2@5",
+        "--restart",
+        "n2@8",
+        "--trace",
+        str(trace),
+        "--json",
+    )
     assert rc == 0
     summary = json.loads(out)
     assert summary["violations"] == []
     assert summary["workload"]["pongs"] > 0
     recs = read_trace(str(trace))
-    assert recs[0] == {"t": 0.0, "node": "sim", "ev": "sim.start", "seed": 3, "nodes": ["n1", "n2", "n3", "n4"]}
+    assert recs[0] == {
+        "t": 0.0,
+        "node": "sim",
+        "ev": "sim.start",
+        "seed": 3,
+        "nodes": ["n1", "n2", "n3", "n4"],
+    }
     assert {"t": 5.0, "node": "sim", "ev": "sim.crash", "target": "n2"} in recs
     assert {"t": 8.0, "node": "sim", "ev": "sim.restart", "target": "n2"} in recs
     assert recs[-1]["ev"] == "sim.end"
@@ -39,7 +61,9 @@ def test_ping_simulation_summary_and_trace(tmp_path: Path, capsys: pytest.Captur
     assert ts == sorted(ts)
 
 
-def test_scenario_file_drives_faults_and_cli_overrides_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scenario_file_drives_faults_and_cli_overrides_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     story = tmp_path / "s.toml"
     story.write_text(
         '[simulation]\nprotocol = "ping"\nnodes = 3\nseed = 5\nduration = 30\n'
@@ -52,13 +76,23 @@ def test_scenario_file_drives_faults_and_cli_overrides_it(tmp_path: Path, capsys
         '[[events]]\nat = 9\naction = "resume"\ntarget = "n2"\n'
     )
     trace = tmp_path / "t.jsonl"
-    rc, out, _ = run_cli(capsys, "--scenario", str(story), "--duration", "12", "--trace", str(trace), "--json")
+    rc, out, _ = run_cli(
+        capsys, "--scenario", str(story), "--duration", "12", "--trace", str(trace), "--json"
+    )
     assert rc == 0
     assert json.loads(out)["duration"] == 12.0
     evs = [(r["t"], r["ev"]) for r in read_trace(str(trace)) if r["node"] == "sim"]
-    assert evs == [(0.0, "sim.start"), (2.0, "sim.partition"), (4.0, "sim.heal"), (5.0, "sim.partition"),
-                   (6.0, "sim.skew"), (7.0, "sim.link"), (8.0, "sim.pause"), (9.0, "sim.resume"),
-                   (12.0, "sim.end")]
+    assert evs == [
+        (0.0, "sim.start"),
+        (2.0, "sim.partition"),
+        (4.0, "sim.heal"),
+        (5.0, "sim.partition"),
+        (6.0, "sim.skew"),
+        (7.0, "sim.link"),
+        (8.0, "sim.pause"),
+        (9.0, "sim.resume"),
+        (12.0, "sim.end"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -73,13 +107,17 @@ def test_scenario_file_drives_faults_and_cli_overrides_it(tmp_path: Path, capsys
         (["--scenario", "/nonexistent.toml"], "cannot read scenario"),
     ],
 )
-def test_bad_arguments_get_a_clear_error(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+def test_bad_arguments_get_a_clear_error(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     rc, _, err = run_cli(capsys, "--duration", "1", *args)
     assert rc == 2
     assert message in err
 
 
-def test_exit_status_is_nonzero_on_a_violation(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_status_is_nonzero_on_a_violation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     class Liar:
         def __init__(self, args: Any) -> None:
             self.n = args.nodes

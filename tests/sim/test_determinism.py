@@ -31,10 +31,28 @@ def run_in_subprocess(tmp: Path, hashseed: str, args: list[str]) -> bytes:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_same_seed_gives_byte_identical_trace_under_any_hash_seed(tmp_path: Path, protocol: str) -> None:
+def test_same_seed_gives_byte_identical_trace_under_any_hash_seed(
+    tmp_path: Path, protocol: str
+) -> None:
     duration = "60" if protocol == "ping" else "20"
-    args = ["--protocol", protocol, "--nodes", "20", "--duration", duration, "--seed", "42",
-            "--loss", "0.01", "--nemesis", "all", "--crash", "n7@5", "--restart", "n7@12"]
+    args = [
+        "--protocol",
+        protocol,
+        "--nodes",
+        "20",
+        "--duration",
+        duration,
+        "--seed",
+        "42",
+        "--loss",
+        "0.01",
+        "--nemesis",
+        "all",
+        "--crash",
+        "n7@5",
+        "--restart",
+        "n7@12",
+    ]
     if protocol == "ping":
         args.append("--trace-net")
     a = run_in_subprocess(tmp_path, "0", args)
