@@ -129,7 +129,7 @@ def test_junk_is_dropped_counted_and_traced() -> None:
 
 
 def test_oversize_datagram_refused_but_frames_are_not_limited() -> None:
-    d, core, log, _clock, tracer = make()
+    d, _core, log, _clock, tracer = make()
     d.call(lambda c, now: c.out.send("peer:9", Ping(1, 0.0, bytes(200))))
     d.call(lambda c, now: c.out.send("peer:9", Ping(2, 0.0, bytes(200)), stream=True))
     assert d.stats.oversize == 1
