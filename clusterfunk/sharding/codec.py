@@ -49,9 +49,7 @@ _CRC = struct.Struct("<I")
 _BIG = sys.byteorder == "big"
 _MAX_NODES = MAX_WORKER_ID + 1
 #: No valid encoding is larger than this.
-MAX_ENCODED_SIZE = (
-    _HEADER.size + _MAX_NODES * (_NODE.size + 255) + MAX_SHARDS * (8 + 2) + _CRC.size
-)
+MAX_ENCODED_SIZE = _HEADER.size + _MAX_NODES * (_NODE.size + 255) + MAX_SHARDS * (8 + 2) + _CRC.size
 
 assert array("H").itemsize == 2 and array("q").itemsize == 8 and array("d").itemsize == 8
 

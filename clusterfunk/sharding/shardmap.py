@@ -512,7 +512,12 @@ class ShardMap:
                     taken = _top_up_uniform(stay, joiners, owners, wids, loads, workers, n)
                 else:
                     taken = _top_up_heap(stay, joiners, owners, wids, loads, workers, w)
-                moved.extend(taken)
+                if orphans and taken:
+                    # An orphan placed on a remaining node may be taken on by a joiner;
+                    # it still moved once.
+                    moved = sorted(set(moved).union(taken))
+                else:
+                    moved.extend(taken)
         moved.sort()
         if w.kind == UNIFORM:
             weight_moved: Load = len(moved)
