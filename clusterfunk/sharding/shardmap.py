@@ -558,7 +558,8 @@ def _convert_wids(wids: bytearray | array, small: bool) -> bytearray | array:
         return array("H", [_WIDE_NONE if x == _SMALL_NONE else x for x in wids])
     if not small:
         return array("H", wids)
-    return bytearray([_SMALL_NONE if x == _WIDE_NONE else x for x in wids])
+    # Ids >= 255 belong to nodes that are leaving; their shards are reassigned next.
+    return bytearray([x if x < _SMALL_NONE else _SMALL_NONE for x in wids])
 
 
 def _place_orphans_uniform(

@@ -139,7 +139,7 @@ def test_uniform_balance_is_floor_or_ceil_and_remainder_not_on_newcomer() -> Non
     # The remainder stays with existing nodes: donors give in id order, so the
     # last ids keep one more (deterministic, not arbitrary).
     assert sorted(x for x, c in counts.items() if c == 197) == ["n46", "n47", "n48", "n49"]
-    m3, report = m2.update(nodes[1:] + ["new"])
+    m3, report = m2.update([*nodes[1:], "new"])
     assert report.moved == counts["n00"] == 196
     assert set(m3.counts().values()) == {200}
 
