@@ -60,13 +60,21 @@ class FrameReader:
     read's worth of following data).
     """
 
-    __slots__ = ("_buf", "_need", "max_frame", "peer")
+    __slots__ = ("_buf", "_need", "error", "max_frame", "peer")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.peer: str | None = None  # the advertised address, once the hello is read
         self._need = 0
+        #: A framing error found after some good frames of the same chunk: those
+        #: frames are returned first, the error is raised by :meth:`check`.
+        self.error: FramingError | None = None
+
+    def check(self) -> None:
+        """Raise the framing error found behind the frames last returned, if any."""
+        if self.error is not None:
+            raise self.error
 
     @property
     def wanted(self) -> int:
@@ -74,7 +82,13 @@ class FrameReader:
         return max(self._need - len(self._buf), 0)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Append received bytes; return the complete frames now available, in order."""
+        """Append received bytes; return the complete frames now available, in order.
+
+        Raises :class:`FramingError` when the stream is broken; if good frames
+        precede the breakage in this chunk, they are returned and the error waits
+        in :attr:`error` (raised by :meth:`check` or the next :meth:`feed`).
+        """
+        self.check()
         buf = self._buf
         if buf:
             buf += data
@@ -94,7 +108,12 @@ class FrameReader:
         while n - pos >= 4:
             (length,) = unpack(src, pos)
             if length == 0 or length > max_frame:
-                raise FramingError(f"bad frame length {length} (limit {max_frame})")
+                error = FramingError(f"bad frame length {length} (limit {max_frame})")
+                if not frames:
+                    raise error
+                self.error = error
+                self._buf = bytearray()
+                return frames
             end = pos + 4 + length
             if end > n:
                 self._need = 4 + length

@@ -382,6 +382,7 @@ class NetTransport:
                     frames = reader.feed(data)
                     if reader.peer is not None:
                         self._deliver(reader.peer, frames)
+                        reader.check()
             if scope.cancelled_caught:
                 stats.hello_timeouts += 1
                 return
@@ -395,6 +396,7 @@ class NetTransport:
                 frames = reader.feed(data)
                 if frames:
                     self._deliver(src, frames)
+                    reader.check()
         except FramingError as exc:
             if reader.peer is None:
                 stats.bad_hello += 1
