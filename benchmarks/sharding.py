@@ -119,7 +119,13 @@ def table(result: dict[str, float]) -> str:
         unit = key.rsplit("_", 1)[1]
         ours = result[key]
         met = "yes" if ours <= goal else "NO"
-        lines.append(f"| {label} | {go:g} {unit} | {goal:g} {unit} | {ours:g} {unit} | {met} |")
+        shown = f"{ours:g} {unit}"
+        if unit == "ns":
+            net = round(ours - result["loop_overhead_ns"], 1)
+            shown += f" ({net:g} net of loop)"
+            if met == "NO" and net <= goal:
+                met = "only net of loop"
+        lines.append(f"| {label} | {go:g} {unit} | {goal:g} {unit} | {shown} | {met} |")
     return "\n".join(lines)
 
 
