@@ -97,3 +97,12 @@ def test_string_keys_spread_evenly() -> None:
     for i in range(64_000):
         hits[shard_for_key(f"user-{i}", n)] += 1
     assert min(hits) > 800 and max(hits) < 1200
+
+
+def test_package_doctest() -> None:
+    import doctest
+
+    import clusterfunk.sharding as pkg
+
+    result = doctest.testmod(pkg)
+    assert result.attempted > 0 and result.failed == 0
