@@ -12,6 +12,7 @@ node_sets = st.frozensets(st.sampled_from(POOL), max_size=len(POOL))
 weights = st.one_of(
     st.integers(min_value=1, max_value=80),
     st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=80),
+    st.lists(st.integers(min_value=1, max_value=1000), min_size=1, max_size=40),
     st.lists(
         st.floats(min_value=0.25, max_value=8.0, allow_nan=False, allow_infinity=False),
         min_size=1,

@@ -91,7 +91,7 @@ def run_history(w: object, history: Sequence[frozenset[str]], generic: bool = Fa
     return maps
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(weights, histories)
 def test_histories_keep_invariants(w: object, history: list[frozenset[str]]) -> None:
     for m in run_history(w, history):
