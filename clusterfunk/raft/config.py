@@ -1,0 +1,116 @@
+"""Tunables of the Raft core (:class:`RaftConfig`) and the cluster membership value
+(:class:`Configuration`).
+
+Time values are seconds of the node's local clock. Defaults follow HashiCorp Raft's
+spirit (election timeout 1 s) with a faster heartbeat (10 per election timeout).
+"""
+
+from __future__ import annotations
+
+import attrs
+import msgpack
+
+
+@attrs.frozen
+class RaftConfig:
+    """Raft tunables.
+
+    * ``election_timeout`` (T, 1.0): a follower that hears nothing from a leader for a
+      timeout drawn uniformly from [T, 2T) (with the injected RNG) starts an election.
+      Also the CheckQuorum period and the leader-stickiness window.
+    * ``heartbeat_interval`` (0.1): leader heartbeat period; must be < T.
+    * ``pre_vote`` (True): run a Pre-Vote round (dissertation 9.6) before a real election.
+    * ``check_quorum`` (True): a leader that has not heard from a quorum of voters for T
+      steps down; servers that heard from a live leader within T ignore vote requests.
+    * ``max_entries_per_msg`` (512) / ``max_bytes_per_msg`` (1 MiB): batching limits of
+      one AppendEntries.
+    * ``max_inflight`` (64): AppendEntries messages in flight per follower when
+      pipelining (replicate state).
+    * ``max_proposal_bytes`` (1 MiB): larger proposals are refused (ProposalTooLarge).
+    * ``snapshot_threshold`` (8192): take a snapshot when this many entries were applied
+      since the last one (0 disables automatic snapshots).
+    * ``trailing_logs`` (10240): entries kept in the log behind a snapshot, so slightly
+      lagging followers catch up from the log rather than by InstallSnapshot.
+    * ``snapshot_chunk_bytes`` (256 KiB): InstallSnapshot chunk size.
+    * ``max_clock_drift`` (0.1): assumed bound on the relative rate difference of any two
+      servers' clocks; lease reads are served for ``T * (1 - max_clock_drift)`` after a
+      quorum acknowledged a heartbeat round.
+    """
+
+    election_timeout: float = 1.0
+    heartbeat_interval: float = 0.1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_entries_per_msg: int = 512
+    max_bytes_per_msg: int = 1 << 20
+    max_inflight: int = 64
+    max_proposal_bytes: int = 1 << 20
+    snapshot_threshold: int = 8192
+    trailing_logs: int = 10240
+    snapshot_chunk_bytes: int = 256 * 1024
+    max_clock_drift: float = 0.1
+
+    def __attrs_post_init__(self) -> None:
+        if not self.election_timeout > 0:
+            raise ValueError("election_timeout must be > 0")
+        if not 0 < self.heartbeat_interval < self.election_timeout:
+            raise ValueError("heartbeat_interval must be in (0, election_timeout)")
+        for name in ("max_entries_per_msg", "max_bytes_per_msg", "max_inflight",
+                     "max_proposal_bytes", "snapshot_chunk_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.snapshot_threshold < 0 or self.trailing_logs < 0:
+            raise ValueError("snapshot_threshold and trailing_logs must be >= 0")
+        if not 0 <= self.max_clock_drift < 1:
+            raise ValueError("max_clock_drift must be in [0, 1)")
+
+
+@attrs.frozen
+class Configuration:
+    """The cluster membership: voters and non-voters, each ``id -> address``.
+
+    Dicts are kept sorted by id (construct with :meth:`make`), so iteration order never
+    depends on string hashing. Treat instances as immutable.
+    """
+
+    voters: dict[str, str] = attrs.Factory(dict)
+    nonvoters: dict[str, str] = attrs.Factory(dict)
+
+    @classmethod
+    def make(cls, voters: dict[str, str], nonvoters: dict[str, str] | None = None) -> Configuration:
+        nonvoters = nonvoters or {}
+        both = set(voters) & set(nonvoters)
+        if both:
+            raise ValueError(f"servers both voter and non-voter: {sorted(both)}")
+        return cls(dict(sorted(voters.items())), dict(sorted(nonvoters.items())))
+
+    def address(self, server_id: str) -> str | None:
+        return self.voters.get(server_id) or self.nonvoters.get(server_id)
+
+    def is_voter(self, server_id: str) -> bool:
+        return server_id in self.voters
+
+    def members(self) -> list[str]:
+        """All server ids, sorted."""
+        return sorted([*self.voters, *self.nonvoters])
+
+    def encode(self) -> bytes:
+        """Deterministic bytes: msgpack ``[[[id, addr], ...voters], [[id, addr], ...]]``."""
+        return msgpack.packb(
+            [[[k, v] for k, v in sorted(self.voters.items())],
+             [[k, v] for k, v in sorted(self.nonvoters.items())]],
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Configuration:
+        """Inverse of :meth:`encode`; raises ValueError on malformed bytes."""
+        try:
+            raw = msgpack.unpackb(data, raw=False)
+            voters = {k: v for k, v in raw[0] if type(k) is str and type(v) is str}
+            nonvoters = {k: v for k, v in raw[1] if type(k) is str and type(v) is str}
+            if len(voters) != len(raw[0]) or len(nonvoters) != len(raw[1]):
+                raise ValueError("non-string member")
+        except Exception as exc:
+            raise ValueError(f"malformed configuration: {exc}") from None
+        return cls.make(voters, nonvoters)
