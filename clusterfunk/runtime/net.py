@@ -85,6 +85,7 @@ class TransportStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0  # outgoing connections lost
+    idle_closed: int = 0  # outgoing connections closed after idle_timeout
     accepted: int = 0
     rejected: int = 0  # incoming connections over max_incoming
     bad_hello: int = 0
@@ -148,7 +149,17 @@ def _sockaddr(family: int, host: str, port: int) -> tuple[Any, ...] | None:
 class _Peer:
     """The outgoing side of the stream to one destination."""
 
-    __slots__ = ("connected", "dest", "failures", "queue", "queued_bytes", "wake", "writing")
+    __slots__ = (
+        "connected",
+        "dest",
+        "failures",
+        "idle",
+        "last_write",
+        "queue",
+        "queued_bytes",
+        "wake",
+        "writing",
+    )
 
     def __init__(self, dest: Address) -> None:
         self.dest = dest
@@ -158,6 +169,8 @@ class _Peer:
         self.connected = False
         self.writing = False
         self.failures = 0
+        self.idle = False
+        self.last_write = 0.0
 
 
 class NetTransport:
@@ -179,6 +192,8 @@ class NetTransport:
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
         max_incoming: int = 1024,
+        idle_timeout: float = 120.0,
+        user_timeout: float = 15.0,
         fail_stop: bool = True,
         on_handler_error: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -196,6 +211,8 @@ class NetTransport:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_incoming = max_incoming
+        self.idle_timeout = idle_timeout
+        self.user_timeout = user_timeout
         self.fail_stop = fail_stop
         self.on_handler_error = on_handler_error
         self.stats = TransportStats()
@@ -365,6 +382,7 @@ class NetTransport:
                 sock.close()
                 continue
             self.stats.accepted += 1
+            self._tune(sock)
             self._incoming += 1
             nursery.start_soon(self._serve, sock, name="cf-conn")
 
@@ -441,49 +459,89 @@ class NetTransport:
             except (OSError, trio.TooSlowError):
                 sock.close()
                 continue
+            self._tune(sock)
             return trio.SocketStream(sock)  # sets TCP_NODELAY
         return None
+
+    def _tune(self, sock: trio.socket.SocketType) -> None:
+        """Notice a vanished peer (no FIN, e.g. a partition or a dead host): keepalive
+        probes, and TCP_USER_TIMEOUT so unacknowledged data fails the connection."""
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_KEEPALIVE, 1)
+            idle = max(1, int(self.user_timeout))
+            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPINTVL, max(1, idle // 3))
+            sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_KEEPCNT, 3)
+            sock.setsockopt(
+                stdsocket.IPPROTO_TCP, stdsocket.TCP_USER_TIMEOUT, int(self.user_timeout * 1000)
+            )
 
     async def _peer_task(self, peer: _Peer) -> None:
         """Own the connection to one peer: connect, write queued frames, reconnect."""
         stats = self.stats
-        while True:
+        try:
+            while True:
+                if not await self._wait_queued(peer):
+                    return  # idle: forget the peer (send_frame starts a new task)
+                if await self._connect_and_write(peer):
+                    stats.idle_closed += 1
+                    return
+        finally:
+            if self._peers.get(peer.dest) is peer and not peer.queue:
+                del self._peers[peer.dest]
+
+    async def _wait_queued(self, peer: _Peer) -> bool:
+        """Wait until frames are queued for ``peer``; False after ``idle_timeout``."""
+        with trio.move_on_after(self.idle_timeout):
             while not peer.queue:
                 peer.wake = trio.Event()
                 await peer.wake.wait()
-            delay = self._backoff(peer.failures)
-            if delay:
-                await trio.sleep(delay)
-            stream = await self._connect(peer.dest)
-            if stream is None:
-                stats.connect_failures += 1
-                peer.failures += 1
-                if peer.failures in (1, 10) or peer.failures % 100 == 0:
-                    log.info("%s: cannot connect to %s", self.local_address, peer.dest)
-                continue
-            stats.connects += 1
-            peer.connected = True
-            started = trio.current_time()
-            try:
-                async with trio.open_nursery() as conn:
-                    conn.start_soon(self._watch_eof, stream, conn.cancel_scope)
-                    await self._write_loop(peer, stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-            finally:
-                peer.connected = False
-                peer.writing = False
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-            stats.disconnects += 1
-            # A connection that died young counts as a failure, so a peer that
-            # accepts and drops at once is not hammered.
-            if trio.current_time() - started < 1.0:
-                peer.failures += 1
-            else:
-                peer.failures = 0
+        return bool(peer.queue)
+
+    async def _connect_and_write(self, peer: _Peer) -> bool:
+        """One connection's life. True when it was closed for being idle."""
+        stats = self.stats
+        delay = self._backoff(peer.failures)
+        if delay:
+            await trio.sleep(delay)
+        stream = await self._connect(peer.dest)
+        if stream is None:
+            stats.connect_failures += 1
+            peer.failures += 1
+            if peer.failures in (1, 10) or peer.failures % 100 == 0:
+                log.info("%s: cannot connect to %s", self.local_address, peer.dest)
+            return False
+        stats.connects += 1
+        peer.connected = True
+        started = trio.current_time()
+        peer.idle = False
+        peer.last_write = started
+        try:
+            async with trio.open_nursery() as conn:
+                conn.start_soon(self._watch_eof, stream, conn.cancel_scope)
+                conn.start_soon(self._watch_idle, peer, conn.cancel_scope)
+                await self._write_loop(peer, stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            peer.connected = False
+            peer.writing = False
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+        if peer.idle:
+            return True
+        stats.disconnects += 1
+        # A connection that died young counts as a failure, so a peer that
+        # accepts and drops at once is not hammered.
+        if trio.current_time() - started < 1.0:
+            peer.failures += 1
+        else:
+            peer.failures = 0
+        return False
 
     async def _write_loop(self, peer: _Peer, stream: trio.SocketStream) -> None:
+        """Write queued frames until the connection breaks: an exception, or a
+        cancellation by the EOF or idle watcher."""
         stats = self.stats
         first = self._hello
         while True:
@@ -501,8 +559,27 @@ class NetTransport:
             peer.writing = True
             await stream.send_all(chunk)
             peer.writing = False
+            peer.last_write = trio.current_time()
             stats.frames_sent += nframes
             stats.bytes_sent += len(chunk)
+
+    async def _watch_idle(self, peer: _Peer, scope: trio.CancelScope) -> None:
+        """Close the connection after ``idle_timeout`` seconds without writes.
+
+        One sleep per idle period, not a timeout per write: the hot path stays free
+        of cancel scopes."""
+        deadline = peer.last_write + self.idle_timeout
+        while True:
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            if peer.queue or peer.writing:
+                deadline = now + self.idle_timeout  # busy (a long write): look again later
+            elif now >= peer.last_write + self.idle_timeout:
+                peer.idle = True
+                scope.cancel()
+                return
+            else:
+                deadline = peer.last_write + self.idle_timeout
 
     async def _watch_eof(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         """The acceptor never writes: EOF, an error or any data means the connection is over."""

@@ -288,3 +288,32 @@ async def test_datagram_socket_receives_from_plain_udp_clients() -> None:
             src = f"127.0.0.1:{s.getsockname()[1]}"
             await wait_for(lambda: rb.datagrams)
         assert rb.datagrams == [(src, b"hi")]
+
+
+async def test_idle_connections_are_closed_and_reopened_on_demand() -> None:
+    async with open_transport(LOOP, idle_timeout=0.1) as a, open_transport(LOOP) as b:
+        rb = Recorder()
+        a.bind(Recorder())
+        b.bind(rb)
+        a.send_frame(b.local_address, b"one")
+        await wait_for(lambda: len(rb.frames) == 1)
+        await wait_for(lambda: a.stats.idle_closed == 1, what="idle close")
+        assert a.stats.disconnects == 0  # an idle close is not a failure
+        await wait_for(lambda: not a._peers and b._incoming == 0, what="peer forgotten")
+        a.send_frame(b.local_address, b"two")
+        await wait_for(lambda: len(rb.frames) == 2)
+        assert [d for _, d in rb.frames] == [b"one", b"two"]
+        assert a.stats.connects == 2 and b.stats.accepted == 2
+
+
+async def test_a_busy_connection_is_never_idle_closed() -> None:
+    async with open_transport(LOOP, idle_timeout=0.05) as a, open_transport(LOOP) as b:
+        rb = Recorder()
+        a.bind(Recorder())
+        b.bind(rb)
+        for i in range(30):  # 0.3 s of traffic, a frame every 10 ms
+            a.send_frame(b.local_address, b"%d" % i)
+            await trio.sleep(0.01)
+        await wait_for(lambda: len(rb.frames) == 30)
+        assert a.stats.connects == 1 and a.stats.idle_closed == 0
+        await wait_for(lambda: a.stats.idle_closed == 1)
