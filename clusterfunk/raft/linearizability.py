@@ -90,9 +90,9 @@ def step(state: Any, op: Op) -> tuple[bool, Any]:
 
     ``get`` returns the value (``None`` when absent); ``put`` stores; ``delete``
     removes; ``cas(expected, value)`` stores ``value`` iff the current value equals
-    ``expected`` (``None`` expects absence) and returns whether it did. Results of
-    ``put`` and ``delete`` are not constrained (stores differ in what they return);
-    unknown operations accept any result.
+    ``expected`` (``None`` expects absence) and returns whether it did. A boolean
+    result of ``delete`` must say whether the key existed; the result of ``put`` is
+    not constrained. Unknown operations accept any result.
     """
     known = op.outcome == OK
     kind = op.op
@@ -101,6 +101,9 @@ def step(state: Any, op: Op) -> tuple[bool, Any]:
     if kind == "put":
         return True, op.value
     if kind == "delete":
+        # The KV store returns whether the key existed; other stores may not say.
+        if known and isinstance(op.result, bool) and op.result is not (state is not None):
+            return False, state
         return True, ABSENT
     # cas
     hit = _same(state, op.expected)

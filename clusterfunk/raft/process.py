@@ -1,0 +1,288 @@
+"""``clusterfunk raft-node``: one Raft KV server as an OS process.
+
+::
+
+    clusterfunk raft-node --id n1 --bind 127.0.0.1:9001 \\
+        --peers n1=127.0.0.1:9001,n2=127.0.0.1:9002,n3=127.0.0.1:9003 \\
+        --data-dir /var/lib/cf/n1 --store sqlite --client-bind 127.0.0.1:9101
+
+Raft traffic uses ``--bind`` (UDP + TCP, the shared transport); clients speak the
+protocol of :mod:`clusterfunk.raft.client` on ``--client-bind`` (default: the Raft
+port + 100 on the same host). Once both are listening the process prints one JSON
+line to stdout: ``{"ready": true, "id", "raft", "client"}``. SIGTERM or SIGINT stop
+it cleanly; SIGKILL is what the crash test uses: with ``--store sqlite`` (WAL,
+synchronous=FULL) everything acknowledged survives it.
+
+Bad client input (a bad frame length, undecodable bytes) closes that client's
+connection and is counted; it never touches the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from clusterfunk.raft import client as proto
+from clusterfunk.raft import kv
+from clusterfunk.raft.api import NodeStopped, RaftNode
+from clusterfunk.raft.errors import LeadershipLost, NotLeader, RaftError
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``"n1=host:port,n2=host:port"`` -> ``{"n1": "host:port", ...}``."""
+    peers: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        sid, sep, addr = item.partition("=")
+        if not sep or not sid or ":" not in addr:
+            raise ValueError(f"--peers items are ID=HOST:PORT, not {item!r}")
+        peers[sid] = addr
+    return peers
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "raft-node",
+        help="run one Raft KV server process",
+        description="Run one Raft server with the replicated KV store.",
+    )
+    p.add_argument("--id", required=True, help="this server's id (e.g. n1)")
+    p.add_argument("--bind", required=True, help="Raft address host:port (UDP + TCP)")
+    p.add_argument("--advertise", help="address peers reach us at (default: --bind)")
+    p.add_argument("--peers", required=True, help="initial voters: ID=HOST:PORT,... (incl. self)")
+    p.add_argument("--data-dir", required=True, help="directory for the SQLite database")
+    p.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
+    p.add_argument("--client-bind", help="client protocol host:port (default: Raft port + 100)")
+    p.add_argument("--election-timeout", type=float, default=1.0, help="T in seconds (1.0)")
+    p.add_argument("--heartbeat", type=float, default=None, help="seconds (default T/10)")
+    p.add_argument("--trace", help="write the JSON Lines trace here")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    try:
+        peers = parse_peers(args.peers)
+    except ValueError as exc:
+        print(f"clusterfunk raft-node: error: {exc}", file=sys.stderr)
+        return 2
+    if args.id not in peers:
+        print(f"clusterfunk raft-node: error: --peers must include {args.id}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(serve, args, peers)
+    return 0
+
+
+def _storage(args: argparse.Namespace) -> Any:
+    if args.store == "memory":
+        from clusterfunk.raft.storage import MemoryStorage
+
+        return MemoryStorage()
+    from clusterfunk.raft.sqlite_store import SqliteStorage
+
+    os.makedirs(args.data_dir, exist_ok=True)
+    return SqliteStorage(os.path.join(args.data_dir, f"raft-{args.id}.db"))
+
+
+def _client_bind(args: argparse.Namespace) -> tuple[str, int]:
+    if args.client_bind:
+        host, _, port = args.client_bind.rpartition(":")
+        return host, int(port)
+    host, _, port = args.bind.rpartition(":")
+    return host, int(port) + 100
+
+
+async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
+    from clusterfunk.raft.config import RaftConfig
+    from clusterfunk.trace import Tracer
+
+    hb = args.heartbeat or args.election_timeout / 10
+    config = RaftConfig(election_timeout=args.election_timeout, heartbeat_interval=hb)
+    trace_file = open(args.trace, "a", encoding="utf-8") if args.trace else None  # noqa: SIM115
+    tracer = None
+    if trace_file is not None:
+        import time
+
+        tracer = Tracer(time.time, trace_file)
+    try:
+        async with RaftNode(
+            args.id,
+            args.bind,
+            peers=peers,
+            storage=_storage(args),
+            state_machine=kv.KVStore(),
+            config=config,
+            advertise=args.advertise,
+            tracer=tracer,
+            rng=random.Random(),
+        ) as node:
+            host, port = _client_bind(args)
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            server = ClientServer(node)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+                caddr = listeners[0].socket.getsockname()
+                print(
+                    json.dumps(
+                        {
+                            "ready": True,
+                            "id": args.id,
+                            "raft": node.address,
+                            "client": f"{caddr[0]}:{caddr[1]}",
+                        }
+                    ),
+                    flush=True,
+                )
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for _sig in sigs:
+                        break
+                nursery.cancel_scope.cancel()
+    finally:
+        if trace_file is not None:
+            trace_file.close()
+
+
+class ClientServer:
+    """Serves the client protocol for one node (see :mod:`clusterfunk.raft.client`).
+
+    Per connection: one reader loop that proposes every write request of a read
+    batch in a single core step (one AppendEntries batch), and one writer task that
+    sends all replies ready so far in one write. No task per request, except reads.
+    """
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+        self.bad_frames = 0
+        self.connections = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        conn = _Conn(self, stream)
+        try:
+            await conn.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+class _Conn:
+    def __init__(self, server: ClientServer, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.node = server.node
+        self.stream = stream
+        self.out: list[bytes] = []
+        self.wake = trio.Event()
+        self.closed = False
+
+    def reply(self, rid: int, status: str, result: Any = None, leader: str | None = None) -> None:
+        if self.closed:
+            return
+        if isinstance(result, kv.KVError):
+            status, result = proto.ERROR, result.reason
+        self.out.append(proto.frame(proto.ClientReply(rid, status, result, leader)))
+        self.wake.set()
+
+    def _callback(self, rid: int) -> Any:
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self.reply(rid, proto.OK, result)
+            elif isinstance(error, NotLeader):
+                self.reply(rid, proto.NOT_LEADER, None, error.leader_id)
+            else:
+                self.reply(rid, proto.UNKNOWN, str(error))
+
+        return done
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            try:
+                await self._reader(nursery)
+            finally:
+                self.closed = True
+                nursery.cancel_scope.cancel()
+
+    async def _writer(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            if self.out:
+                data = b"".join(self.out)
+                self.out.clear()
+                await self.stream.send_all(data)
+
+    async def _reader(self, nursery: trio.Nursery) -> None:
+        buf = proto.FrameBuffer()
+        node = self.node
+        while True:
+            data = await self.stream.receive_some(1 << 20)
+            if not data:
+                return
+            try:
+                msgs = buf.feed(data)
+            except proto.ProtocolError:
+                self.server.bad_frames += 1
+                return
+            writes: list[tuple[bytes, Any]] = []
+            wids: list[int] = []
+            for m in msgs:
+                if not isinstance(m, proto.ClientRequest):
+                    self.server.bad_frames += 1
+                    return
+                if m.read:
+                    nursery.start_soon(self._read, m)
+                else:
+                    writes.append((m.command, self._callback(m.id)))
+                    wids.append(m.id)
+            if not writes:
+                continue
+            try:
+                errors = node.propose_many_nowait(writes)
+            except NodeStopped as exc:
+                for rid in wids:
+                    self.reply(rid, proto.UNKNOWN, str(exc))
+                return
+            for rid, err in zip(wids, errors, strict=True):
+                if err is None:
+                    continue
+                if isinstance(err, NotLeader):
+                    self.reply(rid, proto.NOT_LEADER, None, err.leader_id)
+                else:
+                    self.reply(rid, proto.ERROR, str(err))
+
+    async def _read(self, m: proto.ClientRequest) -> None:
+        try:
+            op, key, _args = kv.decode_command(m.command)
+        except ValueError as exc:
+            self.reply(m.id, proto.ERROR, str(exc))
+            return
+        if op != "get":
+            self.reply(m.id, proto.ERROR, "only get can be served as a read")
+            return
+        try:
+            value = await self.node.read(lambda sm: sm.get(key), timeout=5.0)
+        except NotLeader as exc:
+            self.reply(m.id, proto.NOT_LEADER, None, exc.leader_id)
+        except (LeadershipLost, RaftError) as exc:
+            self.reply(m.id, proto.UNKNOWN, str(exc))
+        else:
+            self.reply(m.id, proto.OK, value)
+
+
+if __name__ == "__main__":
+    _p = argparse.ArgumentParser(prog="python -m clusterfunk.raft.process")
+    _sub = _p.add_subparsers()
+    add_parser(_sub)
+    _a = _p.parse_args(["raft-node", *sys.argv[1:]])
+    sys.exit(_a.func(_a))

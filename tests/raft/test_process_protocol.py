@@ -1,0 +1,64 @@
+"""The raft-node client protocol's framing: round trips, split reads, bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterfunk.raft.client import (
+    ClientReply,
+    ClientRequest,
+    FrameBuffer,
+    ProtocolError,
+    frame,
+)
+from clusterfunk.raft.process import parse_peers
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2**40), st.binary(max_size=300), st.booleans()), max_size=20),
+    st.integers(1, 64),
+)
+def test_frames_survive_any_split(reqs, chunk):
+    msgs = [ClientRequest(i, c, r) for i, c, r in reqs]
+    data = b"".join(frame(m) for m in msgs)
+    buf = FrameBuffer()
+    got = []
+    for k in range(0, len(data), chunk):
+        got += buf.feed(data[k : k + chunk])
+    assert got == msgs
+
+
+def test_reply_round_trip_with_results():
+    buf = FrameBuffer()
+    replies = [
+        ClientReply(1, "ok", "value"),
+        ClientReply(2, "ok", True),
+        ClientReply(3, "not_leader", None, "n2"),
+        ClientReply(4, "ok", None),
+    ]
+    assert buf.feed(b"".join(frame(r) for r in replies)) == replies
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        struct.pack(">I", 0),  # empty frame
+        struct.pack(">I", 1 << 30),  # claims 1 GiB
+        struct.pack(">I", 3) + b"\xc1\xc1\xc1",  # not msgpack
+        struct.pack(">I", 2) + b"\x92\x07",  # wrong wire version
+    ],
+)
+def test_bad_frames_raise_protocol_error(data):
+    with pytest.raises(ProtocolError):
+        FrameBuffer(max_frame=1 << 20).feed(data)
+
+
+def test_parse_peers():
+    assert parse_peers("n1=127.0.0.1:1, n2=[::1]:2") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
+    with pytest.raises(ValueError):
+        parse_peers("n1:127.0.0.1:1")
