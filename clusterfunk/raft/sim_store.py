@@ -1,0 +1,111 @@
+"""Raft storage over the simulator's :class:`~clusterfunk.sim.disk.SimDisk`.
+
+Writes go to the disk's volatile journal; :meth:`SimStorage.sync` (called by the core
+before a step's messages leave) makes them durable. A simulated crash keeps the
+synced state plus a random prefix of un-synced writes, so write order matters: a
+prefix of any operation must leave a consistent store. Hence: a suffix truncation
+deletes from the highest index down; a compaction records the new base before it
+deletes from the lowest index up; a reset deletes every entry (highest first)
+before it records the new base.
+
+Keys: ``("raft", "hs")``, ``("raft", "base")``, ``("raft", "snap")`` and
+``("raft", "e", index)``; every value carries a CRC-32 that :meth:`recover` checks.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+from clusterfunk.raft.config import Configuration
+from clusterfunk.raft.errors import StorageCorrupt
+from clusterfunk.raft.messages import Entry
+from clusterfunk.raft.storage import (
+    HardState,
+    Recovered,
+    SnapshotMeta,
+    entry_checksum,
+    validate,
+)
+from clusterfunk.sim.disk import SimDisk
+
+_HS = ("raft", "hs")
+_BASE = ("raft", "base")
+_SNAP = ("raft", "snap")
+
+
+def _ekey(index: int) -> tuple[str, str, int]:
+    return ("raft", "e", index)
+
+
+class SimStorage:
+    def __init__(self, disk: SimDisk) -> None:
+        self.disk = disk
+        self._base = 0
+        self._last = 0
+
+    def recover(self) -> Recovered:
+        d = self.disk
+        hs = d.read(_HS, (0, None, 0))
+        base_index, base_term = d.read(_BASE, (0, 0))
+        live = d.keys()
+        idxs = sorted(k[2] for k in live
+                      if type(k) is tuple and len(k) == 3 and k[:2] == ("raft", "e"))
+        entries: list[Entry] = []
+        expect = base_index + 1
+        for idx in idxs:
+            if idx <= base_index:
+                continue  # left over from a compaction cut short by a crash
+            if idx != expect:
+                raise StorageCorrupt(f"gap in the log: entry {idx}, expected {expect}")
+            term, kind, data, crc = d.read(_ekey(idx))
+            e = Entry(term, kind, data)
+            if entry_checksum(idx, e) != crc:
+                raise StorageCorrupt(f"bad checksum on entry {idx}")
+            entries.append(e)
+            expect += 1
+        snap = None
+        raw = d.read(_SNAP)
+        if raw is not None:
+            sidx, sterm, scfg, sci, sdata, scrc = raw
+            if zlib.crc32(sdata, zlib.crc32(scfg)) != scrc:
+                raise StorageCorrupt(f"bad checksum on the snapshot at {sidx}")
+            snap = (SnapshotMeta(sidx, sterm, Configuration.decode(scfg), sci), sdata)
+        self._base = base_index
+        self._last = base_index + len(entries)
+        return validate(Recovered(HardState(*hs), base_index, base_term, entries, snap))
+
+    def save_hard_state(self, hs: HardState) -> None:
+        self.disk.write(_HS, (hs.term, hs.vote, hs.commit))
+
+    def append(self, first_index: int, entries: Sequence[Entry]) -> None:
+        d = self.disk
+        for idx in range(self._last, first_index - 1, -1):
+            if idx > self._base:
+                d.delete(_ekey(idx))
+        for i, e in enumerate(entries):
+            idx = first_index + i
+            d.write(_ekey(idx), (e.term, e.kind, e.data, entry_checksum(idx, e)))
+        self._last = first_index + len(entries) - 1
+
+    def compact(self, upto: int, term: int) -> None:
+        d = self.disk
+        d.write(_BASE, (upto, term))
+        for idx in range(self._base + 1, upto + 1):
+            d.delete(_ekey(idx))
+        self._base = upto
+
+    def reset(self, base_index: int, base_term: int) -> None:
+        d = self.disk
+        for idx in range(self._last, self._base, -1):
+            d.delete(_ekey(idx))
+        d.write(_BASE, (base_index, base_term))
+        self._base = self._last = base_index
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        cfg = meta.config.encode()
+        self.disk.write(_SNAP, (meta.index, meta.term, cfg, meta.config_index, data,
+                                zlib.crc32(data, zlib.crc32(cfg))))
+
+    def sync(self) -> None:
+        self.disk.sync()
