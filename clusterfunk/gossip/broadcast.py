@@ -1,0 +1,128 @@
+"""The transmit-limited broadcast queue (memberlist's TransmitLimitedQueue).
+
+Updates wait here, pre-encoded, and are piggybacked on every outgoing datagram.
+
+Invariants:
+
+* at most one queued update per key: a newer update about a member replaces
+  (invalidates) the older one, whatever their transmit counts;
+* packing takes the least-transmitted updates first, newest first among equals,
+  and never exceeds the byte budget it is given;
+* an update is sent at most ``retransmit_mult x ceil(log10(n + 1))`` times, then
+  dropped.
+
+Items live in buckets indexed by transmit count, so picking the least
+transmitted is a walk from bucket 0, not a sort.
+"""
+
+from __future__ import annotations
+
+from clusterfunk.gossip.config import retransmit_limit
+
+#: Bytes of framing one part costs inside a Compound (msgpack bin header).
+PART_OVERHEAD = 5
+#: Stop packing after this many updates in a row did not fit.
+_MAX_MISSES = 8
+
+
+class _Item:
+    __slots__ = ("data", "key", "transmits")
+
+    def __init__(self, key: str, data: bytes) -> None:
+        self.key = key
+        self.data = data
+        self.transmits = 0
+
+
+class BroadcastQueue:
+    """Pending broadcasts, keyed (``"m:<member>"`` for membership updates)."""
+
+    def __init__(self, retransmit_mult: int, max_items: int = 4096) -> None:
+        self.retransmit_mult = retransmit_mult
+        self.max_items = max_items
+        self._items: dict[str, _Item] = {}
+        self._buckets: list[dict[str, _Item]] = [{}]
+        self.dropped = 0  # pushed out by max_items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def transmits(self, key: str) -> int | None:
+        item = self._items.get(key)
+        return None if item is None else item.transmits
+
+    def queue(self, key: str, data: bytes) -> None:
+        """Rule (memberlist invalidation): queue ``data`` under ``key``, replacing any
+        older update with the same key; the new one starts at zero transmits."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            del self._buckets[old.transmits][key]
+        item = _Item(key, data)
+        self._items[key] = item
+        self._buckets[0][key] = item
+        if len(self._items) > self.max_items:
+            self._drop_one()
+
+    def _drop_one(self) -> None:
+        """Drop the oldest of the most transmitted updates (the least useful)."""
+        for bucket in reversed(self._buckets):
+            if bucket:
+                key = next(iter(bucket))
+                del bucket[key]
+                del self._items[key]
+                self.dropped += 1
+                return
+
+    def get(self, budget: int, n_members: int) -> list[bytes]:
+        """Rule (memberlist GetBroadcasts): pack the least-transmitted updates first
+        (newest first among equals) into ``budget`` bytes, counting PART_OVERHEAD per
+        update; bump their transmit counts and drop those that reached the limit of
+        retransmit_mult x ceil(log10(n + 1))."""
+        if not self._items or budget <= PART_OVERHEAD:
+            return []
+        limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
+        out: list[bytes] = []
+        picked: list[_Item] = []
+        used = 0
+        misses = 0
+        buckets = self._buckets
+        for t in range(len(buckets)):
+            bucket = buckets[t]
+            if not bucket:
+                continue
+            if t >= limit:  # the limit shrank (members left): these are spent
+                for key in list(bucket):
+                    del self._items[key]
+                bucket.clear()
+                continue
+            for item in reversed(bucket.values()):
+                cost = len(item.data) + PART_OVERHEAD
+                if used + cost > budget:
+                    misses += 1
+                    if misses >= _MAX_MISSES:
+                        break
+                    continue
+                used += cost
+                out.append(item.data)
+                picked.append(item)
+            if misses >= _MAX_MISSES or budget - used <= PART_OVERHEAD:
+                break
+        for item in picked:
+            t = item.transmits
+            del buckets[t][item.key]
+            t += 1
+            item.transmits = t
+            if t >= limit:
+                del self._items[item.key]
+                continue
+            if t == len(buckets):
+                buckets.append({})
+            buckets[t][item.key] = item
+        return out
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._buckets = [{}]

@@ -1,0 +1,916 @@
+"""The SWIM + Lifeguard gossip core: a pure (sans-I/O) state machine.
+
+It implements :class:`clusterfunk.runtime.api.Core`. Inputs: ``start``,
+``on_message``, ``on_tick`` and the API methods below (called through
+``Driver.call``); outputs: sends, public events (:mod:`clusterfunk.gossip.events`)
+and trace records (``gossip.member`` and friends, ``docs/trace.md``).
+
+Each rule of SWIM, Lifeguard, memberlist and Serf lives in one method whose
+docstring names it. The Serf layer (events, queries) is :mod:`.serf`; the core
+owns membership, failure detection, dissemination and anti-entropy.
+
+Invariants:
+
+* the member table always contains this node (``self.name``);
+* a member's incarnation in our view never decreases;
+* only this node raises its own incarnation (refutation, tag change, leave);
+* every change of our view of a member (status or incarnation) is traced as
+  ``gossip.member`` exactly once;
+* per-packet work does not scan the member table.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from clusterfunk import wire
+from clusterfunk.gossip import awareness as aw
+from clusterfunk.gossip import suspicion as su
+from clusterfunk.gossip.broadcast import PART_OVERHEAD, BroadcastQueue
+from clusterfunk.gossip.config import LAN, GossipConfig, push_pull_scale
+from clusterfunk.gossip.events import (
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
+from clusterfunk.gossip.lamport import LamportClock
+from clusterfunk.gossip.messages import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    STATUSES,
+    SUSPECT,
+    Ack,
+    Alive,
+    Compound,
+    Coord,
+    Dead,
+    IndirectPing,
+    Leave,
+    MemberState,
+    Nack,
+    Ping,
+    PushPull,
+    QueryMsg,
+    QueryResponseMsg,
+    Suspect,
+    UserEventMsg,
+)
+from clusterfunk.gossip.probe import Probe, ProbeRing, Relay
+from clusterfunk.gossip.serf import Serf
+from clusterfunk.gossip.state import Member, MemberRecord, MemberTable
+from clusterfunk.gossip.vivaldi import VivaldiClient, distance
+from clusterfunk.runtime.api import Output, Send, split_address
+
+_send = Send
+
+# Timer kinds (heap entries are (time, seq, kind, key); stale entries are ignored).
+_PROBE = 0
+_PROBE_TIMEOUT = 1
+_PROBE_END = 2
+_GOSSIP = 3
+_PUSH_PULL = 4
+_REAP = 5
+_RECONNECT = 6
+_SUSPICION = 7
+_RELAY = 8
+_JOIN_RETRY = 9
+_SERF = 10
+
+#: Compound framing overhead beyond its parts (version, tag, array headers).
+_COMPOUND_OVERHEAD = 8
+MAX_NAME = 128
+
+
+def _valid_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_NAME
+
+
+def _valid_addr(addr: str) -> bool:
+    try:
+        split_address(addr)
+    except ValueError:
+        return False
+    return True
+
+
+def encoded_tags_size(tags: dict[str, str]) -> int:
+    """Bytes of the tag map as encoded on the wire."""
+    return len(msgpack.packb(tags, use_bin_type=True))
+
+
+#: Decoded parts by their bytes. Messages are immutable, so one decoded object can
+#: serve every core in the process; the same update arrives many times (every
+#: retransmission, and in simulation at every node).
+_PART_CACHE: dict[bytes, Any] = {}
+_PART_CACHE_MAX = 1 << 16
+
+
+def decode_part(raw: bytes) -> Any:
+    """``wire.decode`` with a bounded cache (raises WireError like it)."""
+    msg = _PART_CACHE.get(raw)
+    if msg is None:
+        msg = wire.decode(raw)
+        if len(_PART_CACHE) >= _PART_CACHE_MAX:
+            _PART_CACHE.clear()
+        _PART_CACHE[raw] = msg
+    return msg
+
+
+class GossipCore:
+    """One gossip member. ``name`` identifies it (``"n1"``), ``addr`` is its
+    advertised ``host:port``; ``rng`` is its only source of randomness."""
+
+    def __init__(
+        self,
+        name: str,
+        addr: str,
+        rng: random.Random,
+        config: GossipConfig = LAN,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        if not _valid_name(name):
+            raise ValueError(f"bad member name {name!r}")
+        tags = dict(tags or {})
+        if encoded_tags_size(tags) > config.tags_max_bytes:
+            raise ValueError(f"tags exceed {config.tags_max_bytes} bytes")
+        self.name = name
+        self.addr = addr
+        self.rng = rng
+        self.config = config
+        self.incarnation = 0
+        self.leaving = False
+        self.started = False
+        self.table = MemberTable()
+        self.table.add(MemberRecord(name, addr, 0, ALIVE, tags, 0.0))
+        self.awareness = aw.Awareness(config.awareness_max_multiplier)
+        self.broadcasts = BroadcastQueue(config.retransmit_mult, config.max_broadcasts)
+        self.ring = ProbeRing(rng)
+        self.vivaldi = VivaldiClient(rng)
+        self.coords: dict[str, Coord] = {}
+        self.member_clock = LamportClock()
+        self.serf = Serf(self)
+        self._suspicions: dict[str, su.Suspicion] = {}
+        self._probe: Probe | None = None
+        self._relays: dict[int, Relay] = {}
+        self._seq = 0
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._tseq = 0
+        self._join_seeds: list[str] = []
+        self._join_attempts = 0
+        self.joined = False
+        self.internal_queries = self.serf.internal_handlers
+        self.stats: dict[str, int] = {
+            "malformed": 0,
+            "misdirected": 0,
+            "unknown_member": 0,
+            "stale": 0,
+            "invalid": 0,
+            "refutes": 0,
+            "probes": 0,
+            "probe_failures": 0,
+            "indirect": 0,
+            "nacks": 0,
+            "push_pulls": 0,
+        }
+        self._out = Output()
+        self._handlers: dict[type, Callable[[float, str, Any, bytes | None, bool], None]] = {
+            Ping: self._on_ping,
+            IndirectPing: self._on_indirect_ping,
+            Ack: self._on_ack,
+            Nack: self._on_nack,
+            Alive: self._on_alive,
+            Suspect: self._on_suspect,
+            Dead: self._on_dead,
+            Leave: self._on_leave,
+            PushPull: self._on_push_pull,
+            UserEventMsg: self.serf.on_user_event,
+            QueryMsg: self.serf.on_query,
+            QueryResponseMsg: self.serf.on_query_response,
+        }
+
+    # ------------------------------------------------------------------ Core
+
+    def start(self, now: float) -> None:
+        """Start probing, gossiping and anti-entropy; trace our own entry."""
+        if self.started:
+            return
+        self.started = True
+        me = self.table.by_name[self.name]
+        me.since = now
+        me.addr = self.addr
+        self._trace_member(me)
+        cfg = self.config
+        rng = self.rng
+        # Stagger the periodic timers so that nodes started together do not beat.
+        self._at(now + rng.random() * cfg.probe_interval, _PROBE)
+        self._at(now + rng.random() * cfg.gossip_interval, _GOSSIP)
+        self._at(now + cfg.push_pull_interval * (1 + rng.random()), _PUSH_PULL)
+        self._at(now + cfg.reap_interval, _REAP)
+        self._at(now + cfg.reconnect_interval * (1 + rng.random()), _RECONNECT)
+
+    def next_deadline(self) -> float:
+        timers = self._timers
+        return timers[0][0] if timers else math.inf
+
+    def drain(self) -> Output | None:
+        out = self._out
+        if not out:
+            return None
+        self._out = Output()
+        return out
+
+    def on_tick(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _t, _s, kind, key = heapq.heappop(timers)
+            if kind == _SUSPICION:
+                self._suspicion_timeout(now, key)
+            elif kind == _PROBE:
+                self._probe_round(now)
+            elif kind == _PROBE_TIMEOUT:
+                self._probe_indirect(now, key)
+            elif kind == _PROBE_END:
+                self._probe_end(now, key)
+            elif kind == _GOSSIP:
+                self._gossip_round(now)
+            elif kind == _RELAY:
+                self._relay_timeout(now, key)
+            elif kind == _PUSH_PULL:
+                self._push_pull_round(now)
+            elif kind == _REAP:
+                self._reap(now)
+            elif kind == _RECONNECT:
+                self._reconnect(now)
+            elif kind == _JOIN_RETRY:
+                self._join_retry(now)
+            elif kind == _SERF:
+                self.serf.on_timer(now, key)
+
+    def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
+        if type(msg) is Compound:
+            for part in msg.parts:
+                try:
+                    inner = decode_part(part)
+                except wire.WireError:
+                    self.stats["malformed"] += 1
+                    continue
+                if type(inner) is Compound:  # no nesting
+                    self.stats["malformed"] += 1
+                    continue
+                self._dispatch(now, src, inner, part, stream)
+        else:
+            self._dispatch(now, src, msg, None, stream)
+
+    def _dispatch(self, now: float, src: str, msg: Any, raw: bytes | None, stream: bool) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:  # another protocol's message on our port
+            self.stats["malformed"] += 1
+            return
+        handler(now, src, msg, raw, stream)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def local_member(self) -> Member:
+        return self.table.by_name[self.name].snapshot()
+
+    @property
+    def health_score(self) -> int:
+        """Lifeguard local health score (0 = healthy)."""
+        return self.awareness.score
+
+    def members(self) -> list[Member]:
+        """Every known member (including this one and dead / left ones), by name."""
+        return self.table.sorted_snapshots()
+
+    def member(self, name: str) -> Member | None:
+        rec = self.table.get(name)
+        return None if rec is None else rec.snapshot()
+
+    def num_members(self, live: bool = True) -> int:
+        return self.table.live_count if live else len(self.table)
+
+    @property
+    def coordinate(self) -> Coord:
+        return self.vivaldi.coord
+
+    def coordinate_of(self, name: str) -> Coord | None:
+        if name == self.name:
+            return self.vivaldi.coord
+        return self.coords.get(name)
+
+    def rtt_estimate(self, a: str, b: str) -> float | None:
+        """Estimated round-trip time (seconds) between members ``a`` and ``b`` from
+        their Vivaldi coordinates, or None if one of them is not known yet."""
+        ca, cb = self.coordinate_of(a), self.coordinate_of(b)
+        if ca is None or cb is None:
+            return None
+        return distance(ca, cb)
+
+    def join(self, now: float, seeds: list[str]) -> int:
+        """Rule (memberlist Join): push-pull with every seed address (join=True);
+        retried every join_retry_interval until one answers. Returns the number of
+        seeds contacted."""
+        seeds = [s for s in seeds if s != self.addr and _valid_addr(s)]
+        self._join_seeds = seeds
+        self._join_attempts = 0
+        self.joined = False
+        if seeds:
+            self._join_retry(now)
+        return len(seeds)
+
+    def leave(self, now: float) -> None:
+        """Rule (Serf graceful leave): raise our incarnation, mark ourselves left and
+        disseminate a Leave (distinct from Dead); stop probing. The owner keeps the
+        node running until :meth:`pending_broadcasts` is 0 (or a short while)."""
+        if self.leaving:
+            return
+        self.leaving = True
+        me = self.table.by_name[self.name]
+        self.incarnation += 1
+        me.incarnation = self.incarnation
+        self.table.set_status(me, LEFT, now)
+        self._trace_member(me)
+        msg = Leave(self.incarnation, self.name, self.member_clock.increment())
+        self._queue_update(self.name, msg, None)
+        # Tell a few members right away rather than waiting for the gossip tick.
+        self._gossip_round(now, reschedule=False)
+
+    def pending_broadcasts(self) -> int:
+        return len(self.broadcasts)
+
+    def set_tags(self, now: float, tags: dict[str, str]) -> None:
+        """Rule (Serf tags): new tags are disseminated by an Alive update with a higher
+        incarnation. Raises ValueError beyond ``tags_max_bytes`` encoded."""
+        tags = dict(tags)
+        for k, v in tags.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError("tags must map str to str")
+        if encoded_tags_size(tags) > self.config.tags_max_bytes:
+            raise ValueError(f"tags exceed {self.config.tags_max_bytes} bytes encoded")
+        me = self.table.by_name[self.name]
+        me.tags = tags
+        self._bump_self(now)
+        self._out.events.append(MemberUpdated(me.snapshot()))
+
+    def set_address(self, now: float, addr: str) -> None:
+        """Change our advertised address (e.g. after binding port 0)."""
+        if not _valid_addr(addr):
+            raise ValueError(f"bad address {addr!r}")
+        self.addr = addr
+        me = self.table.by_name[self.name]
+        me.addr = addr
+        if self.started:
+            self._bump_self(now)
+
+    def user_event(self, now: float, name: str, payload: bytes, coalesce: bool = True) -> int:
+        """Send a user event to every member (see :meth:`Serf.user_event`)."""
+        return self.serf.user_event(now, name, payload, coalesce)
+
+    def query(
+        self,
+        now: float,
+        name: str,
+        payload: bytes,
+        filter_nodes: list[str] | None = None,
+        filter_tags: dict[str, str] | None = None,
+        timeout: float | None = None,
+        want_ack: bool = True,
+    ) -> int:
+        """Start a query; returns its id (see :meth:`Serf.query`)."""
+        return self.serf.query(now, name, payload, filter_nodes, filter_tags, timeout, want_ack)
+
+    def respond(self, now: float, query: Any, payload: bytes) -> bool:
+        """Answer an incoming :class:`~clusterfunk.gossip.events.Query`."""
+        return self.serf.respond(now, query, payload)
+
+    def register_internal_query(self, name: str, handler: Callable[[float, Any], Any]) -> None:
+        """Handle queries called ``name`` inside the node (never published as events).
+        ``handler(now, query)`` returns response bytes, or None for no response."""
+        self.serf.internal_handlers[name] = handler
+
+    # ------------------------------------------------------------ timers, output
+
+    def _at(self, t: float, kind: int, key: Any = None) -> None:
+        self._tseq += 1
+        heapq.heappush(self._timers, (t, self._tseq, kind, key))
+
+    def _trace_member(self, rec: MemberRecord) -> None:
+        self._out.emit(
+            "gossip.member", member=rec.name, status=rec.status, incarnation=rec.incarnation
+        )
+
+    def _n(self) -> int:
+        return len(self.table)
+
+    def _queue_update(self, member: str, msg: Any, raw: bytes | None) -> None:
+        """Queue a membership update for dissemination (replacing older ones about the
+        same member)."""
+        self.broadcasts.queue("m:" + member, raw if raw is not None else wire.encode(msg))
+
+    def _send(self, dest: str, msg: Any, prefix: tuple[bytes, ...] = ()) -> None:
+        """Rule (piggybacking): every datagram carries as many pending broadcasts as fit
+        in the budget. ``prefix`` parts go first (buddy-system suspicion)."""
+        bq = self.broadcasts
+        if not prefix and not len(bq):
+            self._out.sends.append(_send(dest, msg))
+            return
+        primary = wire.encode(msg)
+        cfg = self.config
+        budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
+        budget -= len(primary) + PART_OVERHEAD + sum(len(p) + PART_OVERHEAD for p in prefix)
+        extra = bq.get(budget, self._n()) if len(bq) else []
+        if not prefix and not extra:
+            self._out.sends.append(_send(dest, msg))
+            return
+        self._out.sends.append(_send(dest, Compound((*prefix, primary, *extra))))
+
+    # ---------------------------------------------------------- failure detection
+
+    def _probe_accept(self, name: str) -> bool:
+        rec = self.table.by_name.get(name)
+        return rec is not None and name != self.name and rec.status in (ALIVE, SUSPECT)
+
+    def _probe_round(self, now: float) -> None:
+        """Rule (SWIM protocol period): once per (awareness-scaled) probe interval, ping
+        the next member in round-robin order."""
+        interval = self.awareness.scale_timeout(self.config.probe_interval)
+        self._at(now + interval, _PROBE)
+        if self.leaving or self._probe is not None:
+            return
+        target = self.ring.next_target(self.table.names, self._probe_accept)
+        if target is None:
+            return
+        rec = self.table.by_name[target]
+        self._seq += 1
+        seq = self._seq
+        self._probe = Probe(seq, target, rec.addr, now)
+        self.stats["probes"] += 1
+        prefix: tuple[bytes, ...] = ()
+        if rec.status == SUSPECT:
+            prefix = self._buddy_suspicion(rec)
+        self._send(rec.addr, Ping(seq, target, self.name, self.addr), prefix)
+        timeout = self.awareness.scale_timeout(self.config.probe_timeout)
+        self._at(now + timeout, _PROBE_TIMEOUT, seq)
+        self._at(now + interval, _PROBE_END, seq)
+
+    def _buddy_suspicion(self, rec: MemberRecord) -> tuple[bytes, ...]:
+        """Rule (Lifeguard buddy system): a ping to a member we suspect carries the
+        suspicion, placed before the ping, so the member refutes at once and its ack
+        already piggybacks the refutation."""
+        return (wire.encode(Suspect(rec.incarnation, rec.name, self.name)),)
+
+    def _on_ping(self, now: float, src: str, msg: Ping, raw: bytes | None, stream: bool) -> None:
+        """Rule (SWIM): answer a ping addressed to us with an ack (plus gossip)."""
+        if msg.target != self.name:
+            self.stats["misdirected"] += 1
+            return
+        dest = msg.source_addr if _valid_addr(msg.source_addr) else src
+        self._send(dest, Ack(msg.seq, self.name, self.vivaldi.coord))
+
+    def _probe_indirect(self, now: float, seq: int) -> None:
+        """Rule (SWIM ping-req): no ack within the probe timeout: ask k random members
+        to ping the target for us, each promising a nack if they cannot reach it."""
+        p = self._probe
+        if p is None or p.seq != seq or p.acked:
+            return
+        p.indirect = True
+        target = p.target
+
+        def accept(rec: MemberRecord) -> bool:
+            return rec.status == ALIVE and rec.name != self.name and rec.name != target
+
+        helpers = self.table.random_members(self.rng, self.config.indirect_checks, accept)
+        for h in helpers:
+            self._send(h.addr, IndirectPing(seq, target, p.target_addr, self.name, self.addr, True))
+        p.expected_nacks = len(helpers)
+        self.stats["indirect"] += len(helpers)
+
+    def _on_indirect_ping(
+        self, now: float, src: str, msg: IndirectPing, raw: bytes | None, stream: bool
+    ) -> None:
+        """Rule (SWIM ping-req, relay side): ping the target with our own sequence number
+        and relay its ack; send a nack if it does not answer within the probe timeout."""
+        if not _valid_addr(msg.target_addr):
+            self.stats["invalid"] += 1
+            return
+        origin = msg.source_addr if _valid_addr(msg.source_addr) else src
+        self._seq += 1
+        seq = self._seq
+        self._relays[seq] = Relay(origin, msg.seq, msg.target, msg.nack)
+        self._send(msg.target_addr, Ping(seq, msg.target, self.name, self.addr))
+        self._at(now + self.config.probe_timeout, _RELAY, seq)
+
+    def _relay_timeout(self, now: float, seq: int) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None and relay.nack:
+            self._send(relay.origin_addr, Nack(relay.origin_seq, self.name))
+
+    def _on_ack(self, now: float, src: str, msg: Ack, raw: bytes | None, stream: bool) -> None:
+        """Rule (SWIM): an ack for our probe ends it successfully (Lifeguard: health
+        improves; Vivaldi: a direct ack is an RTT sample). An ack for a relayed ping
+        is forwarded to whoever asked."""
+        relay = self._relays.pop(msg.seq, None)
+        if relay is not None:
+            self._send(relay.origin_addr, Ack(relay.origin_seq, msg.source, None))
+            return
+        p = self._probe
+        if p is None or p.seq != msg.seq or p.acked:
+            self.stats["stale"] += 1
+            return
+        p.acked = True
+        self._probe = None
+        self.awareness.apply_delta(aw.PROBE_SUCCESS_DELTA)
+        direct = not p.indirect and msg.coord is not None and msg.source == p.target
+        if direct and self.vivaldi.update(p.target, msg.coord, now - p.sent) is not None:
+            self.coords[p.target] = msg.coord
+
+    def _on_nack(self, now: float, src: str, msg: Nack, raw: bytes | None, stream: bool) -> None:
+        p = self._probe
+        if p is not None and p.seq == msg.seq and not p.acked:
+            p.nacks += 1
+            self.stats["nacks"] += 1
+
+    def _probe_end(self, now: float, seq: int) -> None:
+        """Rule (SWIM + Lifeguard): no ack by the end of the protocol period: our health
+        score rises by the missing nacks, and the target becomes suspect."""
+        p = self._probe
+        if p is None or p.seq != seq or p.acked:
+            return
+        self._probe = None
+        self.stats["probe_failures"] += 1
+        self.awareness.apply_delta(aw.probe_failure_delta(p.expected_nacks, p.nacks))
+        rec = self.table.by_name.get(p.target)
+        if rec is None or rec.status not in (ALIVE, SUSPECT):
+            return
+        self._on_suspect(now, self.addr, Suspect(rec.incarnation, rec.name, self.name), None, False)
+
+    # ---------------------------------------------------------- membership rules
+
+    def _refute(self, now: float, incarnation: int) -> None:
+        """Rule (SWIM refutation): someone holds a claim about us at ``incarnation`` that
+        we dispute: jump above it and disseminate that we are alive. This is also how
+        a restarted node learns its old incarnation and rejoins above it (Lifeguard:
+        having to refute lowers our health)."""
+        if self.leaving:
+            return
+        self.incarnation = max(self.incarnation, incarnation) + 1
+        me = self.table.by_name[self.name]
+        me.incarnation = self.incarnation
+        self.stats["refutes"] += 1
+        self.awareness.apply_delta(aw.REFUTE_DELTA)
+        self._trace_member(me)
+        self._out.emit("gossip.refute", incarnation=self.incarnation)
+        self._queue_update(self.name, Alive(self.incarnation, self.name, self.addr, me.tags), None)
+
+    def _bump_self(self, now: float) -> None:
+        self.incarnation += 1
+        me = self.table.by_name[self.name]
+        me.incarnation = self.incarnation
+        self._trace_member(me)
+        self._queue_update(self.name, Alive(self.incarnation, self.name, self.addr, me.tags), None)
+
+    def _cancel_suspicion(self, name: str) -> None:
+        self._suspicions.pop(name, None)
+
+    def _on_alive(self, now: float, src: str, msg: Alive, raw: bytes | None, stream: bool) -> None:
+        self._alive_node(now, msg, raw)
+
+    def _alive_node(
+        self, now: float, msg: Alive, raw: bytes | None, rebroadcast: bool = True
+    ) -> None:
+        """Rule (memberlist aliveNode): learn a new member, or accept an Alive with a
+        higher incarnation than ours (which clears suspicion, revives a dead or left
+        member, and carries new tags / address). About ourselves: refute any claim
+        at a higher incarnation, or at ours with other tags or address."""
+        name = msg.node
+        rec = self.table.by_name.get(name)
+        if rec is not None and msg.incarnation <= rec.incarnation and name != self.name:
+            self.stats["stale"] += 1  # the common case: an update we already have
+            return
+        if (
+            not _valid_name(name)
+            or not _valid_addr(msg.addr)
+            or encoded_tags_size(msg.tags) > self.config.tags_max_bytes
+        ):
+            self.stats["invalid"] += 1
+            return
+        if name == self.name:
+            me = self.table.by_name[name]
+            if msg.incarnation > self.incarnation or (
+                msg.incarnation == self.incarnation and (msg.addr != me.addr or msg.tags != me.tags)
+            ):
+                self._refute(now, msg.incarnation)
+            return
+        if rec is None:
+            rec = MemberRecord(name, msg.addr, msg.incarnation, ALIVE, dict(msg.tags), now)
+            self.table.add(rec)
+            self.ring.add(name)
+            self._trace_member(rec)
+            if rebroadcast:
+                self._queue_update(name, msg, raw)
+            self._out.events.append(MemberJoined(rec.snapshot()))
+            return
+        old_status = rec.status
+        changed = rec.addr != msg.addr or rec.tags != msg.tags
+        rec.incarnation = msg.incarnation
+        rec.addr = msg.addr
+        rec.tags = dict(msg.tags)
+        self.table.set_status(rec, ALIVE, now)
+        self._cancel_suspicion(name)
+        self._trace_member(rec)
+        if rebroadcast:
+            self._queue_update(name, msg, raw)
+        if old_status in (DEAD, LEFT):
+            self._out.events.append(MemberJoined(rec.snapshot()))
+        elif changed or old_status == SUSPECT:
+            self._out.events.append(MemberUpdated(rec.snapshot()))
+
+    def _on_suspect(
+        self, now: float, src: str, msg: Suspect, raw: bytes | None, stream: bool
+    ) -> None:
+        """Rule (SWIM suspicion + Lifeguard): a member suspected at its current (or a
+        newer) incarnation becomes suspect with a local-health-aware timer; further
+        suspicions from other members confirm it and shorten the timer. A suspicion
+        about ourselves is refuted."""
+        name = msg.node
+        if name == self.name:
+            if msg.incarnation >= self.incarnation:
+                self._refute(now, msg.incarnation)
+            return
+        rec = self.table.get(name)
+        if rec is None:
+            self.stats["unknown_member"] += 1
+            return
+        if msg.incarnation < rec.incarnation or rec.status in (DEAD, LEFT):
+            self.stats["stale"] += 1
+            return
+        if rec.status == SUSPECT and msg.incarnation == rec.incarnation:
+            s = self._suspicions.get(name)
+            if s is not None and s.confirm(msg.accuser):
+                self._at(s.deadline, _SUSPICION, name)
+                self._queue_update(name, msg, raw)
+            return
+        rec.incarnation = msg.incarnation
+        self.table.set_status(rec, SUSPECT, now)
+        n = self._n()
+        cfg = self.config
+        k = su.expected_confirmations(cfg.suspicion_mult, n)
+        tmin = su.suspicion_min_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
+        tmax = su.suspicion_max_timeout(cfg.suspicion_max_timeout_mult, tmin)
+        s = su.Suspicion(now, msg.incarnation, msg.accuser, k, tmin, tmax)
+        self._suspicions[name] = s
+        self._at(s.deadline, _SUSPICION, name)
+        self._trace_member(rec)
+        self._queue_update(name, msg, raw)
+        self._out.events.append(MemberSuspect(rec.snapshot()))
+
+    def _suspicion_timeout(self, now: float, name: str) -> None:
+        """Rule (SWIM confirm): an unrefuted suspicion whose (shrinking) timeout has
+        passed makes the member dead."""
+        s = self._suspicions.get(name)
+        if s is None or now < s.deadline:
+            return
+        rec = self.table.get(name)
+        if rec is None or rec.status != SUSPECT or rec.incarnation != s.incarnation:
+            self._suspicions.pop(name, None)
+            return
+        self._dead_node(now, Dead(rec.incarnation, name, self.name), None)
+
+    def _on_dead(self, now: float, src: str, msg: Dead, raw: bytes | None, stream: bool) -> None:
+        self._dead_node(now, msg, raw)
+
+    def _dead_node(self, now: float, msg: Dead, raw: bytes | None) -> None:
+        """Rule (SWIM confirm, memberlist deadNode): a member declared dead at its
+        current (or a newer) incarnation is failed; a claim that we are dead is
+        refuted."""
+        name = msg.node
+        if name == self.name:
+            if not self.leaving:
+                self._refute(now, msg.incarnation)
+            return
+        rec = self.table.get(name)
+        if rec is None:
+            self.stats["unknown_member"] += 1
+            return
+        if msg.incarnation < rec.incarnation or rec.status in (DEAD, LEFT):
+            self.stats["stale"] += 1
+            return
+        rec.incarnation = msg.incarnation
+        self.table.set_status(rec, DEAD, now)
+        self._cancel_suspicion(name)
+        self._trace_member(rec)
+        self._queue_update(name, msg, raw)
+        self._out.events.append(MemberFailed(rec.snapshot()))
+
+    def _on_leave(self, now: float, src: str, msg: Leave, raw: bytes | None, stream: bool) -> None:
+        self._leave_node(now, msg, raw)
+
+    def _leave_node(self, now: float, msg: Leave, raw: bytes | None) -> None:
+        """Rule (Serf leave intent): a graceful leave at the member's current (or a
+        newer) incarnation marks it left -- not failed -- and keeps a tombstone until
+        ``tombstone_timeout``. A leave claimed for us while we are not leaving is
+        refuted."""
+        self.member_clock.witness(msg.ltime)
+        name = msg.node
+        if name == self.name:
+            if not self.leaving:
+                self._refute(now, msg.incarnation)
+            return
+        rec = self.table.get(name)
+        if rec is None:
+            self.stats["unknown_member"] += 1
+            return
+        if msg.incarnation < rec.incarnation or rec.status == LEFT:
+            self.stats["stale"] += 1
+            return
+        if rec.status == DEAD and msg.incarnation == rec.incarnation:
+            # It left after we declared it failed (or the leave raced the failure):
+            # a leave is the more precise verdict, keep it.
+            pass
+        rec.incarnation = msg.incarnation
+        self.table.set_status(rec, LEFT, now)
+        self._cancel_suspicion(name)
+        self._trace_member(rec)
+        self._queue_update(name, msg, raw)
+        self._out.events.append(MemberLeft(rec.snapshot()))
+
+    # ---------------------------------------------------------- dissemination
+
+    def _gossip_accept(self, now: float) -> Callable[[MemberRecord], bool]:
+        dead_window = self.config.gossip_to_the_dead_time
+        me = self.name
+
+        def accept(rec: MemberRecord) -> bool:
+            if rec.name == me:
+                return False
+            if rec.status in (ALIVE, SUSPECT):
+                return True
+            return now - rec.since < dead_window
+
+        return accept
+
+    def _gossip_round(self, now: float, reschedule: bool = True) -> None:
+        """Rule (memberlist gossip): every gossip interval, send pending broadcasts to
+        gossip_nodes random members -- alive or suspect ones, and dead or left ones
+        for gossip_to_the_dead_time after they went (so they can refute)."""
+        if reschedule:
+            self._at(now + self.config.gossip_interval, _GOSSIP)
+        bq = self.broadcasts
+        if not len(bq):
+            return
+        targets = self.table.random_members(
+            self.rng, self.config.gossip_nodes, self._gossip_accept(now)
+        )
+        cfg = self.config
+        budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
+        n = self._n()
+        for rec in targets:
+            parts = bq.get(budget, n)
+            if not parts:
+                break
+            self._out.sends.append(_send(rec.addr, Compound(tuple(parts))))
+
+    # ---------------------------------------------------------- anti-entropy
+
+    def _local_state(self, join: bool, reply: bool) -> PushPull:
+        members = tuple(self.table.by_name[n].wire_state() for n in self.table.names)
+        serf = self.serf
+        return PushPull(
+            self.name,
+            self.addr,
+            join,
+            reply,
+            members,
+            self.member_clock.time,
+            serf.event_clock.time,
+            serf.query_clock.time,
+        )
+
+    def _push_pull_round(self, now: float) -> None:
+        """Rule (memberlist push-pull): every push_pull_interval (scaled beyond 32
+        members) exchange full state with one random live member over a stream."""
+        interval = push_pull_scale(self.config.push_pull_interval, self._n())
+        self._at(now + interval, _PUSH_PULL)
+        if self.leaving:
+            return
+        me = self.name
+        peers = self.table.random_members(self.rng, 1, lambda r: r.name != me and r.status == ALIVE)
+        for rec in peers:
+            self._out.sends.append(_send(rec.addr, self._local_state(False, False), True))
+            self.stats["push_pulls"] += 1
+
+    def _join_retry(self, now: float) -> None:
+        if self.joined or not self._join_seeds or self.leaving:
+            return
+        if self._join_attempts >= self.config.join_max_attempts:
+            self._out.emit("gossip.join_failed", seeds=list(self._join_seeds))
+            return
+        self._join_attempts += 1
+        state = self._local_state(True, False)
+        for seed in self._join_seeds:
+            self._out.sends.append(_send(seed, state, True))
+        self._at(now + self.config.join_retry_interval, _JOIN_RETRY)
+
+    def _reconnect(self, now: float) -> None:
+        """Rule (Serf reconnect): every reconnect_interval try one random failed member
+        with a push-pull, so that the two sides of a healed partition merge again."""
+        self._at(now + self.config.reconnect_interval, _RECONNECT)
+        if self.leaving or self.table.counts[DEAD] == 0:
+            return
+        peers = self.table.random_members(self.rng, 1, lambda r: r.status == DEAD)
+        if not peers and self.table.counts[DEAD]:
+            dead = [n for n in self.table.names if self.table.by_name[n].status == DEAD]
+            peers = [self.table.by_name[self.rng.choice(dead)]]
+        for rec in peers:
+            self._out.sends.append(_send(rec.addr, self._local_state(False, False), True))
+
+    def _on_push_pull(
+        self, now: float, src: str, msg: PushPull, raw: bytes | None, stream: bool
+    ) -> None:
+        """Rule (memberlist push-pull): answer an initiating push-pull with our state,
+        then merge the remote state."""
+        if not stream:
+            self.stats["invalid"] += 1  # full state only travels on streams
+            return
+        if not msg.reply:
+            dest = msg.source_addr if _valid_addr(msg.source_addr) else src
+            if not self.leaving:
+                self._out.sends.append(_send(dest, self._local_state(msg.join, True), True))
+        elif not self.joined and (msg.join or self._join_seeds):
+            self.joined = True
+            self._out.emit("gossip.joined", via=msg.source)
+        self.member_clock.witness(msg.member_ltime)
+        self.serf.witness(msg.event_ltime, msg.query_ltime)
+        self._merge_state(now, msg.members, rebroadcast=not (msg.reply and msg.join))
+
+    def _merge_state(
+        self, now: float, states: tuple[MemberState, ...], rebroadcast: bool = True
+    ) -> None:
+        """Rule (memberlist mergeRemoteState): alive entries are merged as Alive, left
+        ones as Leave; a remote dead or suspect entry only makes the member suspect
+        here (it gets its chance to refute before we call it dead).
+
+        A joiner merging the seed's reply does not re-gossip the alive entries: they
+        are news to nobody but itself (this keeps a mass join from flooding)."""
+        for st in states:
+            if st.status not in STATUSES or not _valid_name(st.name):
+                self.stats["invalid"] += 1
+                continue
+            if st.status == ALIVE:
+                self._alive_node(
+                    now, Alive(st.incarnation, st.name, st.addr, st.tags), None, rebroadcast
+                )
+                continue
+            if st.name not in self.table:
+                if st.status == LEFT and _valid_addr(st.addr):
+                    # A tombstone we never knew: keep it, so the member's old alive
+                    # messages cannot resurrect it here.
+                    rec = MemberRecord(st.name, st.addr, st.incarnation, LEFT, dict(st.tags), now)
+                    self.table.add(rec)
+                    self._trace_member(rec)
+                else:  # memberlist: unknown dead / suspect members are not learnt
+                    self.stats["unknown_member"] += 1
+                continue
+            if st.status == LEFT:
+                self._leave_node(now, Leave(st.incarnation, st.name, 0), None)
+            else:
+                self._on_suspect(now, "", Suspect(st.incarnation, st.name, self.name), None, False)
+
+    # ---------------------------------------------------------- reaping
+
+    def _reap(self, now: float) -> None:
+        """Rule (Serf reaper): forget members dead for longer than reconnect_timeout and
+        tombstones of members that left longer than tombstone_timeout ago."""
+        cfg = self.config
+        self._at(now + cfg.reap_interval, _REAP)
+        table = self.table
+        if table.counts[DEAD] == 0 and table.counts[LEFT] == 0:
+            return
+        doomed = []
+        for name in table.names:
+            rec = table.by_name[name]
+            if (rec.status == DEAD and now - rec.since >= cfg.reconnect_timeout) or (
+                rec.status == LEFT
+                and name != self.name
+                and now - rec.since >= cfg.tombstone_timeout
+            ):
+                doomed.append(rec)
+        for rec in doomed:
+            table.remove(rec.name)
+            self.coords.pop(rec.name, None)
+            self.vivaldi.forget(rec.name)
+            self._out.emit(
+                "gossip.reap", member=rec.name, status=rec.status, incarnation=rec.incarnation
+            )
+            self._out.events.append(MemberReaped(rec.snapshot()))

@@ -1,0 +1,125 @@
+"""Membership state: members with incarnation numbers and a status.
+
+The table keeps O(1) lookup by name plus an index-addressable name list (for
+random choice in O(1)); removal swaps with the last entry. Iteration order is
+insertion / swap order, never string-hash order, so runs are deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from clusterfunk.gossip.messages import ALIVE, DEAD, LEFT, SUSPECT, MemberState
+
+
+@attrs.frozen
+class Member:
+    """A public snapshot of one member."""
+
+    name: str
+    addr: str
+    status: str
+    incarnation: int
+    tags: dict[str, str] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.define(slots=True)
+class MemberRecord:
+    """This node's mutable view of one member. ``since`` is the local time of the
+    last status change (used by reaping and gossip-to-the-dead)."""
+
+    name: str
+    addr: str
+    incarnation: int
+    status: str
+    tags: dict[str, str]
+    since: float
+
+    def snapshot(self) -> Member:
+        return Member(self.name, self.addr, self.status, self.incarnation, dict(self.tags))
+
+    def wire_state(self) -> MemberState:
+        return MemberState(self.name, self.addr, self.incarnation, self.status, self.tags)
+
+
+class MemberTable:
+    """Members by name. Invariant: ``names[index[x]] == x`` for every member x."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, MemberRecord] = {}
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self.counts: dict[str, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEFT: 0}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name
+
+    def get(self, name: str) -> MemberRecord | None:
+        return self.by_name.get(name)
+
+    def add(self, rec: MemberRecord) -> None:
+        if rec.name in self.by_name:
+            raise ValueError(f"member {rec.name} already known")
+        self.by_name[rec.name] = rec
+        self._index[rec.name] = len(self.names)
+        self.names.append(rec.name)
+        self.counts[rec.status] += 1
+
+    def set_status(self, rec: MemberRecord, status: str, now: float) -> None:
+        if rec.status != status:
+            self.counts[rec.status] -= 1
+            self.counts[status] += 1
+            rec.status = status
+            rec.since = now
+
+    def remove(self, name: str) -> MemberRecord | None:
+        rec = self.by_name.pop(name, None)
+        if rec is None:
+            return None
+        self.counts[rec.status] -= 1
+        i = self._index.pop(name)
+        last = self.names.pop()
+        if last != name:
+            self.names[i] = last
+            self._index[last] = i
+        return rec
+
+    @property
+    def live_count(self) -> int:
+        """Members not known dead or gone (alive + suspect), including ourselves."""
+        return self.counts[ALIVE] + self.counts[SUSPECT]
+
+    def random_members(self, rng: random.Random, k: int, accept: Any) -> list[MemberRecord]:
+        """Up to ``k`` distinct members for which ``accept(rec)`` holds, drawn at random
+        with at most 3 x len tries (memberlist kRandomNodes): O(k), not O(n)."""
+        names = self.names
+        n = len(names)
+        out: list[MemberRecord] = []
+        if n == 0 or k <= 0:
+            return out
+        seen: set[str] = set()
+        tries = 0
+        limit = 3 * n if n < 64 else 4 * k + 16
+        while len(out) < k and tries < limit:
+            tries += 1
+            name = names[rng.randrange(n)]
+            if name in seen:
+                continue
+            seen.add(name)
+            rec = self.by_name[name]
+            if accept(rec):
+                out.append(rec)
+        return out
+
+    def sorted_snapshots(self) -> list[Member]:
+        return [self.by_name[n].snapshot() for n in sorted(self.names)]
+
+
+def is_gone(status: str) -> bool:
+    return status in (DEAD, LEFT)

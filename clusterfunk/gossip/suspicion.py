@@ -1,0 +1,88 @@
+"""Lifeguard's Local-Health-Aware Suspicion (LHA-Suspicion).
+
+A suspicion starts with a long timeout (``max``) and shrinks toward ``min`` as
+independent confirmations (suspect messages from other members) arrive:
+
+    remaining(c) = max - (max - min) * ln(c + 1) / ln(k + 1)     (never below min)
+
+where ``k`` is the number of confirmations expected. All formulas are pure
+functions; :class:`Suspicion` holds one member's timer state.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def suspicion_min_timeout(suspicion_mult: int, n: int, probe_interval: float) -> float:
+    """Rule (memberlist suspicionTimeout): min = suspicion_mult x max(1, log10 n) x
+    probe_interval."""
+    node_scale = max(1.0, math.log10(max(1, n)))
+    return suspicion_mult * node_scale * probe_interval
+
+
+def suspicion_max_timeout(max_timeout_mult: int, min_timeout: float) -> float:
+    """Rule (Lifeguard): max = SuspicionMaxTimeoutMult x min."""
+    return max_timeout_mult * min_timeout
+
+
+def expected_confirmations(suspicion_mult: int, n: int) -> int:
+    """Rule (memberlist): k = suspicion_mult - 2 independent confirmations are
+    expected, or none when the cluster is too small to provide them (n - 2 < k)."""
+    k = suspicion_mult - 2
+    if n - 2 < k:
+        return 0
+    return max(0, k)
+
+
+def remaining_timeout(confirmations: int, k: int, min_timeout: float, max_timeout: float) -> float:
+    """Rule (Lifeguard LHA-Suspicion): the total timeout after ``confirmations``
+    independent confirmations: max - (max - min) x ln(c + 1) / ln(k + 1), floored at
+    min. With k = 0 there is nothing to wait for: min."""
+    if k <= 0:
+        return min_timeout
+    frac = math.log(confirmations + 1) / math.log(k + 1)
+    t = max_timeout - (max_timeout - min_timeout) * frac
+    return max(min_timeout, t)
+
+
+class Suspicion:
+    """The suspicion timer for one member.
+
+    Invariants: ``start`` is fixed; ``confirmers`` never contains the same member
+    twice (the first accuser is in it but does not count as a confirmation); the
+    deadline only moves earlier, never below ``start + min_timeout``.
+    """
+
+    __slots__ = ("confirmers", "incarnation", "k", "max_timeout", "min_timeout", "n", "start")
+
+    def __init__(
+        self,
+        start: float,
+        incarnation: int,
+        accuser: str,
+        k: int,
+        min_timeout: float,
+        max_timeout: float,
+    ) -> None:
+        self.start = start
+        self.incarnation = incarnation
+        self.k = k
+        self.min_timeout = min_timeout
+        self.max_timeout = max_timeout
+        self.confirmers: set[str] = {accuser}
+        self.n = 0  # independent confirmations so far
+
+    def confirm(self, accuser: str) -> bool:
+        """Rule (Lifeguard): count a confirmation from a member not yet heard from.
+        Returns True if it was new (and so is worth re-gossiping)."""
+        if self.n >= self.k or accuser in self.confirmers:
+            return False
+        self.confirmers.add(accuser)
+        self.n += 1
+        return True
+
+    @property
+    def deadline(self) -> float:
+        """Local time at which the member is declared dead if nobody refutes."""
+        return self.start + remaining_timeout(self.n, self.k, self.min_timeout, self.max_timeout)
