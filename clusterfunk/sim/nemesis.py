@@ -12,7 +12,8 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
   permutation into two groups (sometimes a single node against the rest); heal.
 * ``crash``: crash one random target; restart it at the end.
 * ``pause``: pause one random target (SIGSTOP); resume it at the end.
-* ``loss``: raise datagram loss on every link to U(5 %, 30 %); restore.
+* ``loss``: raise datagram loss on every link to U(5 %, 30 %), and the stream
+  connection-reset probability to a tenth of that; restore.
 * ``duplicate``: raise duplication to U(5 %, 30 %); restore.
 * ``reorder``: reorder U(10 %, 50 %) of datagrams within a 50 ms window; restore.
 * ``skew``: step one target's clock forward by U(0, 1) s and let it drift by
@@ -117,6 +118,7 @@ class Nemesis:
             new = attrs.evolve(old)
             if kind == "loss":
                 new.loss = rng.uniform(0.05, 0.30)
+                new.stream_reset = new.loss / 10
             elif kind == "duplicate":
                 new.duplicate = rng.uniform(0.05, 0.30)
             else:

@@ -22,9 +22,14 @@ class LinkConfig:
     * ``reorder``: probability a datagram is held back by an extra uniform delay
       in ``[0, reorder_window)`` so that later datagrams can overtake it.
 
-    Stream frames use ``latency`` and ``jitter`` only: streams are reliable and
-    ordered, so they are never lost, duplicated or reordered, but a partition or a
-    crash breaks them (frames in flight are dropped, as a reset TCP connection).
+    * ``stream_reset``: probability that sending a stream frame breaks its
+      connection (as a TCP connection that times out on a lossy path): that frame
+      and every frame still in flight on the connection are lost; later frames go
+      on a new connection.
+
+    Stream frames otherwise use ``latency`` and ``jitter`` only: streams are
+    reliable and ordered, never duplicated or reordered, but a partition or a crash
+    breaks them too (the frame and those behind it in flight are dropped).
     """
 
     latency: float = 0.001
@@ -33,9 +38,10 @@ class LinkConfig:
     duplicate: float = 0.0
     reorder: float = 0.0
     reorder_window: float = 0.01
+    stream_reset: float = 0.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder"):
+        for name in ("loss", "duplicate", "reorder", "stream_reset"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")

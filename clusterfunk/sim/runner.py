@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "jitter": 0.2,
     "duplicate": 0.0,
     "reorder": 0.0,
+    "stream_reset": None,
     "nemesis": "",
     "crash": [],
     "restart": [],
@@ -61,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--duplicate", type=float, help="datagram duplication probability (default 0)")
     p.add_argument("--reorder", type=float, help="datagram reordering probability (default 0)")
+    p.add_argument(
+        "--stream-reset",
+        type=float,
+        help="probability that a stream frame breaks its connection (default: --loss / 10)",
+    )
     p.add_argument(
         "--nemesis",
         metavar="KINDS",
@@ -122,7 +128,9 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError("--nodes must be at least 1")
     if ns.duration <= 0:
         raise UsageError("--duration must be positive")
-    for k in ("loss", "duplicate", "reorder"):
+    if ns.stream_reset is None:
+        ns.stream_reset = ns.loss / 10
+    for k in ("loss", "duplicate", "reorder", "stream_reset"):
         if not 0 <= getattr(ns, k) <= 1:
             raise UsageError(f"--{k} must be a probability between 0 and 1")
     if ns.latency < 0 or ns.jitter < 0:
@@ -138,6 +146,7 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
         loss=opts.loss,
         duplicate=opts.duplicate,
         reorder=opts.reorder,
+        stream_reset=opts.stream_reset,
     )
     sim = Simulation(opts.seed, tracer=tracer, link=link, datagram_budget=opts.datagram_budget)
     workload = load_workload(opts.protocol)(opts)
@@ -223,8 +232,8 @@ def print_summary(summary: dict[str, Any], stream: IO[str]) -> None:
         f"{net['datagrams_delivered']} delivered, "
         f"{net['frames_sent']} frames sent, {net['frames_delivered']} delivered; dropped: "
         f"loss {net['dropped_loss']}, partition {net['dropped_partition']}, "
-        f"down {net['dropped_down']}; duplicated {net['duplicated']}, "
-        f"reordered {net['reordered']}\n"
+        f"down {net['dropped_down']}, reset {net['dropped_reset']}; "
+        f"duplicated {net['duplicated']}, reordered {net['reordered']}\n"
     )
     if summary["faults"]:
         w(

@@ -28,7 +28,7 @@
 
     [[events]]
     at = 50.0
-    action = "link"         # default link: latency_ms jitter_ms loss duplicate reorder
+    action = "link"         # latency_ms jitter_ms loss duplicate reorder stream_reset
     loss = 0.2
 
     [[events]]
@@ -141,7 +141,7 @@ def _set_link(sim: Simulation, a: dict[str, Any]) -> None:
         changes["latency"] = float(a["latency_ms"]) / 1000
     if "jitter_ms" in a:
         changes["jitter"] = float(a["jitter_ms"]) / 1000
-    for k in ("loss", "duplicate", "reorder"):
+    for k in ("loss", "duplicate", "reorder", "stream_reset"):
         if k in a:
             changes[k] = float(a[k])
     sim.set_default_link(attrs.evolve(sim.link, **changes))

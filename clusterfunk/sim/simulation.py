@@ -220,6 +220,7 @@ class Simulation:
         self.net_rng = random.Random(f"{seed}/net")
         self.fault_rng = random.Random(f"{seed}/faults")
         self._frame_clock: dict[tuple[str, str], float] = {}
+        self._conn_epoch: dict[tuple[str, str], int] = {}
         self.started = False
         self.stats = {
             "events": 0,
@@ -231,6 +232,7 @@ class Simulation:
             "dropped_partition": 0,
             "dropped_down": 0,
             "dropped_unbound": 0,
+            "dropped_reset": 0,
             "duplicated": 0,
             "reordered": 0,
             "bytes_sent": 0,
@@ -359,7 +361,10 @@ class Simulation:
                 "net.send",
                 {"src": src_addr, "dst": dest, "kind": "stream", "bytes": len(data)},
             )
+        key = (src_addr, dest)
+        epoch = self._conn_epoch.get(key, 0)
         if self.partitions.blocked(src_host, dst_host):
+            self._conn_epoch[key] = epoch + 1  # the connection breaks
             stats["dropped_partition"] += 1
             if tracer.net:
                 tracer.emit(
@@ -369,8 +374,18 @@ class Simulation:
                 )
             return
         cfg = self.links.get((src_host, dst_host), self.link)
+        if cfg.stream_reset and self.net_rng.random() < cfg.stream_reset:
+            # the connection breaks: this frame and every frame still in flight on it are lost
+            self._conn_epoch[key] = epoch + 1
+            stats["dropped_reset"] += 1
+            if tracer.net:
+                tracer.emit(
+                    src_host,
+                    "net.drop",
+                    {"src": src_addr, "dst": dest, "kind": "stream", "reason": "reset"},
+                )
+            return
         t = self.now + self._delay(cfg)
-        key = (src_addr, dest)
         last = self._frame_clock.get(key, 0.0)
         if t < last:
             t = last  # streams are FIFO per connection
@@ -378,7 +393,7 @@ class Simulation:
         dst = self.hosts.get(dst_host)
         dst_inc = dst.incarnation if dst is not None else 0
         src_inc = self.hosts[src_host].incarnation
-        self._push(t, _FRAME, dest, src_addr, data, (src_host, src_inc, dst_inc))
+        self._push(t, _FRAME, dest, src_addr, data, (src_host, src_inc, dst_inc, epoch))
 
     # -- faults --------------------------------------------------------------
 
@@ -460,6 +475,7 @@ class Simulation:
                 "loss": cfg.loss,
                 "duplicate": cfg.duplicate,
                 "reorder": cfg.reorder,
+                "stream_reset": cfg.stream_reset,
             },
         )
 
@@ -518,7 +534,7 @@ class Simulation:
                     continue  # superseded
                 a.on_timer()
             elif kind == _FRAME:
-                src_host, src_inc, dst_inc = d
+                src_host, src_inc, dst_inc, epoch = d
                 ep = endpoints.get(a)
                 if ep is None:
                     self._drop_undeliverable(a, b, "stream")
@@ -527,11 +543,24 @@ class Simulation:
                 if dst.paused:
                     dst.held.append(ev)
                     continue
+                conn = (b, a)
+                current = self._conn_epoch.get(conn, 0)
+                if epoch != current:
+                    stats["dropped_reset"] += 1
+                    if tracer.net:
+                        tracer.emit(
+                            dst.name,
+                            "net.drop",
+                            {"src": b, "dst": a, "kind": "stream", "reason": "reset"},
+                        )
+                    continue
                 if (
                     dst.incarnation != dst_inc
                     or hosts[src_host].incarnation != src_inc
                     or self.partitions.blocked(src_host, dst.name)
                 ):
+                    # the connection breaks: frames behind this one are lost too
+                    self._conn_epoch[conn] = current + 1
                     stats[
                         "dropped_partition" if dst.incarnation == dst_inc else "dropped_down"
                     ] += 1
