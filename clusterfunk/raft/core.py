@@ -547,8 +547,7 @@ class RaftCore:
         self._cq_deadline = now + self.cfg.election_timeout
         self.log.append([Entry(self.term, ENTRY_NOOP, b"")])
         self._dirty = True
-        self._append_pending = True
-        self._broadcast_heartbeat(now)
+        self._append_pending = True  # the no-op's AppendEntries is the first heartbeat
 
     def _stop_leading(self, reason: str) -> None:
         self.progress = {}

@@ -42,6 +42,7 @@ class Net:
         self.trace: list[tuple[str, str, dict[str, Any]]] = []
         self.lines: list[str] = []
         self.dropped_msgs: list[tuple[str, str, Any]] = []
+        self.delivered: list[tuple[str, str, Any]] = []
         self.storage_factory = storage_factory
         boot = {i: addr(i) for i in ids} if bootstrap else None
         for i in ids:
@@ -49,7 +50,8 @@ class Net:
 
     # -- nodes --------------------------------------------------------------
 
-    def add(self, sid: str, bootstrap: dict[str, str] | None = None, start: bool = True) -> RaftCore:
+    def add(self, sid: str, bootstrap: dict[str, str] | None = None,
+            start: bool = True) -> RaftCore:
         st = self.storages.get(sid)
         if st is None:
             st = self.storages[sid] = self.storage_factory()
@@ -63,6 +65,23 @@ class Net:
             core.start(self.now)
             self._flush(sid)
         return core
+
+    def preload(self, sid: str, members: list[str], terms: list[int], term: int,
+                vote: str | None = None, commit: int = 0) -> RaftCore:
+        """Start ``sid`` from a prepared log: entry 1 is the configuration (term
+        ``terms[0]``), entries 2.. are commands ``b"<index>/<term>"``."""
+        from clusterfunk.raft.config import Configuration
+        from clusterfunk.raft.messages import ENTRY_COMMAND, ENTRY_CONFIG, Entry
+        from clusterfunk.raft.storage import HardState
+
+        st = MemoryStorage()
+        cfg = Configuration.make({m: addr(m) for m in members})
+        st.entries = [Entry(terms[0], ENTRY_CONFIG, cfg.encode())] + [
+            Entry(t, ENTRY_COMMAND, f"{i}/{t}".encode()) for i, t in enumerate(terms[1:], 2)
+        ]
+        st.hard_state = HardState(term, vote, commit)
+        self.storages[sid] = st
+        return self.add(sid)
 
     def crash(self, sid: str) -> None:
         self.down.add(sid)
@@ -113,9 +132,11 @@ class Net:
             return False
         dest, src, msg = self.queue.pop(0)
         s = src.partition(":")[0]
-        if dest in self.down or s in self.down or (s, dest) in self.blocked or dest not in self.cores:
+        if dest in self.down or s in self.down or (s, dest) in self.blocked \
+                or dest not in self.cores:
             self.dropped_msgs.append((dest, src, msg))
             return True
+        self.delivered.append((dest, src, msg))
         self.cores[dest].on_message(self.now, src, msg, True)
         self._flush(dest)
         return True
