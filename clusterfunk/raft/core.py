@@ -1089,7 +1089,8 @@ class RaftCore:
         pr = self.progress[target]
         if pr.match == self.log.last_index:
             self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
-        else:
+        elif pr.state != SNAPSHOT:
+            pr.become_probe()  # re-send from its match: catch it up without delay
             self._send_append(target, pr)
         return target
 

@@ -1,0 +1,69 @@
+"""Linearizable reads: ReadIndex and the lease (dissertation 6.4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clusterfunk.raft import kv
+from clusterfunk.raft.errors import NotLeader
+from clusterfunk.raft.events import ReadFailed, ReadReady
+from clusterfunk.raft.messages import Heartbeat
+
+
+def reads(net, sid, cls=ReadReady):
+    return [e for e in net.events[sid] if isinstance(e, cls)]
+
+
+def test_read_index_waits_for_a_quorum_heartbeat_round(make_net):
+    net = make_net(["n1", "n2", "n3"])
+    net.elect("n1")
+    net.propose("n1", kv.encode_put("k", "v"))
+    net.deliver_all()
+    net.call("n1", lambda c, now: c.read_index(now, 7))
+    assert reads(net, "n1") == []
+    hbs = [m for d, s, m in net.queue if isinstance(m, Heartbeat)]
+    assert len(hbs) == 2  # a round went out for the read
+    net.deliver_all()
+    assert reads(net, "n1") == [ReadReady(7, net["n1"].commit_index)]
+    assert net.sms["n1"].get("k") == "v"
+
+
+def test_read_index_on_a_partitioned_leader_fails(make_net):
+    net = make_net(["n1", "n2", "n3"])
+    net.elect("n1")
+    net.advance(0.3)
+    net.isolate("n1")
+    net.call("n1", lambda c, now: c.read_index(now, 1))
+    net.advance(3.0)  # check-quorum deposes n1
+    assert reads(net, "n1") == []
+    assert reads(net, "n1", ReadFailed) == [ReadFailed(1, "leadership lost")]
+    with pytest.raises(NotLeader) as ei:
+        net.call("n1", lambda c, now: c.read_index(now, 2))
+    assert ei.value.leader_id is None or ei.value.leader_id != "n1"
+
+
+def test_read_before_the_new_leader_commits_its_noop_waits(make_net):
+    net = make_net(["n1", "n2", "n3"])
+    net.timeout("n1")
+    while net["n1"].role != "leader":
+        net.deliver_one()
+    net.call("n1", lambda c, now: c.read_index(now, 5))
+    assert reads(net, "n1") == []
+    net.deliver_all()
+    (r,) = reads(net, "n1")
+    assert r.ctx == 5 and r.index >= 2  # covers the no-op of its term
+
+
+def test_lease_read_is_served_without_a_round_while_the_lease_holds(make_net):
+    net = make_net(["n1", "n2", "n3"])
+    net.elect("n1")
+    net.advance(0.35)  # heartbeat rounds acknowledged: lease running
+    net.call("n1", lambda c, now: c.read_index(now, 1, lease=True))
+    assert reads(net, "n1") == [ReadReady(1, net["n1"].commit_index)]
+    assert not [m for d, s, m in net.queue if isinstance(m, Heartbeat)]
+    # partitioned: after T * (1 - drift) the lease is gone and the read needs a round
+    net.isolate("n1")
+    net.advance(0.95)
+    assert net["n1"].role == "leader"
+    net.call("n1", lambda c, now: c.read_index(now, 2, lease=True))
+    assert [r.ctx for r in reads(net, "n1")] == [1]
