@@ -284,9 +284,7 @@ class RaftCore:
                 self._broadcast_heartbeat(self.now)
         hs = self._saved_hs
         if hs.term != self.term or hs.vote != self.vote or hs.commit != self.commit_index:
-            self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-            self.storage.save_hard_state(self._saved_hs)
-            self._dirty = True
+            self._save_hard_state()
         if self._dirty:
             self._dirty = False
             self.storage.sync()  # durable before the driver sends anything below
@@ -429,6 +427,7 @@ class RaftCore:
         RPCs to all other servers (5.2)."""
         self.term += 1
         self.vote = self.id
+        self._save_hard_state()
         self.role = CANDIDATE
         self._set_leader(None)
         self._votes = {self.id: True}
@@ -512,6 +511,7 @@ class RaftCore:
         if term > self.term:
             self.term = term
             self.vote = None
+            self._save_hard_state()
         self.role = FOLLOWER if self.configuration.is_voter(self.id) else NONVOTER
         self._votes = {}
         if was_leader:
@@ -1151,6 +1151,14 @@ class RaftCore:
         self._start_read(ctx, lease)
 
     # ------------------------------------------------------------------ helpers
+
+    def _save_hard_state(self) -> None:
+        """Term and vote are written as soon as they change (before any entry of the
+        new term), the commit index at the end of the step; all made durable by the
+        ``sync`` in ``drain``."""
+        self._saved_hs = HardState(self.term, self.vote, self.commit_index)
+        self.storage.save_hard_state(self._saved_hs)
+        self._dirty = True
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
