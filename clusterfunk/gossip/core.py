@@ -85,6 +85,7 @@ _SUSPICION = 7
 _RELAY = 8
 _JOIN_RETRY = 9
 _SERF = 10
+_SETTLE = 11
 
 #: Compound framing overhead beyond its parts (version, tag, array headers).
 _COMPOUND_OVERHEAD = 8
@@ -129,6 +130,8 @@ def decode_part(raw: bytes) -> Any:
 class GossipCore:
     """One gossip member. ``name`` identifies it (``"n1"``), ``addr`` is its
     advertised ``host:port``; ``rng`` is its only source of randomness."""
+
+    REBROADCAST_JOIN = False
 
     def __init__(
         self,
@@ -209,12 +212,14 @@ class GossipCore:
         me.since = now
         me.addr = self.addr
         self._trace_member(me)
+        # memberlist setAlive: announce ourselves to whoever we come to know.
+        self._queue_update(self.name, Alive(self.incarnation, self.name, self.addr, me.tags), None)
         cfg = self.config
         rng = self.rng
         # Stagger the periodic timers so that nodes started together do not beat.
         self._at(now + rng.random() * cfg.probe_interval, _PROBE)
         self._at(now + rng.random() * cfg.gossip_interval, _GOSSIP)
-        self._at(now + cfg.push_pull_interval * (1 + rng.random()), _PUSH_PULL)
+        self._at(now + cfg.push_pull_interval * rng.random(), _PUSH_PULL)
         self._at(now + cfg.reap_interval, _REAP)
         self._at(now + cfg.reconnect_interval * (1 + rng.random()), _RECONNECT)
 
@@ -255,19 +260,34 @@ class GossipCore:
                 self._join_retry(now)
             elif kind == _SERF:
                 self.serf.on_timer(now, key)
+            elif kind == _SETTLE:
+                self._push_pull_once(now)
 
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
         if type(msg) is Compound:
+            by_name = self.table.by_name
+            handlers = self._handlers
             for part in msg.parts:
                 try:
                     inner = decode_part(part)
                 except wire.WireError:
                     self.stats["malformed"] += 1
                     continue
-                if type(inner) is Compound:  # no nesting
+                tp = type(inner)
+                if tp is Alive:  # fast path: most gossip is news we already have
+                    rec = by_name.get(inner.node)
+                    if (
+                        rec is not None
+                        and inner.incarnation <= rec.incarnation
+                        and inner.node != self.name
+                    ):
+                        self.stats["stale"] += 1
+                        continue
+                handler = handlers.get(tp)
+                if handler is None or tp is Compound:  # foreign or nested
                     self.stats["malformed"] += 1
                     continue
-                self._dispatch(now, src, inner, part, stream)
+                handler(now, src, inner, part, stream)
         else:
             self._dispatch(now, src, msg, None, stream)
 
@@ -802,6 +822,12 @@ class GossipCore:
         members) exchange full state with one random live member over a stream."""
         interval = push_pull_scale(self.config.push_pull_interval, self._n())
         self._at(now + interval, _PUSH_PULL)
+        self._push_pull_once(now)
+
+    def _push_pull_once(self, now: float) -> None:
+        """Rule (anti-entropy after join): one push-pull with a random live member a few
+        protocol periods after joining, so that members who joined concurrently (and
+        whose alive gossip was spent before we were known) converge at once."""
         if self.leaving:
             return
         me = self.name
@@ -850,9 +876,12 @@ class GossipCore:
         elif not self.joined and (msg.join or self._join_seeds):
             self.joined = True
             self._out.emit("gossip.joined", via=msg.source)
+            interval = self.config.probe_interval
+            self._at(now + interval * (2.0 + 3.0 * self.rng.random()), _SETTLE)
         self.member_clock.witness(msg.member_ltime)
         self.serf.witness(msg.event_ltime, msg.query_ltime)
-        self._merge_state(now, msg.members, rebroadcast=not (msg.reply and msg.join))
+        rebroadcast = self.REBROADCAST_JOIN or not (msg.reply and msg.join)
+        self._merge_state(now, msg.members, rebroadcast)
 
     def _merge_state(
         self, now: float, states: tuple[MemberState, ...], rebroadcast: bool = True

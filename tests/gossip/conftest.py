@@ -45,9 +45,10 @@ class Cluster:
         evs = self.events.setdefault(host.name, [])
         driver.subscribe(evs.append)
         if self.join and host.name != "n1":
-            host.sim.at(host.sim.now, lambda: driver.running and driver.call(
-                lambda c, now: c.join(now, [f"n1:{PORT}"])
-            ))
+            host.sim.at(
+                host.sim.now,
+                lambda: driver.running and driver.call(lambda c, now: c.join(now, [f"n1:{PORT}"])),
+            )
         return driver
 
     def driver(self, name: str) -> Any:
