@@ -97,15 +97,21 @@ class MemberTable:
 
     def random_members(self, rng: random.Random, k: int, accept: Any) -> list[MemberRecord]:
         """Up to ``k`` distinct members for which ``accept(rec)`` holds, drawn at random
-        with at most 3 x len tries (memberlist kRandomNodes): O(k), not O(n)."""
+        (memberlist kRandomNodes). Exact for small tables; for large ones a bounded
+        number of random draws: O(k), not O(n)."""
         names = self.names
         n = len(names)
         out: list[MemberRecord] = []
         if n == 0 or k <= 0:
             return out
+        if n <= 64:  # small: exact, a full shuffle of the candidates
+            cands = [self.by_name[x] for x in names]
+            cands = [r for r in cands if accept(r)]
+            rng.shuffle(cands)
+            return cands[:k]
         seen: set[str] = set()
         tries = 0
-        limit = 3 * n if n < 64 else 4 * k + 16
+        limit = 8 * k + 32
         while len(out) < k and tries < limit:
             tries += 1
             name = names[rng.randrange(n)]

@@ -70,6 +70,14 @@ class Cluster:
     def statuses(self, observer: str) -> dict[str, str]:
         return {m.name: m.status for m in self.core(observer).members()}
 
+    def all_alive(self) -> bool:
+        """Every live node sees exactly the live nodes as alive."""
+        live = self.live()
+        want = sorted(live)
+        return all(
+            [m.name for m in self.core(x).members() if m.status == "alive"] == want for x in live
+        )
+
     def live(self) -> list[str]:
         return [n for n in self.sim.names if self.sim.alive(n)]
 

@@ -1,0 +1,176 @@
+"""Scripted scenarios in the simulator: detection, refutation, leave versus failure,
+rejoin after a restart, reaping and tombstones."""
+
+from __future__ import annotations
+
+import attrs
+
+from clusterfunk.gossip import events as ev
+from clusterfunk.gossip.config import LAN
+from clusterfunk.gossip.messages import Alive, Suspect
+from clusterfunk.sim.netmodel import LinkConfig
+
+
+def all_alive(c) -> bool:
+    return c.all_alive()
+
+
+def test_cluster_forms_and_every_node_traces_every_member(cluster_factory):
+    c = cluster_factory(6, seed=11)
+    c.run(15.0)
+    assert all_alive(c)
+    for x in c.sim.names:
+        # first sight of every member (and the node's own entry) is traced as alive
+        seen = {r["member"] for r in c.member_trace(node=x) if r["status"] == "alive"}
+        assert seen == set(c.sim.names)
+    assert not [r for r in c.tracer.of("gossip.member") if r["status"] != "alive"]
+
+
+def test_crashed_member_is_declared_dead_by_every_survivor(cluster_factory):
+    c = cluster_factory(5, seed=2)
+    c.run(10.0)
+    assert all_alive(c)
+    c.sim.crash("n4")
+    c.run(40.0)
+    for x in c.live():
+        assert c.view(x, "n4")[0] == "dead"
+        assert any(isinstance(e, ev.MemberFailed) and e.member.name == "n4" for e in c.events[x])
+        assert not any(isinstance(e, ev.MemberLeft) for e in c.events[x])
+    dead = [r for r in c.member_trace(member="n4") if r["status"] == "dead"]
+    assert len(dead) == 4
+    # LAN, 5 nodes: Serf needs 6.9-8.8 s; allow a generous bound for the worst case
+    assert max(r["t"] for r in dead) - 10.0 < 20.0
+    # nobody else was ever suspected
+    assert not [
+        r for r in c.tracer.of("gossip.member") if r["member"] != "n4" and r["status"] != "alive"
+    ]
+
+
+def test_suspicion_is_refuted_with_a_higher_incarnation(cluster_factory):
+    c = cluster_factory(5, seed=3)
+    c.run(10.0)
+    inc = c.view("n1", "n2")[1]
+    # n1 (wrongly) suspects n2: as if its probe had failed
+    c.call("n1", lambda core, now: core.on_message(now, "n1:7946", Suspect(inc, "n2", "n1"), False))
+    assert c.view("n1", "n2") == ("suspect", inc)
+    c.run(20.0)
+    for x in c.sim.names:
+        status, new_inc = c.view(x, "n2")
+        assert status == "alive" and new_inc == inc + 1
+    assert c.core("n2").stats["refutes"] == 1
+    assert [r["incarnation"] for r in c.tracer.of("gossip.refute") if r["node"] == "n2"] == [
+        inc + 1
+    ]
+    assert not [r for r in c.tracer.of("gossip.member") if r["status"] == "dead"]
+    # n1 saw the suspicion cleared
+    assert any(
+        isinstance(e, ev.MemberUpdated) and e.member.name == "n2" and e.member.status == "alive"
+        for e in c.events["n1"]
+    )
+
+
+def test_leave_is_disseminated_as_leave_not_failure(cluster_factory):
+    c = cluster_factory(5, seed=4)
+    c.run(10.0)
+    c.call("n3", lambda core, now: core.leave(now))
+    c.run(12.0)
+    c.sim.crash("n3")  # the process exits after its leave went out
+    c.run(60.0)
+    for x in c.live():
+        assert c.view(x, "n3")[0] == "left"
+        assert any(isinstance(e, ev.MemberLeft) and e.member.name == "n3" for e in c.events[x])
+        assert not any(isinstance(e, ev.MemberFailed) for e in c.events[x])
+    assert not [r for r in c.member_trace(member="n3") if r["status"] in ("dead", "suspect")]
+    # n3 traced its own departure
+    assert c.tracer.of("gossip.member")[-1]["ev"] == "gossip.member"
+    own = [r for r in c.member_trace(node="n3", member="n3")]
+    assert own[-1]["status"] == "left"
+
+
+def test_rejoin_after_restart_jumps_above_the_old_incarnation(cluster_factory):
+    c = cluster_factory(5, seed=5)
+    c.run(10.0)
+    # n2 refutes once so that its incarnation is not 0 before the crash
+    c.call("n1", lambda core, now: core.on_message(now, "n1:7946", Suspect(0, "n2", "n1"), False))
+    c.run(15.0)
+    old_inc = c.view("n1", "n2")[1]
+    assert old_inc == 1
+    c.sim.crash("n2")
+    c.run(45.0)
+    assert all(c.view(x, "n2") == ("dead", old_inc) for x in c.live())
+    c.sim.restart("n2")  # a fresh process: incarnation 0, nothing persisted
+    assert c.core("n2").incarnation == 0
+    c.run(75.0)
+    new_inc = c.core("n2").incarnation
+    assert new_inc > old_inc
+    for x in c.sim.names:
+        assert c.view(x, "n2") == ("alive", new_inc), x
+        assert all_alive(c)
+    for x in c.live():
+        if x != "n2":
+            assert any(
+                isinstance(e, ev.MemberJoined)
+                and e.member.name == "n2"
+                and e.member.incarnation == new_inc
+                for e in c.events[x]
+            )
+
+
+def test_quick_restart_before_detection_rejoins_cleanly(cluster_factory):
+    c = cluster_factory(5, seed=6)
+    c.run(10.0)
+    c.sim.crash("n5")
+    c.sim.at(10.5, c.sim.restart, "n5")
+    c.run(60.0)
+    assert all_alive(c)
+    # back within half a second: nobody got to declare it dead, and the fresh process
+    # (incarnation 0, same address and tags) agrees with everyone's entry
+    assert not [r for r in c.member_trace(member="n5") if r["status"] == "dead"]
+    assert all(c.view(x, "n5")[0] == "alive" for x in c.sim.names)
+
+
+def test_reaping_of_failed_members_and_tombstones_for_left_ones(cluster_factory):
+    cfg = attrs.evolve(LAN, reconnect_timeout=20.0, tombstone_timeout=40.0, reap_interval=2.0)
+    c = cluster_factory(6, seed=7, config=cfg)
+    c.run(10.0)
+    c.sim.crash("n2")
+    c.call("n3", lambda core, now: core.leave(now))
+    c.run(11.0)
+    c.sim.crash("n3")
+    c.run(30.0)
+    for x in c.live():
+        assert c.view(x, "n2")[0] == "dead"
+        assert c.view(x, "n3")[0] == "left"
+    c.run(50.0)
+    for x in c.live():
+        assert c.view(x, "n2") is None  # reaped (dead > 20 s)
+        assert c.view(x, "n3")[0] == "left"  # tombstone still kept
+        # a stale alive about the departed member cannot resurrect it
+    stale = Alive(0, "n3", "n3:7946", {})
+    c.call("n1", lambda core, now: core.on_message(now, "n4:7946", stale, False))
+    assert c.view("n1", "n3")[0] == "left"
+    c.run(80.0)
+    for x in c.live():
+        assert c.view(x, "n3") is None
+        reaped = [e.member.name for e in c.events[x] if isinstance(e, ev.MemberReaped)]
+        assert sorted(reaped) == ["n2", "n3"]
+    reaps = c.tracer.of("gossip.reap")
+    assert {(r["member"], r["status"]) for r in reaps} == {("n2", "dead"), ("n3", "left")}
+
+
+def test_no_false_positive_at_one_percent_loss(cluster_factory):
+    c = cluster_factory(8, seed=8, link=LinkConfig(loss=0.01))
+    c.run(300.0)
+    assert all_alive(c)
+    assert not [r for r in c.tracer.of("gossip.member") if r["status"] == "dead"]
+
+
+def test_partition_heal_converges_through_reconnect(cluster_factory):
+    c = cluster_factory(6, seed=9)
+    c.run(10.0)
+    c.sim.partition([["n1", "n2", "n3"], ["n4", "n5", "n6"]])
+    c.run(60.0)
+    assert c.view("n1", "n5")[0] == "dead" and c.view("n5", "n1")[0] == "dead"
+    c.sim.heal()
+    c.run(160.0)
+    assert all_alive(c)
