@@ -815,6 +815,7 @@ class GossipCore:
             self.member_clock.time,
             serf.event_clock.time,
             serf.query_clock.time,
+            serf.recent_events(),
         )
 
     def _push_pull_round(self, now: float) -> None:
@@ -880,6 +881,7 @@ class GossipCore:
             self._at(now + interval * (2.0 + 3.0 * self.rng.random()), _SETTLE)
         self.member_clock.witness(msg.member_ltime)
         self.serf.witness(msg.event_ltime, msg.query_ltime)
+        self.serf.merge_events(now, msg.events)
         rebroadcast = self.REBROADCAST_JOIN or not (msg.reply and msg.join)
         self._merge_state(now, msg.members, rebroadcast)
 

@@ -150,6 +150,17 @@ class MemberState:
     tags: dict[str, str]
 
 
+@wire.message(160)
+@attrs.frozen
+class UserEventMsg:
+    """A user event, disseminated by gossip and de-duplicated by (ltime, name, payload)."""
+
+    ltime: int
+    name: str
+    payload: bytes
+    coalesce: bool
+
+
 @wire.message(105)
 @attrs.frozen
 class PushPull:
@@ -164,20 +175,12 @@ class PushPull:
     member_ltime: int
     event_ltime: int
     query_ltime: int
+    #: Recent user events (Serf sends its event buffer so that members that missed
+    #: the gossip still get them).
+    events: tuple[UserEventMsg, ...] = ()
 
 
 # -- Serf layer ----------------------------------------------------------------
-
-
-@wire.message(160)
-@attrs.frozen
-class UserEventMsg:
-    """A user event, disseminated by gossip and de-duplicated by (ltime, name, payload)."""
-
-    ltime: int
-    name: str
-    payload: bytes
-    coalesce: bool
 
 
 @wire.message(161)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ from clusterfunk.gossip.messages import QueryMsg, QueryResponseMsg, UserEventMsg
 if TYPE_CHECKING:
     from clusterfunk.gossip.core import GossipCore
 
+#: User events carried in every push-pull (the most recent ones).
+RECENT_EVENTS = 64
 #: Largest accepted query timeout (seconds).
 MAX_QUERY_TIMEOUT = 3600.0
 
@@ -96,6 +99,7 @@ class Serf:
         self._pending: dict[int, _Pending] = {}
         self._incoming: dict[tuple[int, int], _Incoming] = {}
         self._coalesced: dict[str, UserEventMsg] = {}
+        self._recent: deque[UserEventMsg] = deque(maxlen=RECENT_EVENTS)
         self._coalesce_armed = False
         self.stats: dict[str, int] = {
             "events_dup": 0,
@@ -148,12 +152,23 @@ class Serf:
         if not self.events_seen.add(msg.ltime, (msg.name, msg.payload)):
             self.stats["events_dup"] += 1
             return
+        self._recent.append(msg)
         key = f"e:{msg.ltime}:{msg.name}:{len(msg.payload)}:{hash_bytes(msg.payload)}"
         self.core.broadcasts.queue(key, raw if raw is not None else wire.encode(msg))
         if msg.coalesce and cfg.user_coalesce_period > 0:
             self._coalesce(now, msg)
         else:
             self._deliver(msg)
+
+    def recent_events(self) -> tuple[UserEventMsg, ...]:
+        """The most recent distinct events seen here, oldest first (for push-pull)."""
+        return tuple(self._recent)
+
+    def merge_events(self, now: float, events: tuple[UserEventMsg, ...]) -> None:
+        """Rule (Serf push-pull of the event buffer): events a peer has seen recently
+        are processed as if gossiped (duplicates are dropped as usual)."""
+        for msg in events[-RECENT_EVENTS:]:
+            self.on_user_event(now, "", msg, None, True)
 
     def _coalesce(self, now: float, msg: UserEventMsg) -> None:
         """Rule (Serf coalescing): within one coalesce period keep only the latest
