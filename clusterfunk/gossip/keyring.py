@@ -287,3 +287,90 @@ class SecureCodec:
         except wire.WireError:
             self.stats.bad_payload += 1
             raise
+
+
+# ---------------------------------------------------------------------------
+# Cluster-wide key operations, carried by internal Serf queries.
+#
+# Request payload: the raw key bytes. Response payload: b"" for success, else a
+# UTF-8 error message. Operations are idempotent (installing a present key or
+# removing an absent one succeeds), so a retried rotation step is harmless.
+# The key travels inside a gossip packet: only sealed (encrypted) clusters may
+# rotate keys this way, which callers enforce.
+
+INSTALL = "install"
+USE = "use"
+REMOVE = "remove"
+KEY_OPS = (INSTALL, USE, REMOVE)
+QUERY_PREFIX = "_cf-key-"
+
+
+def query_name(op: str) -> str:
+    """The internal query name of a key operation."""
+    if op not in KEY_OPS:
+        raise ValueError(f"unknown key operation {op!r}")
+    return QUERY_PREFIX + op
+
+
+def apply_key_op(keyring: Keyring, op: str, key: bytes) -> str | None:
+    """Apply one key operation to ``keyring``; returns None or an error message."""
+    try:
+        if op == INSTALL:
+            keyring.install(key)
+        elif op == USE:
+            keyring.use(key)
+        elif op == REMOVE:
+            if key in keyring:
+                keyring.remove(key)
+        else:
+            return f"unknown key operation {op!r}"
+    except KeyringError as exc:
+        return str(exc)
+    return None
+
+
+def register_key_queries(core: Any, keyring: Keyring) -> None:
+    """Register the internal query handlers for key install/use/remove on a gossip
+    core (``core.register_internal_query(name, handler(now, query) -> bytes)``)."""
+    for op in KEY_OPS:
+
+        def handler(now: float, query: Any, _op: str = op) -> bytes:
+            err = apply_key_op(keyring, _op, query.payload)
+            return b"" if err is None else err.encode("utf-8", "replace")[:512]
+
+        core.register_internal_query(query_name(op), handler)
+
+
+@attrs.frozen
+class KeyResult:
+    """Outcome of a cluster-wide key operation."""
+
+    op: str
+    #: Members that answered (including the caller), sorted.
+    ok: tuple[str, ...]
+    #: member -> error message for members that refused.
+    errors: dict[str, str]
+    #: Live members (besides the caller) expected to answer.
+    expected: int
+
+    @property
+    def complete(self) -> bool:
+        """Every expected member answered and none refused."""
+        return not self.errors and len(self.ok) >= self.expected + 1
+
+
+def collect_key_result(
+    op: str, me: str, local_error: str | None, responses: dict[str, bytes], expected: int
+) -> KeyResult:
+    """Fold the caller's own outcome and the query responses into a :class:`KeyResult`."""
+    ok: list[str] = []
+    errors: dict[str, str] = {}
+    answers = dict(responses)
+    answers[me] = b"" if local_error is None else local_error.encode()
+    for node in sorted(answers):
+        payload = answers[node]
+        if payload:
+            errors[node] = payload.decode("utf-8", "replace")
+        else:
+            ok.append(node)
+    return KeyResult(op, tuple(ok), errors, expected)
