@@ -90,6 +90,9 @@ _SETTLE = 11
 #: Compound framing overhead beyond its parts (version, tag, array headers).
 _COMPOUND_OVERHEAD = 8
 MAX_NAME = 128
+#: Incarnations and Lamport times beyond this are refused: one more increment must
+#: still encode (msgpack integers are 64-bit), and no honest member gets near it.
+MAX_INCARNATION = 2**62
 
 
 def _valid_name(name: str) -> bool:
@@ -614,6 +617,9 @@ class GossipCore:
         member, and carries new tags / address). About ourselves: refute any claim
         at a higher incarnation, or at ours with other tags or address."""
         name = msg.node
+        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+            self.stats["invalid"] += 1
+            return
         rec = self.table.by_name.get(name)
         if rec is not None and msg.incarnation <= rec.incarnation and name != self.name:
             self.stats["stale"] += 1  # the common case: an update we already have
@@ -664,6 +670,9 @@ class GossipCore:
         suspicions from other members confirm it and shorten the timer. A suspicion
         about ourselves is refuted."""
         name = msg.node
+        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+            self.stats["invalid"] += 1
+            return
         if name == self.name:
             if msg.incarnation >= self.incarnation:
                 self._refute(now, msg.incarnation)
@@ -715,6 +724,9 @@ class GossipCore:
         current (or a newer) incarnation is failed; a claim that we are dead is
         refuted."""
         name = msg.node
+        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+            self.stats["invalid"] += 1
+            return
         if name == self.name:
             if not self.leaving:
                 self._refute(now, msg.incarnation)
@@ -741,8 +753,11 @@ class GossipCore:
         newer) incarnation marks it left -- not failed -- and keeps a tombstone until
         ``tombstone_timeout``. A leave claimed for us while we are not leaving is
         refuted."""
-        self.member_clock.witness(msg.ltime)
         name = msg.node
+        if not 0 <= msg.incarnation <= MAX_INCARNATION or not 0 <= msg.ltime <= MAX_INCARNATION:
+            self.stats["invalid"] += 1
+            return
+        self.member_clock.witness(msg.ltime)
         if name == self.name:
             if not self.leaving:
                 self._refute(now, msg.incarnation)
@@ -879,6 +894,10 @@ class GossipCore:
             self._out.emit("gossip.joined", via=msg.source)
             interval = self.config.probe_interval
             self._at(now + interval * (2.0 + 3.0 * self.rng.random()), _SETTLE)
+        clocks = (msg.member_ltime, msg.event_ltime, msg.query_ltime)
+        if not all(0 <= t <= MAX_INCARNATION for t in clocks):
+            self.stats["invalid"] += 1
+            return
         self.member_clock.witness(msg.member_ltime)
         self.serf.witness(msg.event_ltime, msg.query_ltime)
         self.serf.merge_events(now, msg.events)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: User events carried in every push-pull (the most recent ones).
 RECENT_EVENTS = 64
+#: Lamport times beyond this are refused (one more tick must still encode).
+MAX_LTIME = 2**62
 #: Largest accepted query timeout (seconds).
 MAX_QUERY_TIMEOUT = 3600.0
 
@@ -141,7 +143,11 @@ class Serf:
         buffer or already seen at that ltime (same name and payload); otherwise
         rebroadcast and deliver (coalesced or at once)."""
         cfg = self.core.config
-        if not msg.name or len(msg.name.encode()) + len(msg.payload) > cfg.user_event_size_limit:
+        if (
+            not msg.name
+            or len(msg.name.encode()) + len(msg.payload) > cfg.user_event_size_limit
+            or not 0 <= msg.ltime <= MAX_LTIME
+        ):
             self.stats["events_invalid"] += 1
             return
         clock = self.event_clock.time
@@ -244,6 +250,7 @@ class Serf:
             or len(msg.name.encode()) + len(msg.payload) > cfg.query_size_limit
             or not (0 < msg.timeout <= MAX_QUERY_TIMEOUT)
             or not msg.source
+            or not 0 <= msg.ltime <= MAX_LTIME
         ):
             self.stats["queries_invalid"] += 1
             return
