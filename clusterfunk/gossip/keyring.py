@@ -346,29 +346,25 @@ class KeyResult:
     """Outcome of a cluster-wide key operation."""
 
     op: str
-    #: Members that answered (including the caller), sorted.
+    #: Members that applied it (the caller included: queries reach their sender), sorted.
     ok: tuple[str, ...]
     #: member -> error message for members that refused.
     errors: dict[str, str]
-    #: Live members (besides the caller) expected to answer.
+    #: Live members (the caller included) that were expected to answer.
     expected: int
 
     @property
     def complete(self) -> bool:
         """Every expected member answered and none refused."""
-        return not self.errors and len(self.ok) >= self.expected + 1
+        return not self.errors and len(self.ok) >= self.expected
 
 
-def collect_key_result(
-    op: str, me: str, local_error: str | None, responses: dict[str, bytes], expected: int
-) -> KeyResult:
-    """Fold the caller's own outcome and the query responses into a :class:`KeyResult`."""
+def collect_key_result(op: str, responses: dict[str, bytes], expected: int) -> KeyResult:
+    """Fold key-operation query responses (b"" = done, else an error) into a result."""
     ok: list[str] = []
     errors: dict[str, str] = {}
-    answers = dict(responses)
-    answers[me] = b"" if local_error is None else local_error.encode()
-    for node in sorted(answers):
-        payload = answers[node]
+    for node in sorted(responses):
+        payload = responses[node]
         if payload:
             errors[node] = payload.decode("utf-8", "replace")
         else:

@@ -41,7 +41,17 @@ from typing import Any
 
 from clusterfunk.gossip.config import GossipConfig, profile
 from clusterfunk.gossip.core import GossipCore
-from clusterfunk.gossip.keyring import Keyring, SecureCodec, register_key_queries, seeded_nonces
+from clusterfunk.gossip.events import QueryDone, QueryResponse
+from clusterfunk.gossip.keyring import (
+    KeyResult,
+    Keyring,
+    SecureCodec,
+    check_key,
+    collect_key_result,
+    query_name,
+    register_key_queries,
+    seeded_nonces,
+)
 from clusterfunk.gossip.metrics import (
     ConvergenceTracker,
     DetectionTracker,
@@ -117,6 +127,32 @@ class GossipSimNode:
 
     def call(self, fn: Any) -> Any:
         return self.driver.call(fn)
+
+    # Queries, synchronously (the simulator runs them to completion in virtual time).
+
+    def query(self, name: str, payload: bytes = b"", **kw: Any) -> int:
+        """Start a query (keywords as ``GossipCore.query``); returns its id."""
+        return self.call(lambda core, now: core.query(now, name, payload, **kw))
+
+    def responses(self, qid: int) -> dict[str, bytes]:
+        """Responses to query ``qid`` received so far, by member."""
+        return {e.node: e.payload for e in self.events if type(e) is QueryResponse and e.id == qid}
+
+    def query_done(self, qid: int) -> QueryDone | None:
+        for e in self.events:
+            if type(e) is QueryDone and e.id == qid:
+                return e
+        return None
+
+    def key_op(self, op: str, key: bytes, timeout: float | None = None) -> int:
+        """Start a cluster-wide key operation (install/use/remove); returns the query id."""
+        if self.codec is None or not self.codec.encrypt:
+            raise ValueError("key rotation by query needs an encrypting keyring")
+        return self.query(query_name(op), check_key(key), timeout=timeout, want_ack=False)
+
+    def key_result(self, op: str, qid: int) -> KeyResult:
+        expected = sum(1 for m in self.core.members() if m.status == "alive")
+        return collect_key_result(op, self.responses(qid), expected)
 
 
 def build_node(
