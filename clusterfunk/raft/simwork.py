@@ -1,0 +1,554 @@
+"""The ``raft`` simulation workload: a Raft KV cluster, clients, and the checkers.
+
+``clusterfunk simulate --protocol raft --nodes 5 --nemesis all`` builds nodes
+``n1 .. nN``, each a :class:`~clusterfunk.raft.core.RaftCore` on port 8300 with the
+simulator store (over ``host.disk``, so a crash loses un-synced writes) and the KV
+state machine, bootstrapped with all nodes as voters.
+
+Simulated clients ``c1 .. cK`` are callbacks scheduled on the simulator (not trio
+tasks: the run stays deterministic). Each client runs one operation at a time:
+
+1. it draws an operation (get / put / delete / cas on one of ``--keys`` keys; put
+   and cas values are unique strings ``"<client>.<seq>"``) and traces ``kv.call``;
+2. it sends the request to the node it believes is the leader (a random node at
+   first); the request and its reply each take one network latency, and a request
+   to a crashed, paused or partitioned-from-the-client node is lost;
+3. ``NotLeader`` (refused: certainly not applied) redirects it to the named leader,
+   or to another node, and it retries the *same* operation; so does a request that
+   was lost before any node accepted it (the client cannot tell a lost request from
+   a slow one, so it retries after ``attempt_timeout`` -- still safe, because the
+   simulator knows nothing was proposed; see :class:`SimClient` for why that does
+   not cheat the history);
+4. once a node has accepted the proposal, the client waits for the outcome: ``ok``
+   with the result when that node applies the entry at the proposal's ``(index,
+   term)``; ``fail`` when it applies a different term at that index (the entry was
+   overwritten, so it can never commit); ``unknown`` after ``--op-timeout`` (the
+   node crashed, or it is cut off). Every operation ends with one ``kv.return``.
+
+Reads (``get``) go through the log, or -- with ``--read-index`` probability --
+through ReadIndex on the node (``read_index`` then the local KV after
+``last_applied`` reaches the read index); a failed read is retried, since a read
+has no effect.
+
+Checking: the :class:`~clusterfunk.raft.checkers.SafetyChecker` listens to the
+trace online and inspects the logs every ``--check-every`` seconds; at the end the
+KV history is checked for linearizability (by key). Violations of either fail the
+run. ``node`` of ``kv.call`` / ``kv.return`` records is the client id (``c1``..).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from clusterfunk.raft import events as rev
+from clusterfunk.raft import kv
+from clusterfunk.raft.checkers import SafetyChecker
+from clusterfunk.raft.config import RaftConfig
+from clusterfunk.raft.core import RaftCore
+from clusterfunk.raft.errors import NotLeader, RaftError
+from clusterfunk.raft.linearizability import HistoryBuilder, check_history
+from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.sim.simulation import SimHost, Simulation
+
+PORT = 8300
+
+
+def _sim_storage(host: SimHost, fallback: dict[str, MemoryStorage]) -> Any:
+    """The simulator store over ``host.disk`` (crashes lose un-synced writes); until
+    it exists, a per-host in-memory store that survives crashes whole."""
+    try:
+        from clusterfunk.raft.sim_store import SimStorage
+    except ImportError:
+        return fallback.setdefault(host.name, MemoryStorage())
+    return SimStorage(host.disk)
+
+
+class _SkewSafeCore:
+    """Works around a rounding trap of skewed simulated clocks (to report upstream):
+    ``SimClock.schedule`` wakes the driver at ``to_true(deadline)``, where the local
+    clock can read one ulp *below* ``deadline``; the driver then sees the deadline
+    not reached and re-arms at the same instant, forever. Here a deadline within
+    ``EPS`` of the local clock counts as due, and the core is ticked at its own
+    deadline (at most ``EPS`` ahead of the clock)."""
+
+    EPS = 1e-6
+    __slots__ = ("_clock", "core")
+
+    def __init__(self, core: RaftCore, clock: Any) -> None:
+        self.core = core
+        self._clock = clock
+
+    def next_deadline(self) -> float:
+        d = self.core.next_deadline()
+        now = self._clock.now()
+        return now if now < d <= now + self.EPS else d
+
+    def on_tick(self, now: float) -> None:
+        d = self.core.next_deadline()
+        self.core.on_tick(d if now < d <= now + self.EPS else now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
+class CoreLogView:
+    """:class:`~clusterfunk.raft.checkers.LogView` over a live core's log."""
+
+    __slots__ = ("core", "log")
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.log = core.log
+
+    @property
+    def first_index(self) -> int:
+        return self.log.base_index + 1
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    @property
+    def commit_index(self) -> int:
+        return self.core.commit_index
+
+    def term_at(self, index: int) -> int:
+        return self.log.term_at(index)
+
+    def content_at(self, index: int) -> Any:
+        return self.log.entry(index)
+
+
+class RaftApp:
+    """One incarnation of a simulated Raft node: core, driver, KV, and the
+    dispatch of the core's events to waiting client requests."""
+
+    def __init__(self, host: SimHost, core: RaftCore, store: Any, sm: kv.KVStore) -> None:
+        self.host = host
+        self.core = core
+        self.store = store
+        self.kv = sm
+        self.driver = host.driver(_SkewSafeCore(core, host.clock), PORT)
+        self.applied_waiters: dict[int, list[Any]] = {}
+        self.read_waiters: dict[int, Any] = {}
+        self.index_waiters: list[tuple[int, Any]] = []
+        self.driver.subscribe(self._on_event)
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, rev.Applied):
+            for cb in self.applied_waiters.pop(ev.index, ()):
+                cb(ev.term, ev.result)
+            if self.index_waiters:
+                ready = [w for w in self.index_waiters if w[0] <= ev.index]
+                if ready:
+                    self.index_waiters = [w for w in self.index_waiters if w[0] > ev.index]
+                    for _i, cb in ready:
+                        cb()
+        elif isinstance(ev, rev.ReadReady):
+            cb = self.read_waiters.pop(ev.ctx, None)
+            if cb is not None:
+                if self.core.last_applied >= ev.index:
+                    cb(True)
+                else:
+                    self.index_waiters.append((ev.index, lambda: cb(True)))
+        elif isinstance(ev, rev.ReadFailed):
+            cb = self.read_waiters.pop(ev.ctx, None)
+            if cb is not None:
+                cb(False)
+
+
+class SimClient:
+    """A KV client driven by simulator callbacks.
+
+    Retrying the same operation is only done when no node can have accepted it
+    (a refusal, or a request the simulator dropped before any node saw it); once a
+    node accepted the proposal the operation's outcome is whatever that proposal's
+    fate is. A real client could not tell a dropped request from a slow one: it
+    would report ``unknown`` and start a new operation, which gives a history with
+    less information, never a different verdict.
+    """
+
+    def __init__(self, wl: RaftWorkload, sim: Simulation, name: str) -> None:
+        self.wl = wl
+        self.sim = sim
+        self.name = name
+        self.rng = sim.rng(f"client/{name}")
+        self.leader: str | None = None
+        self.seq = 0
+        self.op: dict[str, Any] | None = None
+        self.attempt = 0  # bumped on every send: late replies to old attempts are ignored
+        self.ok = self.failed = self.unknown = 0
+
+    # -- operation lifecycle -------------------------------------------------------
+
+    def start(self, at: float) -> None:
+        self.sim.at(at, self._next)
+
+    def _next(self) -> None:
+        if self.sim.now >= self.wl.stop_at:
+            return
+        self.seq += 1
+        wl = self.wl
+        key = f"k{self.rng.randrange(wl.keys)}"
+        r = self.rng.random()
+        fields: dict[str, Any] = {"client": self.name}
+        if r < 0.4:
+            op, cmd = "get", kv.encode_get(key)
+            fields.update(op=op, key=key)
+        elif r < 0.7:
+            value = f"{self.name}.{self.seq}"
+            op, cmd = "put", kv.encode_put(key, value)
+            fields.update(op=op, key=key, value=value)
+        elif r < 0.8:
+            op, cmd = "delete", kv.encode_delete(key)
+            fields.update(op=op, key=key)
+        else:
+            value = f"{self.name}.{self.seq}"
+            expected = self._guess(key)
+            op, cmd = "cas", kv.encode_cas(key, expected, value)
+            fields.update(op=op, key=key, expected=expected, value=value)
+        via_read_index = op == "get" and self.rng.random() < wl.read_index
+        self.op = {
+            "seq": self.seq,
+            "op": op,
+            "key": key,
+            "cmd": cmd,
+            "ri": via_read_index,
+            "accepted": False,
+        }
+        self.sim.tracer.emit(self.name, "kv.call", fields)
+        self.sim.after(wl.op_timeout, self._deadline, self.seq)
+        self._send()
+
+    def _guess(self, key: str) -> str | None:
+        """A plausible expected value for cas: the last value this client saw, or absent."""
+        return self.wl.last_seen.get(key)
+
+    def _finish(self, outcome: str, result: Any = None) -> None:
+        op = self.op
+        assert op is not None
+        self.op = None
+        self.attempt += 1
+        fields: dict[str, Any] = {"client": self.name, "outcome": outcome}
+        if outcome == "ok":
+            fields["result"] = result
+            self.ok += 1
+            if op["op"] == "get" and isinstance(result, str):
+                self.wl.last_seen[op["key"]] = result
+        elif outcome == "fail":
+            self.failed += 1
+        else:
+            self.unknown += 1
+        self.sim.tracer.emit(self.name, "kv.return", fields)
+        self.sim.after(self.rng.expovariate(self.wl.op_rate), self._next)
+
+    def _deadline(self, seq: int) -> None:
+        if self.op is not None and self.op["seq"] == seq:
+            # Never accepted by any node: certainly not applied.
+            self._finish("unknown" if self.op["accepted"] else "fail")
+
+    # -- one attempt -----------------------------------------------------------------
+
+    def _target(self) -> str:
+        names = self.wl.names
+        if self.leader in names:
+            return self.leader  # type: ignore[return-value]
+        return names[self.rng.randrange(len(names))]
+
+    def _latency(self) -> float:
+        return self.wl.client_latency * (1.0 + self.rng.random())
+
+    def _send(self) -> None:
+        self.attempt += 1
+        attempt = self.attempt
+        target = self._target()
+        self.sim.after(self._latency(), self._deliver, target, attempt)
+        self.sim.after(self.wl.attempt_timeout, self._attempt_timeout, attempt)
+
+    def _attempt_timeout(self, attempt: int) -> None:
+        op = self.op
+        if op is None or attempt != self.attempt or op["accepted"]:
+            return
+        self.leader = None  # try someone else
+        self._send()
+
+    def _reply(self, attempt: int, fn: Any, *args: Any) -> None:
+        def arrive() -> None:
+            if self.op is not None and attempt == self.attempt:
+                fn(*args)
+
+        self.sim.after(self._latency(), arrive)
+
+    def _deliver(self, target: str, attempt: int) -> None:
+        op = self.op
+        if op is None or attempt != self.attempt:
+            return
+        sim = self.sim
+        host = sim.hosts[target]
+        app: RaftApp | None = sim.app(target)
+        if app is None or host.paused or not app.driver.running:
+            return  # lost; the attempt timeout retries
+        if op["ri"]:
+            self._read_index(app, target, attempt)
+            return
+        cmd = op["cmd"]
+        try:
+            index, term = app.driver.call(lambda core, now: core.propose(now, cmd))
+        except NotLeader as exc:
+            self._reply(attempt, self._redirect, target, exc.leader_id)
+            return
+        except RaftError as exc:
+            self._reply(attempt, self._finish, "fail", None)
+            self.wl.refusals.append(f"{target}: {exc}")
+            return
+        op["accepted"] = True
+
+        def applied(t: int, result: Any) -> None:
+            if t == term:
+                if op["op"] != "get":
+                    self.wl.acked.append((index, term))
+                self._reply(attempt, self._finish, "ok", result)
+            else:  # overwritten at that index: it can never commit
+                self._reply(attempt, self._finish, "fail", None)
+
+        app.applied_waiters.setdefault(index, []).append(applied)
+
+    def _read_index(self, app: RaftApp, target: str, attempt: int) -> None:
+        op = self.op
+        assert op is not None
+        self.wl.read_ctx += 1
+        ctx = self.wl.read_ctx
+        try:
+            app.driver.call(lambda core, now: core.read_index(now, ctx))
+        except NotLeader as exc:
+            self._reply(attempt, self._redirect, target, exc.leader_id)
+            return
+        except RaftError:
+            self._reply(attempt, self._redirect, target, None)
+            return
+        key = op["key"]
+
+        def done(ok: bool) -> None:
+            if ok:
+                self._reply(attempt, self._finish, "ok", app.kv.get(key))
+            else:
+                self._reply(attempt, self._redirect, target, None)
+
+        app.read_waiters[ctx] = done
+
+    def _redirect(self, target: str, leader: str | None) -> None:
+        self.leader = leader if leader != target else None
+        delay = 0.0 if self.leader is not None else self.wl.retry_backoff
+        attempt = self.attempt
+
+        def again() -> None:
+            if self.op is not None and attempt == self.attempt:
+                self._send()
+
+        self.sim.after(delay, again)
+
+
+class RaftWorkload:
+    """``--protocol raft``: see the module docstring."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.nodes: int = args.nodes
+        self.duration: float = getattr(args, "duration", 60.0)
+        self.clients: int = getattr(args, "clients", None) or 3
+        self.keys: int = getattr(args, "keys", None) or 4
+        self.op_rate: float = getattr(args, "op_rate", None) or 10.0
+        self.read_index: float = getattr(args, "read_index", None)
+        if self.read_index is None:
+            self.read_index = 0.5
+        self.check_every: float = getattr(args, "check_every", None) or 0.5
+        self.op_timeout: float = getattr(args, "op_timeout", None) or 3.0
+        self.attempt_timeout = 0.3
+        self.retry_backoff = 0.05
+        self.client_latency = 0.0005
+        self.stop_at = self.duration - self.op_timeout
+        election = getattr(args, "election_timeout", None) or 1.0
+        self.config = RaftConfig(election_timeout=election, heartbeat_interval=election / 10)
+        self.names: list[str] = [f"n{i}" for i in range(1, self.nodes + 1)]
+        self.addresses = {n: f"{n}:{PORT}" for n in self.names}
+        self.history = HistoryBuilder()
+        self.checker = SafetyChecker(self.names, self._read_log)
+        self.sim: Simulation | None = None
+        self.client_list: list[SimClient] = []
+        self.last_seen: dict[str, str] = {}
+        self.read_ctx = 0
+        self.refusals: list[str] = []
+        #: (index, term) of every write a node applied for a client (acknowledged
+        #: once the reply arrives; a superset of what clients saw as ok)
+        self.acked: list[tuple[int, int]] = []
+        self._fallback_stores: dict[str, MemoryStorage] = {}
+
+    @classmethod
+    def add_arguments(cls, parser: Any) -> None:
+        parser.add_argument("--clients", type=int, help="simulated KV clients (raft, default 3)")
+        parser.add_argument("--keys", type=int, help="distinct keys (raft, default 4)")
+        parser.add_argument(
+            "--op-rate", type=float, help="mean operations/s per client, between ops (raft, 10)"
+        )
+        parser.add_argument(
+            "--read-index", type=float, help="share of gets served by ReadIndex (raft, 0.5)"
+        )
+        parser.add_argument(
+            "--election-timeout", type=float, help="Raft election timeout T in s (raft, 1.0)"
+        )
+        parser.add_argument(
+            "--op-timeout", type=float, help="client gives up (unknown) after s (raft, 3.0)"
+        )
+        parser.add_argument(
+            "--check-every", type=float, help="log safety check period in s (raft, 0.5)"
+        )
+
+    def fault_targets(self, sim: Simulation) -> list[str]:
+        return list(self.names)
+
+    def _read_log(self, name: str) -> CoreLogView | None:
+        assert self.sim is not None
+        app = self.sim.app(name)
+        return CoreLogView(app.core) if app is not None else None
+
+    def factory(self, host: SimHost) -> RaftApp:
+        store = _sim_storage(host, self._fallback_stores)
+        sm = kv.KVStore()
+        core = RaftCore(
+            host.name, store, sm, host.rng, config=self.config, bootstrap=dict(self.addresses)
+        )
+        return RaftApp(host, core, store, sm)
+
+    def setup(self, sim: Simulation) -> None:
+        self.sim = sim
+        sim.tracer.listeners.append(self.checker)
+        sim.tracer.listeners.append(self.history)
+        for n in self.names:
+            sim.add_node(n, self.factory)
+        for i in range(1, self.clients + 1):
+            c = SimClient(self, sim, f"c{i}")
+            self.client_list.append(c)
+            c.start(0.5 + 0.1 * i)
+        self._schedule_check(sim)
+
+    def _schedule_check(self, sim: Simulation) -> None:
+        def check() -> None:
+            self.checker.check_logs(sim.now)
+            sim.after(self.check_every, check)
+
+        sim.at(self.check_every, check)
+
+    def check(self) -> dict[str, Any]:
+        """Run the final checks; returns the summary (as ``finish``)."""
+        assert self.sim is not None
+        self.checker.check_logs(self.sim.now)
+        lin = check_history(self.history.history())
+        violations = list(self.checker.violations)
+        violations += [f"linearizability: {p}" for p in lin.problems]
+        violations += [f"history: {e}" for e in self.history.errors]
+        ops = {"ok": 0, "fail": 0, "unknown": 0}
+        for c in self.client_list:
+            ops["ok"] += c.ok
+            ops["fail"] += c.failed
+            ops["unknown"] += c.unknown
+        return {
+            "ops": ops,
+            "leader_elections": self.checker.elections,
+            "terms": max(self.checker.leaders, default=0),
+            "safety": self.checker.summary(),
+            "linearizable": lin.ok,
+            "linearizability_keys": lin.keys,
+            "linearizability_undecided_keys": lin.undecided_keys,
+            "violations": violations,
+        }
+
+    def finish(self, sim: Simulation) -> dict[str, Any]:
+        return self.check()
+
+    # -- helpers for tests: liveness and durability after healing ----------------------
+
+    def leader(self) -> str | None:
+        """The leader, if exactly one live, unpaused node leads the highest term and
+        a majority of the voters follow it; else None."""
+        assert self.sim is not None
+        sim = self.sim
+        live = [n for n in self.names if sim.app(n) is not None and not sim.hosts[n].paused]
+        leaders = [n for n in live if sim.app(n).core.role == "leader"]
+        if not leaders:
+            return None
+        top = max(leaders, key=lambda n: sim.app(n).core.term)
+        term = sim.app(top).core.term
+        followers = [
+            n for n in live if sim.app(n).core.leader_id == top and sim.app(n).core.term == term
+        ]
+        voters = sim.app(top).core.configuration.voters
+        return top if len(followers) > len(voters) // 2 else None
+
+    def lost_acknowledged(self, leader: str) -> list[tuple[int, int]]:
+        """Acknowledged writes ``(index, term)`` missing from ``leader``'s log (an
+        entry compacted into its snapshot counts as present)."""
+        assert self.sim is not None
+        log = self.sim.app(leader).core.log
+        return [(i, t) for i, t in self.acked if i > log.base_index and log.term_at(i) != t]
+
+    def final_reads(self, leader: str) -> list[Any]:
+        """Reads of every key from ``leader``'s state machine, as history operations
+        at the current instant (call once the leader has applied its commit index)."""
+        from clusterfunk.raft.linearizability import Op
+
+        assert self.sim is not None
+        app = self.sim.app(leader)
+        now = self.sim.now
+        return [
+            Op("final", "get", f"k{i}", now, now, result=app.kv.get(f"k{i}"))
+            for i in range(self.keys)
+        ]
+
+    def heal_and_check(self, timeouts: int = 10) -> list[str]:
+        """Heal every fault, then check liveness and durability; returns problems.
+
+        Within ``timeouts`` election timeouts a leader that a majority follows must
+        exist and commit an entry of its term; every acknowledged write must be in
+        its log; the clients' history plus a final read of every key must be
+        linearizable; the safety checker must stay clean.
+        """
+        from clusterfunk.sim.netmodel import LinkConfig
+
+        sim = self.sim
+        assert sim is not None
+        sim.heal()
+        sim.set_default_link(LinkConfig())
+        for n in sim.names:
+            if not sim.alive(n):
+                sim.restart(n)
+            sim.resume(n)
+            sim.set_skew(n, 0.0, 0.0)
+        T = self.config.election_timeout
+        sim.run_until(sim.now + timeouts * T, stop=lambda: self.leader() is not None)
+        leader = self.leader()
+        if leader is None:
+            return [f"liveness: no leader within {timeouts} election timeouts after healing"]
+
+        def settled() -> bool:
+            app = sim.app(leader)
+            if app is None:
+                return True
+            c = app.core
+            return c.last_applied == c.commit_index and c.log.term_at(c.commit_index) == c.term
+
+        sim.run_for(timeouts * T, stop=settled)
+        app = sim.app(leader)
+        problems: list[str] = []
+        if app is None or app.core.role != "leader":
+            return [f"liveness: {leader} lost leadership while settling"]
+        c = app.core
+        if c.log.term_at(c.commit_index) != c.term:
+            problems.append(f"liveness: {leader} committed nothing of term {c.term}")
+        self.checker.check_logs(sim.now)
+        problems += self.checker.violations
+        lost = self.lost_acknowledged(leader)
+        if lost:
+            problems.append(f"durability: acknowledged writes missing on {leader}: {lost[:5]}")
+        lin = check_history(self.history.history() + self.final_reads(leader))
+        problems += [f"linearizability: {p}" for p in lin.problems]
+        return problems
