@@ -88,10 +88,10 @@ def _storage(args: argparse.Namespace) -> Any:
         from clusterfunk.raft.storage import MemoryStorage
 
         return MemoryStorage()
-    from clusterfunk.raft.sqlite_store import SqliteStorage
+    from clusterfunk.raft.sqlite_store import SQLiteStorage
 
     os.makedirs(args.data_dir, exist_ok=True)
-    return SqliteStorage(os.path.join(args.data_dir, f"raft-{args.id}.db"))
+    return SQLiteStorage(os.path.join(args.data_dir, f"raft-{args.id}.db"))
 
 
 def _client_bind(args: argparse.Namespace) -> tuple[str, int]:

@@ -1,0 +1,167 @@
+"""Three ``clusterfunk raft-node`` processes on loopback with SQLite: SIGKILL the
+leader, a new one is elected, no acknowledged write is lost, and the killed
+process restarts from its database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clusterfunk.raft import kv
+from clusterfunk.raft.client import SyncClient
+
+
+def free_port() -> int:
+    for _ in range(50):
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+        return port
+    raise RuntimeError("no free port")
+
+
+class Cluster:
+    def __init__(self, tmp, n: int = 3, store: str = "sqlite") -> None:
+        self.tmp = tmp
+        self.store = store
+        self.raft = {f"n{i}": f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
+        self.client = {k: f"127.0.0.1:{free_port()}" for k in self.raft}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, sid: str) -> None:
+        peers = ",".join(f"{k}={v}" for k, v in self.raft.items())
+        cmd = [
+            sys.executable,
+            "-m",
+            "clusterfunk",
+            "raft-node",
+            "--id",
+            sid,
+            "--bind",
+            self.raft[sid],
+            "--peers",
+            peers,
+            "--data-dir",
+            str(self.tmp / sid),
+            "--store",
+            self.store,
+            "--client-bind",
+            self.client[sid],
+            "--election-timeout",
+            "0.3",
+        ]
+        p = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.procs[sid] = p
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+        ready = json.loads(line)
+        assert ready["ready"] and ready["id"] == sid and ready["client"] == self.client[sid]
+
+    def kill(self, sid: str) -> None:
+        p = self.procs.pop(sid)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.procs.clear()
+
+    def leader(self, among: list[str], timeout: float = 10.0) -> str:
+        """Ask a write through a client that follows redirects; return who answered."""
+        c = SyncClient({k: self.client[k] for k in among}, timeout=timeout)
+        try:
+            c.request(kv.encode_get("probe"), deadline=time.monotonic() + timeout)
+            assert c.leader is not None
+            return c.leader
+        finally:
+            c.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cl = Cluster(tmp_path)
+    try:
+        yield cl
+    finally:
+        for p in cl.procs.values():
+            p.kill()
+            p.wait(5)
+
+
+def test_sigkill_leader_new_leader_and_no_acknowledged_write_lost(cluster):
+    for sid in cluster.raft:
+        cluster.start(sid)
+    first = cluster.leader(list(cluster.raft))
+    acked: dict[str, str] = {}
+    with SyncClient(cluster.client, timeout=5) as c:
+        for i in range(30):
+            c.request(kv.encode_put(f"k{i}", f"v{i}"))
+            acked[f"k{i}"] = f"v{i}"
+        # Pipelined writes: acknowledged only when the reply came back.
+        replies = c.pipeline([kv.encode_put(f"p{i}", f"w{i}") for i in range(200)], window=32)
+        assert len(replies) == 200
+        acked.update({f"p{i}": f"w{i}" for i in range(200)})
+        assert c.request(kv.encode_cas("k0", "v0", "v0b")) is True
+        acked["k0"] = "v0b"
+
+    cluster.kill(first)
+    survivors = [s for s in cluster.raft if s != first]
+    second = cluster.leader(survivors)
+    assert second != first
+
+    with SyncClient({k: cluster.client[k] for k in survivors}, timeout=5) as c:
+        for key, value in acked.items():
+            assert c.request(kv.encode_get(key)) == value, key
+        assert c.request(kv.encode_get("k1"), read=True) == "v1"  # ReadIndex path
+        c.request(kv.encode_put("after", "kill"))
+
+    # The killed node restarts from its SQLite database (it must open it cleanly
+    # after SIGKILL) and the three serve on.
+    cluster.start(first)
+    with SyncClient(cluster.client, timeout=5) as c:
+        assert c.request(kv.encode_get("after")) == "kill"
+        assert c.request(kv.encode_get("p199")) == "w199"
+    cluster.stop_all()
+
+
+def test_bad_client_frames_close_only_that_connection(cluster):
+    for sid in cluster.raft:
+        cluster.start(sid)
+    leader = cluster.leader(list(cluster.raft))
+    host, _, port = cluster.client[leader].rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"\xff\xff\xff\xff garbage")
+        s.settimeout(5)
+        assert s.recv(100) == b""  # closed by the node
+    with SyncClient(cluster.client, timeout=5) as c:
+        c.request(kv.encode_put("still", "alive"))
+        assert c.request(kv.encode_get("still")) == "alive"
+    cluster.stop_all()
