@@ -90,7 +90,13 @@ _RAFT_MSGS = frozenset(
 def entry_digest(kind: int, data: bytes) -> str:
     """The ``digest`` of ``raft.apply``: the first 32 hex characters of
     ``sha256(bytes([kind]) + data)``."""
-    return hashlib.sha256(bytes((kind,)) + data).hexdigest()[:32]
+    h = _sha256(_KIND_BYTES[kind] if 0 <= kind < 256 else bytes((kind & 255,)))
+    h.update(data)
+    return h.hexdigest()[:32]
+
+
+_sha256 = hashlib.sha256
+_KIND_BYTES = [bytes((k,)) for k in range(256)]
 
 
 class RaftCore:
@@ -750,18 +756,25 @@ class RaftCore:
         log = self.log
         out = self._out
         term_now = self.term
+        trace = out.trace
+        events = out.events
+        entries = log.entries
+        base = log.base_index
+        sm_apply = self.sm.apply
         while self.last_applied < self.commit_index:
             idx = self.last_applied + 1
-            e = log.entry(idx)
+            e = entries[idx - base - 1]
             self.last_applied = idx
             result: Any = None
-            if e.kind == ENTRY_COMMAND:
+            kind = e.kind
+            if kind == ENTRY_COMMAND:
                 try:
-                    result = self.sm.apply(idx, e.data)
+                    result = sm_apply(idx, e.data)
                 except Exception as exc:  # an application bug must not kill the node
                     result = ApplyError(f"{type(exc).__name__}: {exc}")
-            out.emit("raft.apply", index=idx, term=e.term, digest=entry_digest(e.kind, e.data))
-            out.events.append(Applied(idx, e.term, result, e.kind))
+            trace.append(("raft.apply", {"index": idx, "term": e.term,
+                                         "digest": entry_digest(kind, e.data)}))
+            events.append(Applied(idx, e.term, result, kind))
         if self.role == LEADER and term_now == self.term \
                 and not self.configuration.is_voter(self.id) \
                 and self.commit_index >= self._config_index:

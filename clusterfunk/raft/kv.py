@@ -43,16 +43,20 @@ def encode_cas(key: str, expected: str | bytes | None, value: str | bytes) -> by
     return _pack(["cas", key, expected, value])
 
 
+_ARITY = {"get": 0, "put": 1, "delete": 0, "cas": 2}
+_unpackb = msgpack.unpackb
+
+
 def decode_command(data: bytes) -> tuple[str, str, list[Any]]:
     """``(op, key, args)``; raises ValueError on anything malformed."""
     try:
-        raw = msgpack.unpackb(data, raw=False, max_str_len=len(data), max_bin_len=len(data))
-    except Exception as exc:
+        raw = _unpackb(data)
+    except Exception as exc:  # msgpack raises many types; sizes are bounded by len(data)
         raise ValueError(f"malformed command: {type(exc).__name__}") from None
     if type(raw) is not list or len(raw) < 2 or type(raw[0]) is not str or type(raw[1]) is not str:
         raise ValueError("malformed command")
     op, key, args = raw[0], raw[1], raw[2:]
-    arity = {"get": 0, "put": 1, "delete": 0, "cas": 2}.get(op)
+    arity = _ARITY.get(op)
     if arity is None or len(args) != arity:
         raise ValueError(f"unknown op or wrong arity: {op!r}")
     for a in args:
