@@ -25,12 +25,18 @@ PART_OVERHEAD = 5
 _MAX_MISSES = 8
 
 
+#: Once less room than this is left, nothing more will fit (the smallest update,
+#: a Suspect about a one-letter name, takes about this much).
+_MIN_ROOM = PART_OVERHEAD + 10
+
+
 class _Item:
-    __slots__ = ("data", "key", "transmits")
+    __slots__ = ("cost", "data", "key", "transmits")
 
     def __init__(self, key: str, data: bytes) -> None:
         self.key = key
         self.data = data
+        self.cost = len(data) + PART_OVERHEAD
         self.transmits = 0
 
 
@@ -84,9 +90,8 @@ class BroadcastQueue:
         if not self._items or budget <= PART_OVERHEAD:
             return []
         limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
-        out: list[bytes] = []
         picked: list[_Item] = []
-        used = 0
+        room = budget
         misses = 0
         buckets = self._buckets
         for t in range(len(buckets)):
@@ -94,22 +99,22 @@ class BroadcastQueue:
             if not bucket:
                 continue
             if t >= limit:  # the limit shrank (members left): these are spent
-                for key in list(bucket):
+                for key in bucket:
                     del self._items[key]
                 bucket.clear()
                 continue
             for item in reversed(bucket.values()):
-                cost = len(item.data) + PART_OVERHEAD
-                if used + cost > budget:
+                cost = item.cost
+                if cost > room:
                     misses += 1
-                    if misses >= _MAX_MISSES:
+                    if misses >= _MAX_MISSES or room < _MIN_ROOM:
                         break
                     continue
-                used += cost
-                out.append(item.data)
+                room -= cost
                 picked.append(item)
-            if misses >= _MAX_MISSES or budget - used <= PART_OVERHEAD:
+            if misses >= _MAX_MISSES or room < _MIN_ROOM:
                 break
+        out = [item.data for item in picked]
         for item in picked:
             t = item.transmits
             del buckets[t][item.key]

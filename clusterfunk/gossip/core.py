@@ -172,6 +172,8 @@ class GossipCore:
         self._timers: list[tuple[float, int, int, Any]] = []
         self._tseq = 0
         self._join_seeds: list[str] = []
+        self._state_version = 0
+        self._state_cache: tuple[int, tuple[MemberState, ...]] = (-1, ())
         self._join_attempts = 0
         self.joined = False
         self.internal_queries = self.serf.internal_handlers
@@ -393,6 +395,7 @@ class GossipCore:
         self.addr = addr
         me = self.table.by_name[self.name]
         me.addr = addr
+        self._state_version += 1
         if self.started:
             self._bump_self(now)
 
@@ -429,6 +432,7 @@ class GossipCore:
         heapq.heappush(self._timers, (t, self._tseq, kind, key))
 
     def _trace_member(self, rec: MemberRecord) -> None:
+        self._state_version += 1  # every view change passes here
         self._out.emit(
             "gossip.member", member=rec.name, status=rec.status, incarnation=rec.incarnation
         )
@@ -819,7 +823,10 @@ class GossipCore:
     # ---------------------------------------------------------- anti-entropy
 
     def _local_state(self, join: bool, reply: bool) -> PushPull:
-        members = tuple(self.table.by_name[n].wire_state() for n in self.table.names)
+        version, members = self._state_cache
+        if version != self._state_version:  # rebuilt only after a change of view
+            members = tuple(self.table.by_name[n].wire_state() for n in self.table.names)
+            self._state_cache = (self._state_version, members)
         serf = self.serf
         return PushPull(
             self.name,
@@ -913,7 +920,17 @@ class GossipCore:
 
         A joiner merging the seed's reply does not re-gossip the alive entries: they
         are news to nobody but itself (this keeps a mass join from flooding)."""
+        by_name = self.table.by_name
         for st in states:
+            rec = by_name.get(st.name)
+            if (
+                rec is not None
+                and st.incarnation <= rec.incarnation
+                and st.name != self.name
+                and st.status in (ALIVE, rec.status)
+            ):
+                self.stats["stale"] += 1  # nothing new (the common case)
+                continue
             if st.status not in STATUSES or not _valid_name(st.name):
                 self.stats["invalid"] += 1
                 continue
@@ -956,6 +973,7 @@ class GossipCore:
                 and now - rec.since >= cfg.tombstone_timeout
             ):
                 doomed.append(rec)
+        self._state_version += 1
         for rec in doomed:
             table.remove(rec.name)
             self.coords.pop(rec.name, None)
