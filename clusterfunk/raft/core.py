@@ -142,15 +142,12 @@ class RaftCore:
         if rec.snapshot is not None:
             meta, data = rec.snapshot
             snap_index = meta.index
-            t = self.log.term_at(meta.index)
-            if t != meta.term:
-                # The log past the snapshot is from another history (the crash hit
-                # between saving the snapshot and resetting the log): those entries
-                # are uncommitted by definition (committed ones are in the snapshot).
+            if self.log.term_at(meta.index) != meta.term:
+                # The log does not reach the snapshot or is from another history (a
+                # crash between saving an installed snapshot and resetting the log):
+                # its entries past the snapshot are uncommitted, committed ones are in
+                # the snapshot. Entries matching the snapshot are kept (trailing logs).
                 self.log.reset(meta.index, meta.term)
-                self._dirty = True
-            elif meta.index > self.log.base_index:
-                self.log.compact(meta.index)
                 self._dirty = True
             try:
                 state_machine.restore(data)
@@ -707,6 +704,8 @@ class RaftCore:
                 if pr.state == PROBE:
                     pr.become_replicate()
                 self._maybe_commit()
+                if self.role != LEADER:
+                    return  # it committed its own removal and stepped down
                 if self._transfer_target == sid and pr.match == self.log.last_index:
                     self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
             elif pr.state == PROBE:
@@ -778,7 +777,14 @@ class RaftCore:
         if self.role == LEADER and term_now == self.term \
                 and not self.configuration.is_voter(self.id) \
                 and self.commit_index >= self._config_index:
-            # The leader removed itself: it steps down once the change is committed.
+            # The leader removed itself: it steps down once the change is committed,
+            # and hands over at once to the most up-to-date voter (TimeoutNow).
+            voters = [v for v in self.configuration.voters if v in self.progress]
+            if voters:
+                best = max(voters, key=lambda v: (self.progress[v].match, v))
+                pr = self.progress[best]
+                if pr.match == log.last_index:
+                    out.send(pr.address, TimeoutNow(self.term, self.id), True)
             self._become_follower(self.now, self.term, None)
         if self.cfg.snapshot_threshold and \
                 self.last_applied - self.snapshot_index >= self.cfg.snapshot_threshold:

@@ -104,6 +104,8 @@ def test_removing_the_leader_itself(make_net):
     net.deliver_all()
     assert net["n1"].commit_index >= idx
     assert net["n1"].role == "nonvoter"  # stepped down after committing
+    # ... and handed over with TimeoutNow: a new leader without waiting for a timeout
+    assert len(net.leaders()) == 1 and net.leaders()[0] in ("n2", "n3")
     assert ("n1", "raft.role", {"term": net["n1"].term, "role": "nonvoter"}) in net.trace
     net.advance(5.0)
     (leader,) = net.leaders()
