@@ -56,14 +56,18 @@ def pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def start_cluster(n: int, store: str, data_dir: str) -> tuple[list[subprocess.Popen], dict]:
+def start_cluster(
+    n: int, store: str, data_dir: str, profile: str | None = None
+) -> tuple[list[subprocess.Popen], dict]:
     raft = {f"n{i}": f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
     client = {k: f"127.0.0.1:{free_port()}" for k in raft}
     peers = ",".join(f"{k}={v}" for k, v in raft.items())
     procs = []
     for sid in raft:
+        prof = ["-m", "cProfile", "-o", os.path.join(profile, f"{sid}.prof")] if profile else []
         cmd = [
             sys.executable,
+            *prof,
             "-m",
             "clusterfunk",
             "raft-node",
@@ -103,7 +107,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="cf-raft-bench-") as tmp:
-        procs, client = start_cluster(args.nodes, args.store, tmp)
+        procs, client = start_cluster(args.nodes, args.store, tmp, args.profile)
         try:
             c = SyncClient(client, timeout=10.0)
             c.request(kv.encode_put("warm", "up"), deadline=time.monotonic() + 15)
@@ -150,6 +154,7 @@ def main() -> int:
     ap.add_argument("--pipelined-ops", type=int, default=50000)
     ap.add_argument("--value-bytes", type=int, default=16)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", metavar="DIR", help="run the nodes under cProfile, into DIR")
     args = ap.parse_args()
     res = run(args)
     if args.json:
