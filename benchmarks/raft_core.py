@@ -8,28 +8,42 @@ processes. Measures:
   part of a commit round trip: propose, 2 AppendEntries, 2 responses, apply);
 * batched: ``--batch`` proposals per leader step (what a pipelined client produces).
 
-    python benchmarks/raft_core.py [--ops 20000] [--batch 64] [--json]
+With ``--store sqlite`` every step commits a transaction (fsync, synchronous=FULL) on
+each of the three stores, serially: a commit costs two fsyncs on its critical path
+(leader, then a follower), as between processes.
+
+    python benchmarks/raft_core.py [--ops 20000] [--batch 64] [--store sqlite] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
+import tempfile
 import time
 
 from clusterfunk import wire
 from clusterfunk.raft import kv
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
+from clusterfunk.raft.sqlite_store import SQLiteStorage
 from clusterfunk.raft.storage import MemoryStorage
 
 
-def cluster(cfg: RaftConfig):
+def cluster(cfg: RaftConfig, store: str = "memory"):
     ids = ["n1", "n2", "n3"]
     boot = {i: f"{i}:8300" for i in ids}
-    cores = {i: RaftCore(i, MemoryStorage(), kv.KVStore(), random.Random(i), cfg, boot)
+    tmp = tempfile.mkdtemp(prefix="raft-core-bench-")
+
+    def storage(i):
+        if store == "sqlite":
+            return SQLiteStorage(os.path.join(tmp, f"{i}.db"))
+        return MemoryStorage()
+
+    cores = {i: RaftCore(i, storage(i), kv.KVStore(), random.Random(i), cfg, boot)
              for i in ids}
     for c in cores.values():
         c.start(0.0)
@@ -61,10 +75,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--store", choices=["memory", "sqlite"], default="memory")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cfg = RaftConfig(election_timeout=1000.0, heartbeat_interval=500.0, snapshot_threshold=0)
-    cores, flush, pump, now = cluster(cfg)
+    cores, flush, pump, now = cluster(cfg, args.store)
     leader = cores["n1"]
     cmd = kv.encode_put("key", "value-0123456789")
     lat = []
@@ -76,7 +91,7 @@ def main() -> None:
         lat.append(time.perf_counter() - t0)
         assert leader.commit_index >= idx
     seq_us = statistics.median(lat) * 1e6
-    cores, flush, pump, now = cluster(cfg)
+    cores, flush, pump, now = cluster(cfg, args.store)
     leader = cores["n1"]
     n = 0
     t0 = time.perf_counter()
@@ -92,6 +107,7 @@ def main() -> None:
         "sequential_commit_cpu_p99_us": round(sorted(lat)[int(len(lat) * 0.99)] * 1e6, 1),
         "batched_commits_per_s": round(n / dt),
         "batch": args.batch,
+        "store": args.store,
     }
     if args.json:
         print(json.dumps(res))

@@ -286,8 +286,13 @@ class RaftCore:
             if self._round_pending:
                 self._broadcast_heartbeat(self.now)
         hs = self._saved_hs
-        if hs.term != self.term or hs.vote != self.vote or hs.commit != self.commit_index:
+        if hs.term != self.term or hs.vote != self.vote:
             self._save_hard_state()
+        elif hs.commit != self.commit_index:
+            # The commit index alone needs no sync (it is re-learned from the leader
+            # after a crash): it rides along with the next durable write.
+            self._saved_hs = HardState(self.term, self.vote, self.commit_index)
+            self.storage.save_hard_state(self._saved_hs)
         if self._dirty:
             self._dirty = False
             self.storage.sync()  # durable before the driver sends anything below
@@ -1173,8 +1178,8 @@ class RaftCore:
 
     def _save_hard_state(self) -> None:
         """Term and vote are written as soon as they change (before any entry of the
-        new term), the commit index at the end of the step; all made durable by the
-        ``sync`` in ``drain``."""
+        new term) and made durable by the ``sync`` in ``drain``; the commit index is
+        written at the end of a step and synced with the next durable write."""
         self._saved_hs = HardState(self.term, self.vote, self.commit_index)
         self.storage.save_hard_state(self._saved_hs)
         self._dirty = True
