@@ -31,13 +31,14 @@ _MIN_ROOM = PART_OVERHEAD + 10
 
 
 class _Item:
-    __slots__ = ("cost", "data", "key", "transmits")
+    __slots__ = ("cost", "data", "key", "sent_to", "transmits")
 
     def __init__(self, key: str, data: bytes) -> None:
         self.key = key
         self.data = data
         self.cost = len(data) + PART_OVERHEAD
         self.transmits = 0
+        self.sent_to: set[str] | None = None
 
 
 class BroadcastQueue:
@@ -82,11 +83,16 @@ class BroadcastQueue:
                 self.dropped += 1
                 return
 
-    def get(self, budget: int, n_members: int) -> list[bytes]:
+    def get(self, budget: int, n_members: int, dest: str | None = None) -> list[bytes]:
         """Rule (memberlist GetBroadcasts): pack the least-transmitted updates first
         (newest first among equals) into ``budget`` bytes, counting PART_OVERHEAD per
         update; bump their transmit counts and drop those that reached the limit of
-        retransmit_mult x ceil(log10(n + 1))."""
+        retransmit_mult x ceil(log10(n + 1)).
+
+        With ``dest`` given, an update already sent to that destination is skipped
+        (left for others): each of the limited transmissions then reaches a
+        different member, which matters most in small clusters where the limit is
+        2-4 transmissions."""
         if not self._items or budget <= PART_OVERHEAD:
             return []
         limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
@@ -104,6 +110,8 @@ class BroadcastQueue:
                 bucket.clear()
                 continue
             for item in reversed(bucket.values()):
+                if dest is not None and item.sent_to is not None and dest in item.sent_to:
+                    continue
                 cost = item.cost
                 if cost > room:
                     misses += 1
@@ -116,6 +124,11 @@ class BroadcastQueue:
                 break
         out = [item.data for item in picked]
         for item in picked:
+            if dest is not None:
+                if item.sent_to is None:
+                    item.sent_to = {dest}
+                else:
+                    item.sent_to.add(dest)
             t = item.transmits
             del buckets[t][item.key]
             t += 1

@@ -456,7 +456,7 @@ class GossipCore:
         cfg = self.config
         budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
         budget -= len(primary) + PART_OVERHEAD + sum(len(p) + PART_OVERHEAD for p in prefix)
-        extra = bq.get(budget, self._n()) if len(bq) else []
+        extra = bq.get(budget, self._n(), dest) if len(bq) else []
         if not prefix and not extra:
             self._out.sends.append(_send(dest, msg))
             return
@@ -815,9 +815,9 @@ class GossipCore:
         budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
         n = self._n()
         for rec in targets:
-            parts = bq.get(budget, n)
+            parts = bq.get(budget, n, rec.addr)
             if not parts:
-                break
+                continue
             self._out.sends.append(_send(rec.addr, Compound(tuple(parts))))
 
     # ---------------------------------------------------------- anti-entropy

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 RECENT_EVENTS = 64
 #: Lamport times beyond this are refused (one more tick must still encode).
 MAX_LTIME = 2**62
+#: Most members a query is re-sent to directly (see ``_resend_query``).
+MAX_RESEND = 256
 #: Largest accepted query timeout (seconds).
 MAX_QUERY_TIMEOUT = 3600.0
 
@@ -77,6 +79,8 @@ class _Pending:
     name: str
     acks: list[str] = attrs.Factory(list)
     responders: list[str] = attrs.Factory(list)
+    msg: QueryMsg | None = None
+    deadline: float = 0.0
 
 
 @attrs.define
@@ -112,6 +116,7 @@ class Serf:
             "queries_filtered": 0,
             "responses_stale": 0,
             "regex_errors": 0,
+            "query_resends": 0,
         }
 
     # -- clocks ------------------------------------------------------------
@@ -220,8 +225,11 @@ class Serf:
         qid = core.rng.getrandbits(32)
         while qid in self._pending:
             qid = core.rng.getrandbits(32)
-        self._pending[qid] = _Pending(ltime, name)
+        pending = _Pending(ltime, name, deadline=now + timeout)
+        self._pending[qid] = pending
         core._at(now + timeout, _SERF_TIMER, ("done", qid))
+        if want_ack:
+            core._at(now + timeout / 2, _SERF_TIMER, ("resend", qid))
         msg = QueryMsg(
             ltime,
             qid,
@@ -234,8 +242,37 @@ class Serf:
             want_ack,
             float(timeout),
         )
+        pending.msg = msg
         self.on_query(now, "", msg, None, False)
         return qid
+
+    def _resend_query(self, now: float, qid: int) -> None:
+        """Rule (query repair, ours): gossip with a small retransmit limit may miss a
+        member. Halfway to the timeout, the querier sends the query directly to every
+        live member that has not acked yet (at most MAX_RESEND of them, chosen at
+        random); receivers that already have it drop it as a duplicate."""
+        p = self._pending.get(qid)
+        if p is None or p.msg is None or now >= p.deadline:
+            return
+        core = self.core
+        msg = attrs.evolve(p.msg, timeout=p.deadline - now)
+        acked = set(p.acks)
+        wanted = set(msg.filter_nodes)
+
+        def accept(rec: Any) -> bool:
+            return (
+                rec.status == "alive"
+                and rec.name not in acked
+                and rec.name != core.name
+                and (not wanted or rec.name in wanted)
+            )
+
+        table = core.table
+        targets = [table.by_name[x] for x in table.names if accept(table.by_name[x])]
+        core.rng.shuffle(targets)  # once per query: an O(n) scan is fine here
+        for rec in targets[:MAX_RESEND]:
+            core._send(rec.addr, msg)
+        self.stats["query_resends"] += min(len(targets), MAX_RESEND)
 
     def on_query(
         self, now: float, src: str, msg: QueryMsg, raw: bytes | None, stream: bool
@@ -353,7 +390,9 @@ class Serf:
 
     def on_timer(self, now: float, key: tuple[Any, ...]) -> None:
         kind = key[0]
-        if kind == "done":
+        if kind == "resend":
+            self._resend_query(now, key[1])
+        elif kind == "done":
             p = self._pending.pop(key[1], None)
             if p is not None:
                 done = QueryDone(key[1], p.name, tuple(sorted(p.acks)), tuple(sorted(p.responders)))

@@ -90,3 +90,13 @@ def test_packing_respects_budget_and_limit(items, budget, n):
     for key, size in items:
         latest[key] = bytes([key]) * size
     assert set(sent) <= set(latest.values())
+
+
+def test_each_transmission_goes_to_a_different_destination():
+    q = BroadcastQueue(retransmit_mult=2)  # n = 3: limit 2
+    q.queue("q:1", b"query")
+    assert q.get(100, 3, "n2:7946") == [b"query"]
+    assert q.get(100, 3, "n2:7946") == []  # n2 has it already: kept for someone else
+    assert q.transmits("q:1") == 1
+    assert q.get(100, 3, "n3:7946") == [b"query"]
+    assert len(q) == 0  # limit reached, and both other members have it

@@ -164,3 +164,22 @@ def test_bad_queries_and_events_are_dropped_and_counted(cluster_factory):
         c.call("n1", lambda core, now: core.user_event(now, "e", b"x" * 600))
     with pytest.raises(ValueError):
         c.call("n1", lambda core, now: core.query(now, "q", b"", timeout=0))
+
+
+def test_queries_reach_every_member_even_with_a_tiny_retransmit_limit(cluster_factory):
+    # Local profile, 8 members: broadcasts are sent only 2 x ceil(log10 9) = 2 times
+    # per member, which alone reaches ~6 of 8; the querier re-sends to non-ackers.
+    from clusterfunk.gossip.config import LOCAL
+
+    c = cluster_factory(8, seed=30, config=LOCAL)
+    c.run(5.0)
+    ids = []
+    for _ in range(15):
+        ids.append(c.call("n1", lambda core, now: core.query(now, "q", b"")))
+        c.run(c.sim.now + 2.0)
+    dones = {e.id: e for e in of(c, "n1", ev.QueryDone)}
+    assert all(dones[i].acks == tuple(sorted(c.sim.names)) for i in ids)
+    assert c.core("n1").serf.stats["query_resends"] > 0
+    # every member saw each query exactly once
+    for x in c.sim.names:
+        assert sorted(q.id for q in of(c, x, ev.Query)) == sorted(ids)
