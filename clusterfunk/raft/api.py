@@ -57,6 +57,38 @@ class NodeStopped(_errors.RaftError):
     """The node was closed while the operation was pending."""
 
 
+class _StepEnd:
+    """Marker event appended after the events of one core step (see :class:`_Stepped`)."""
+
+    __slots__ = ()
+
+
+STEP_END = _StepEnd()
+
+
+class _Stepped:
+    """The core as the driver sees it: identical, except that a step's events end
+    with :data:`STEP_END`, so the node can run work once per step (for example,
+    send all replies of a step in one write) instead of once per event."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.start = core.start
+        self.on_message = core.on_message
+        self.on_tick = core.on_tick
+        self.next_deadline = core.next_deadline
+        self._drain = core.drain
+
+    def drain(self) -> Any:
+        out = self._drain()
+        if out is not None and out.events:
+            out.events.append(STEP_END)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
 class _Waiter:
     """A one-shot result slot a task can wait on (a tiny future)."""
 
@@ -126,6 +158,8 @@ class RaftNode:
         self._seq = itertools.count(1)
         self._subscribers: list[trio.MemorySendChannel[Any]] = []
         self._closed = False
+        self._in_step = False
+        self._step_hooks: list[Callable[[], None]] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -142,7 +176,7 @@ class RaftNode:
             self.driver = await stack.enter_async_context(
                 open_driver(
                     self.server_id,
-                    self.core,
+                    _Stepped(self.core),
                     self.bind,
                     advertise=self.advertise,
                     tracer=self.tracer,
@@ -426,8 +460,23 @@ class RaftNode:
         for _i, _s, w in waits:
             w.fail(error)
 
+    def after_step(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the events of the current core step have all been
+        dispatched (at once when not called from inside an event callback)."""
+        if not self._in_step:
+            fn()
+        elif fn not in self._step_hooks:
+            self._step_hooks.append(fn)
+
     def _on_event(self, ev: Any) -> None:
         """Driver subscriber: runs synchronously inside the core's flush."""
+        if ev is STEP_END:
+            self._in_step = False
+            hooks, self._step_hooks = self._step_hooks, []
+            for fn in hooks:
+                fn()
+            return
+        self._in_step = True
         if isinstance(ev, _core_events.Applied):
             self._on_applied(ev.index, ev.term, ev.result)
             return
