@@ -190,3 +190,29 @@ async def test_apply_times_out_without_a_quorum():
         with pytest.raises(Timeout):
             await lead.apply(kv.encode_put("k", "v"), timeout=0.1)
         assert not lead._pending  # the timed-out waiter is forgotten
+
+
+async def test_events_queue_is_unbounded_and_ordered():
+    """A subscriber that does not read while leadership moves around still gets
+    every role / leader change, in order, afterwards."""
+    peers = addresses(3)
+    async with AsyncExitStack() as stack:
+        nodes, _cluster = await start(stack, peers)
+        lead = await leader_of(nodes)
+        async with lead.events() as events:
+            for _ in range(3):
+                cur = await leader_of(nodes)
+                target = sorted(k for k in nodes if k != cur.server_id)[0]
+                await cur.transfer_leadership(target, timeout=3)
+                await leader_of(nodes)
+            got = []
+            while True:
+                try:
+                    got.append(events.receive_nowait())
+                except trio.WouldBlock:
+                    break
+        roles = [e for e in got if isinstance(e, rev.RoleChanged)]
+        leaders = [e.leader_id for e in got if isinstance(e, rev.LeaderChanged)]
+        assert roles and roles[0].role != "leader"  # it handed over first
+        assert [r.term for r in roles] == sorted(r.term for r in roles)
+        assert len([x for x in leaders if x is not None]) >= 2

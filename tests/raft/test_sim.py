@@ -160,3 +160,55 @@ def test_same_seed_same_trace_across_processes_and_hash_seeds(tmp_path):
         last = json.loads(data.splitlines()[-1])
         assert last["ev"] == "sim.end"
     assert digests[0] == digests[1]
+
+
+def test_simulate_cli_raft_reports_checks(capsys):
+    from clusterfunk.cli import main
+
+    rc = main(
+        [
+            "simulate",
+            "--protocol",
+            "raft",
+            "--nodes",
+            "3",
+            "--seed",
+            "9",
+            "--duration",
+            "10",
+            "--clients",
+            "2",
+            "--keys",
+            "2",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    wl = out["workload"]
+    assert wl["linearizable"] is True and out["violations"] == []
+    assert wl["ops"]["ok"] > 20 and wl["leader_elections"] >= 1
+    assert wl["safety"]["log_checks"] > 5
+
+
+def test_simulate_cli_exit_status_fails_on_violation(monkeypatch, capsys):
+    from clusterfunk.cli import main
+
+    monkeypatch.setattr(kv, "KVStore", StaleKV)
+    rc = main(
+        [
+            "simulate",
+            "--protocol",
+            "raft",
+            "--nodes",
+            "3",
+            "--seed",
+            "9",
+            "--duration",
+            "10",
+            "--read-index",
+            "0",
+        ]
+    )
+    assert rc == 1
+    assert "linearizability" in capsys.readouterr().out
