@@ -875,7 +875,12 @@ class GossipCore:
         """Rule (Serf reconnect): every reconnect_interval try one random failed member
         with a push-pull, so that the two sides of a healed partition merge again."""
         self._at(now + self.config.reconnect_interval, _RECONNECT)
-        if self.leaving or self.table.counts[DEAD] == 0:
+        counts = self.table.counts
+        if self.leaving or counts[DEAD] == 0:
+            return
+        # Serf: attempt with probability failed / alive, so that the cluster as a
+        # whole makes about one attempt per interval per failed member.
+        if self.rng.random() > counts[DEAD] / max(1, counts[ALIVE]):
             return
         peers = self.table.random_members(self.rng, 1, lambda r: r.status == DEAD)
         if not peers and self.table.counts[DEAD]:
