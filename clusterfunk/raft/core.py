@@ -705,16 +705,15 @@ class RaftCore:
         follower's conflict hints."""
         pr.recent_active = True
         if resp.success:
-            if pr.update(resp.match_index):
-                if pr.state == PROBE:
-                    pr.become_replicate()
+            news = pr.update(resp.match_index)
+            if pr.state == PROBE:
+                pr.become_replicate()  # the log matches up to `match`: stream from there
+            if news:
                 self._maybe_commit()
                 if self.role != LEADER:
                     return  # it committed its own removal and stepped down
                 if self._transfer_target == sid and pr.match == self.log.last_index:
                     self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
-            elif pr.state == PROBE:
-                pr.probe_sent = False
             if pr.state != SNAPSHOT:
                 self._send_append(sid, pr)
             return

@@ -199,6 +199,7 @@ class Net:
         return [c.log.term_at(i) for i in range(c.log.base_index + 1, c.log.last_index + 1)]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_net():
+    """The ``Net`` class (stateless, so shared by the session and Hypothesis inputs)."""
     return Net
