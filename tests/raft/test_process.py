@@ -15,7 +15,7 @@ import time
 import pytest
 
 from clusterfunk.raft import kv
-from clusterfunk.raft.client import SyncClient
+from clusterfunk.raft.client import ClientError, SyncClient
 
 
 def free_port() -> int:
@@ -164,4 +164,8 @@ def test_bad_client_frames_close_only_that_connection(cluster):
     with SyncClient(cluster.client, timeout=5) as c:
         c.request(kv.encode_put("still", "alive"))
         assert c.request(kv.encode_get("still")) == "alive"
+        with pytest.raises(ClientError) as ei:  # above max_proposal_bytes: refused, clearly
+            c.request(kv.encode_put("big", "x" * (2 << 20)))
+        assert ei.value.status == "error" and "exceeds the limit" in str(ei.value.detail)
+        assert c.request(kv.encode_get("big")) is None
     cluster.stop_all()
