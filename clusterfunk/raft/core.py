@@ -206,6 +206,7 @@ class RaftCore:
         self._reads_waiting: list[tuple[int, bool]] = []  # before own-term commit
         self._hb_rounds: deque[tuple[int, float]] = deque()  # (seq, local send time)
         self._lease_start = -math.inf
+        self._lease_forfeited = False
         # snapshot reception
         self._snap_key: tuple[int, int, int] | None = None
         self._snap_buf = bytearray()
@@ -550,6 +551,7 @@ class RaftCore:
         self._transfer_target = None
         self._transfer_deadline = math.inf
         self._lease_start = -math.inf
+        self._lease_forfeited = False
         self._hb_rounds.clear()
         self._hb_deadline = now + self.cfg.heartbeat_interval
         self._cq_deadline = now + self.cfg.election_timeout
@@ -713,7 +715,7 @@ class RaftCore:
                 if self.role != LEADER:
                     return  # it committed its own removal and stepped down
                 if self._transfer_target == sid and pr.match == self.log.last_index:
-                    self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
+                    self._send_timeout_now(pr)
             if pr.state != SNAPSHOT:
                 self._send_append(sid, pr)
             return
@@ -788,7 +790,7 @@ class RaftCore:
                 best = max(voters, key=lambda v: (self.progress[v].match, v))
                 pr = self.progress[best]
                 if pr.match == log.last_index:
-                    out.send(pr.address, TimeoutNow(self.term, self.id), True)
+                    self._send_timeout_now(pr)
             self._become_follower(self.now, self.term, None)
         if self.cfg.snapshot_threshold and \
                 self.last_applied - self.snapshot_index >= self.cfg.snapshot_threshold:
@@ -846,8 +848,15 @@ class RaftCore:
             _seq, ctx, index = reads.popleft()
             self._out.events.append(ReadReady(ctx, index))
 
+    def _send_timeout_now(self, pr: Progress) -> None:
+        # The target may start its election whenever this arrives, even after the
+        # transfer was abandoned: no lease reads for the rest of this term.
+        self._lease_forfeited = True
+        self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
+
     def _lease_valid(self, now: float) -> bool:
         return (self.cfg.check_quorum and self._transfer_target is None
+                and not self._lease_forfeited
                 and now < self._lease_start
                 + self.cfg.election_timeout * (1.0 - self.cfg.max_clock_drift))
 
@@ -1111,7 +1120,7 @@ class RaftCore:
         self._transfer_deadline = now + self.cfg.election_timeout
         pr = self.progress[target]
         if pr.match == self.log.last_index:
-            self._out.send(pr.address, TimeoutNow(self.term, self.id), True)
+            self._send_timeout_now(pr)
         elif pr.state != SNAPSHOT:
             pr.become_probe()  # re-send from its match: catch it up without delay
             self._send_append(target, pr)

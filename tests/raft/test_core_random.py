@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.errors import RaftError
+from clusterfunk.raft.events import ReadReady
 
 CFG = RaftConfig(snapshot_threshold=12, trailing_logs=4, snapshot_chunk_bytes=40,
                  max_entries_per_msg=3, max_inflight=4)
@@ -26,6 +27,10 @@ class Checker:
         self.leaders: dict[int, str] = {}
         self.applied: dict[int, tuple[int, str]] = {}
         self.committed: dict[int, object] = {}
+        self.reads: dict[int, int] = {}  # ctx -> highest committed index at issue
+
+    def issue_read(self, ctx: int) -> None:
+        self.reads[ctx] = max(self.committed, default=0)
 
     def check(self) -> None:
         net = self.net
@@ -36,6 +41,11 @@ class Checker:
                 key = (f["term"], f["digest"])
                 assert self.applied.setdefault(f["index"], key) == key, "State Machine Safety"
         self.seen = len(net.trace)
+        for evs in net.events.values():  # linearizable reads: nothing committed missed
+            for e in evs:
+                if isinstance(e, ReadReady):
+                    assert e.index >= self.reads[e.ctx], "stale read"
+                    self.reads[e.ctx] = -1
         live = [c for s, c in net.cores.items() if s not in net.down]
         for c in live:  # Leader Append-Only is implied by Leader Completeness here
             for i in range(max(c.log.base_index + 1, 1), c.commit_index + 1):
@@ -92,8 +102,12 @@ def run_schedule(make_net, seed: int, steps: int) -> None:
         elif r < 0.88:
             s = rng.choice(ids)
             if s not in net.down:
+                counter += 1
+                chk.issue_read(counter)
+                lease = rng.random() < 0.5
                 with contextlib.suppress(RaftError):
-                    net.call(s, lambda c, now, k=counter: c.read_index(now, k))
+                    net.call(s, lambda c, now, k=counter, lease=lease:
+                             c.read_index(now, k, lease))
         elif r < 0.91:
             s = rng.choice(ids)
             if s in net.down:

@@ -67,3 +67,23 @@ def test_lease_read_is_served_without_a_round_while_the_lease_holds(make_net):
     assert net["n1"].role == "leader"
     net.call("n1", lambda c, now: c.read_index(now, 2, lease=True))
     assert [r.ctx for r in reads(net, "n1")] == [1]
+
+
+def test_no_lease_reads_after_sending_timeout_now(make_net):
+    """A TimeoutNow may arrive late, after the transfer was abandoned, and start an
+    election that bypasses leader stickiness: the lease is forfeited for the term."""
+    net = make_net(["n1", "n2", "n3"])
+    net.elect("n1")
+    net.advance(0.35)
+    net.call("n1", lambda c, now: c.transfer_leadership(now, "n2"))
+    held = [q for q in net.queue]
+    net.queue.clear()  # the TimeoutNow is delayed in the network
+    net.now += 1.05
+    net.tick("n1")  # transfer abandoned; n1 goes on leading
+    net.advance(0.3)
+    assert net["n1"].role == "leader"
+    net.call("n1", lambda c, now: c.read_index(now, 9, lease=True))
+    assert [r.ctx for r in reads(net, "n1")] == []  # needs a heartbeat round now
+    net.deliver_all()
+    assert [r.ctx for r in reads(net, "n1")] == [9]
+    assert held
