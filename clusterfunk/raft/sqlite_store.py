@@ -69,8 +69,10 @@ class SQLiteStorage:
         self.syncs = 0
 
     def close(self) -> None:
+        """Commit what is pending (only ever a commit-index update: everything else
+        was synced by the core before it was relied on) and close."""
         if self._tx:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
             self._tx = False
         self.db.close()
 
