@@ -63,6 +63,22 @@ def test_missed_detection_is_a_violation() -> None:
     assert s["violations"] and all("crashed" in v for v in s["violations"])
 
 
+def test_a_live_member_declared_dead_is_a_false_positive() -> None:
+    # Silently losing every datagram to and from n3 (not a partition the simulator
+    # announces) makes the others declare a live member dead: reported as violations.
+    sim = Simulation(8)
+    wl = workload(4)
+    wl.setup(sim)
+    sim.run_until(20.0)
+    for other in ("n1", "n2", "n4"):
+        sim.set_link("n3", other, LinkConfig(loss=1.0))
+        sim.set_link(other, "n3", LinkConfig(loss=1.0))
+    sim.run_until(80.0)
+    s = wl.finish(sim)
+    assert s["false_positives"] >= 3
+    assert any("false positive" in v and "n3" in v for v in s["violations"])
+
+
 def test_views_converge_after_a_partition_heals() -> None:
     faults = [(20.0, "partition", [["n1", "n2"], ["n3", "n4", "n5"]]), (80.0, "heal")]
     sim, _, s = run(3, 5, 200.0, faults=faults)
@@ -117,8 +133,9 @@ def test_key_rotation_keeps_membership() -> None:
     assert s["violations"] == [] and s["false_positives"] == 0
     for v in views(sim).values():
         assert set(v.values()) == {"alive"} and len(v) == 5
-    # Traffic after the rotation is sealed with the new key and opens everywhere.
-    assert s["keyring_auth_failed"] == 0
+    # Traffic after the rotation is sealed with the new key and opens everywhere;
+    # sealed datagrams still fit the budget.
+    assert s["keyring_auth_failed"] == 0 and s["oversize"] == 0 and s["malformed"] == 0
     assert all(c.stats.opened > 0 for c in wl.codecs)
 
 
