@@ -52,7 +52,7 @@ def nemesis_run(seed: int, nodes: int = 5, duration: float = 60.0, keep: bool = 
     return sim, wl, nem, summary
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("seed", list(range(1, 13)))
 def test_seeded_nemesis_runs_are_safe_live_and_linearizable(seed):
     _sim, wl, nem, summary = nemesis_run(seed, nodes=3 if seed % 2 else 5)
     assert len(nem.faults) >= 5, nem.faults  # the nemesis really did something
