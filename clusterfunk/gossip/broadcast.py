@@ -83,19 +83,24 @@ class BroadcastQueue:
                 self.dropped += 1
                 return
 
-    def get(self, budget: int, n_members: int, dest: str | None = None) -> list[bytes]:
+    def get(
+        self, budget: int, n_members: int, dest: str | None = None, peers: int = 0
+    ) -> list[bytes]:
         """Rule (memberlist GetBroadcasts): pack the least-transmitted updates first
         (newest first among equals) into ``budget`` bytes, counting PART_OVERHEAD per
         update; bump their transmit counts and drop those that reached the limit of
         retransmit_mult x ceil(log10(n + 1)).
 
         With ``dest`` given, an update already sent to that destination is skipped
-        (left for others): each of the limited transmissions then reaches a
-        different member, which matters most in small clusters where the limit is
-        2-4 transmissions."""
+        (left for others) as long as it has reached fewer than min(limit, peers)
+        distinct destinations, ``peers`` being how many members could receive it:
+        the few transmissions then reach different members (this matters in small
+        clusters, where the limit is 2-4), yet with a single peer every
+        transmission still goes to it (repetition is what beats packet loss)."""
         if not self._items or budget <= PART_OVERHEAD:
             return []
         limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
+        spread = min(limit, peers)
         picked: list[_Item] = []
         room = budget
         misses = 0
@@ -110,7 +115,13 @@ class BroadcastQueue:
                 bucket.clear()
                 continue
             for item in reversed(bucket.values()):
-                if dest is not None and item.sent_to is not None and dest in item.sent_to:
+                sent_to = item.sent_to
+                if (
+                    dest is not None
+                    and sent_to is not None
+                    and dest in sent_to
+                    and len(sent_to) < spread
+                ):
                     continue
                 cost = item.cost
                 if cost > room:

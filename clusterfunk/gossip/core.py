@@ -456,7 +456,7 @@ class GossipCore:
         cfg = self.config
         budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
         budget -= len(primary) + PART_OVERHEAD + sum(len(p) + PART_OVERHEAD for p in prefix)
-        extra = bq.get(budget, self._n(), dest) if len(bq) else []
+        extra = bq.get(budget, self._n(), dest, self.table.live_count - 1) if len(bq) else []
         if not prefix and not extra:
             self._out.sends.append(_send(dest, msg))
             return
@@ -814,8 +814,9 @@ class GossipCore:
         cfg = self.config
         budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
         n = self._n()
+        peers = self.table.live_count - 1
         for rec in targets:
-            parts = bq.get(budget, n, rec.addr)
+            parts = bq.get(budget, n, rec.addr, peers)
             if not parts:
                 continue
             self._out.sends.append(_send(rec.addr, Compound(tuple(parts))))

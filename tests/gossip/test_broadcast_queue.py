@@ -95,8 +95,16 @@ def test_packing_respects_budget_and_limit(items, budget, n):
 def test_each_transmission_goes_to_a_different_destination():
     q = BroadcastQueue(retransmit_mult=2)  # n = 3: limit 2
     q.queue("q:1", b"query")
-    assert q.get(100, 3, "n2:7946") == [b"query"]
-    assert q.get(100, 3, "n2:7946") == []  # n2 has it already: kept for someone else
+    assert q.get(100, 3, "n2:7946", peers=2) == [b"query"]
+    assert q.get(100, 3, "n2:7946", peers=2) == []  # n2 has it: kept for someone else
     assert q.transmits("q:1") == 1
-    assert q.get(100, 3, "n3:7946") == [b"query"]
+    assert q.get(100, 3, "n3:7946", peers=2) == [b"query"]
     assert len(q) == 0  # limit reached, and both other members have it
+
+
+def test_a_single_peer_gets_every_transmission():
+    q = BroadcastQueue(retransmit_mult=4)  # n = 2: limit 4
+    q.queue("m:s", b"suspect")
+    for _ in range(4):  # repetition is what beats loss when there is nobody else
+        assert q.get(100, 2, "n2:7946", peers=1) == [b"suspect"]
+    assert len(q) == 0

@@ -4,6 +4,8 @@ rejoin after a restart, reaping and tombstones."""
 from __future__ import annotations
 
 import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clusterfunk.gossip import events as ev
 from clusterfunk.gossip.config import LAN
@@ -174,3 +176,63 @@ def test_partition_heal_converges_through_reconnect(cluster_factory):
     c.sim.heal()
     c.run(160.0)
     assert all_alive(c)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(3, 8),
+    seed=st.integers(0, 10_000),
+    leave_at=st.floats(5.0, 20.0),
+    loss=st.sampled_from([0.0, 0.01, 0.03]),
+)
+def test_property_a_leave_is_never_reported_as_a_failure(cluster_factory, n, seed, leave_at, loss):
+    c = cluster_factory(n, seed=seed, link=LinkConfig(loss=loss))
+    leaver = f"n{n}"
+    c.sim.at(leave_at, lambda: c.call(leaver, lambda core, now: core.leave(now)))
+    c.sim.at(leave_at + 2.0, c.sim.crash, leaver)  # the process exits soon after
+    c.run(leave_at + 90.0)
+    for x in c.live():
+        assert c.view(x, leaver)[0] == "left", (x, c.view(x, leaver))
+    assert not [r for r in c.member_trace(member=leaver) if r["status"] == "dead"]
+    # and nobody else was declared dead either
+    assert not [r for r in c.tracer.of("gossip.member") if r["status"] == "dead"]
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(3, 7),
+    seed=st.integers(0, 10_000),
+    down_for=st.floats(0.2, 60.0),
+    refutes=st.integers(0, 3),
+)
+def test_property_restart_rejoins_above_every_incarnation_seen(
+    cluster_factory, n, seed, down_for, refutes
+):
+    c = cluster_factory(n, seed=seed)
+    c.run(5.0)
+    for _ in range(refutes):  # give n2 a history of incarnations
+        inc = c.core("n2").incarnation
+        c.call(
+            "n1",
+            lambda core, now, inc=inc: core.on_message(now, "", Suspect(inc, "n2", "n1"), False),
+        )
+        c.run(c.sim.now + 3.0)
+    c.run(15.0)
+    c.sim.crash("n2")
+    c.sim.at(15.0 + down_for, c.sim.restart, "n2")
+    c.run(15.0 + down_for + 60.0)
+    highest = max(r["incarnation"] for r in c.member_trace(member="n2") if r["node"] != "n2")
+    inc = c.core("n2").incarnation
+    assert inc >= refutes
+    assert c.all_alive()
+    for x in c.sim.names:
+        assert c.view(x, "n2") == ("alive", inc)
+    # if anyone had n2 at a higher incarnation than the fresh process, it jumped above
+    assert inc >= highest
+    assert not [
+        r for r in c.tracer.of("gossip.member") if r["status"] == "dead" and r["member"] != "n2"
+    ]
