@@ -57,7 +57,7 @@ def pct(sorted_values: list[float], q: float) -> float:
 
 
 def start_cluster(
-    n: int, store: str, data_dir: str, profile: str | None = None
+    n: int, store: str, data_dir: str, profile: str | None = None, batch: bool = True
 ) -> tuple[list[subprocess.Popen], dict]:
     raft = {f"n{i}": f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
     client = {k: f"127.0.0.1:{free_port()}" for k in raft}
@@ -83,6 +83,7 @@ def start_cluster(
             store,
             "--client-bind",
             client[sid],
+            *([] if batch else ["--no-batch"]),
         ]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         procs.append(p)
@@ -107,7 +108,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="cf-raft-bench-") as tmp:
-        procs, client = start_cluster(args.nodes, args.store, tmp, args.profile)
+        procs, client = start_cluster(args.nodes, args.store, tmp, args.profile, args.batch)
         try:
             c = SyncClient(client, timeout=10.0)
             c.request(kv.encode_put("warm", "up"), deadline=time.monotonic() + 15)
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
         "sequential_ops": args.ops,
         "pipelined_ops": args.pipelined_ops,
         "value_bytes": args.value_bytes,
+        "batching": args.batch,
     }
 
 
@@ -154,6 +156,12 @@ def main() -> int:
     ap.add_argument("--pipelined-ops", type=int, default=50000)
     ap.add_argument("--value-bytes", type=int, default=16)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help="nodes put each client command in its own log entry",
+    )
     ap.add_argument("--profile", metavar="DIR", help="run the nodes under cProfile, into DIR")
     args = ap.parse_args()
     res = run(args)

@@ -28,12 +28,55 @@ import signal
 import sys
 from typing import Any
 
+import msgpack
 import trio
 
 from clusterfunk.raft import client as proto
 from clusterfunk.raft import kv
 from clusterfunk.raft.api import NodeStopped, RaftNode
 from clusterfunk.raft.errors import LeadershipLost, NotLeader, RaftError
+
+#: An entry whose command starts with these bytes carries several client commands.
+#: 0xc1 is the one byte msgpack never uses, so no KV command can start with it.
+BATCH_MAGIC = b"\xc1B"
+#: Commands per batch entry stay well under ``RaftConfig.max_proposal_bytes``.
+BATCH_BYTES = 256 * 1024
+
+
+def encode_batch(commands: list[bytes]) -> bytes:
+    return BATCH_MAGIC + msgpack.packb(commands, use_bin_type=True)
+
+
+class BatchingStateMachine:
+    """Wraps a state machine so that one log entry can carry many client commands
+    (``BATCH_MAGIC`` + a msgpack array of commands): they are applied in order, at
+    that entry's index, and the result is the list of their results. Other entries
+    go to the wrapped machine unchanged. Deterministic like the machine it wraps;
+    a malformed batch is not applied and returns one :class:`kv.KVError`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def apply(self, index: int, command: bytes) -> Any:
+        if command[:2] != BATCH_MAGIC:
+            return self.inner.apply(index, command)
+        try:
+            cmds = msgpack.unpackb(command[2:], raw=False)
+        except Exception:
+            return kv.KVError("malformed batch")
+        if type(cmds) is not list or not all(type(c) is bytes for c in cmds):
+            return kv.KVError("malformed batch")
+        apply = self.inner.apply
+        return [apply(index, c) for c in cmds]
+
+    def snapshot(self) -> bytes:
+        return self.inner.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.inner.restore(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -66,7 +109,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--election-timeout", type=float, default=1.0, help="T in seconds (1.0)")
     p.add_argument("--heartbeat", type=float, default=None, help="seconds (default T/10)")
     p.add_argument("--trace", help="write the JSON Lines trace here")
-    p.set_defaults(func=handler)
+    p.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help="one log entry per client command (default: the write requests read from a "
+        "connection at once share one entry)",
+    )
+    p.set_defaults(func=handler, batch=True)
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -120,7 +170,7 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
             args.bind,
             peers=peers,
             storage=_storage(args),
-            state_machine=kv.KVStore(),
+            state_machine=BatchingStateMachine(kv.KVStore()),
             config=config,
             advertise=args.advertise,
             tracer=tracer,
@@ -128,7 +178,7 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
         ) as node:
             host, port = _client_bind(args)
             listeners = await trio.open_tcp_listeners(port, host=host)
-            server = ClientServer(node)
+            server = ClientServer(node, batch=args.batch)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, server.handle, listeners)
                 caddr = listeners[0].socket.getsockname()
@@ -160,8 +210,9 @@ class ClientServer:
     sends all replies ready so far in one write. No task per request, except reads.
     """
 
-    def __init__(self, node: RaftNode) -> None:
+    def __init__(self, node: RaftNode, batch: bool = True) -> None:
         self.node = node
+        self.batch = batch
         self.bad_frames = 0
         self.connections = 0
 
@@ -278,19 +329,54 @@ class _Conn:
                     wids.append(m.id)
             if not writes:
                 continue
+            if self.server.batch and len(writes) > 1:
+                writes, groups = self._batched(writes, wids)
+            else:
+                groups = [[rid] for rid in wids]
             try:
                 errors = node.propose_many_nowait(writes)
             except NodeStopped as exc:
                 for rid in wids:
                     self.reply(rid, proto.UNKNOWN, str(exc))
                 return
-            for rid, err in zip(wids, errors, strict=True):
+            for group, err in zip(groups, errors, strict=True):
                 if err is None:
                     continue
-                if isinstance(err, NotLeader):
-                    self.reply(rid, proto.NOT_LEADER, None, err.leader_id)
-                else:
-                    self.reply(rid, proto.ERROR, str(err))
+                for rid in group:
+                    if isinstance(err, NotLeader):
+                        self.reply(rid, proto.NOT_LEADER, None, err.leader_id)
+                    else:
+                        self.reply(rid, proto.ERROR, str(err))
+
+    def _batched(
+        self, writes: list[tuple[bytes, Any]], wids: list[int]
+    ) -> tuple[list[tuple[bytes, Any]], list[list[int]]]:
+        """Pack consecutive write requests into batch entries of at most
+        ``BATCH_BYTES``. Returns the proposals and, per proposal, the request ids
+        it answers (a refusal of a batch entry is answered to each of them)."""
+        out: list[tuple[bytes, Any]] = []
+        groups: list[list[int]] = []
+        group: list[int] = []
+        size = 0
+
+        def close() -> None:
+            if len(group) == 1:
+                out.append(writes[group[0]])
+            elif group:
+                members = [(wids[i], writes[i][1]) for i in group]
+                out.append((encode_batch([writes[i][0] for i in group]), _fan_out(members)))
+            if group:
+                groups.append([wids[i] for i in group])
+            group.clear()
+
+        for i, (cmd, _cb) in enumerate(writes):
+            if group and size + len(cmd) > BATCH_BYTES:
+                close()
+                size = 0
+            group.append(i)
+            size += len(cmd)
+        close()
+        return out, groups
 
     async def _read(self, m: proto.ClientRequest) -> None:
         try:
@@ -309,6 +395,22 @@ class _Conn:
             self.reply(m.id, proto.UNKNOWN, str(exc))
         else:
             self.reply(m.id, proto.OK, value)
+
+
+def _fan_out(members: list[tuple[int, Any]]) -> Any:
+    """The callback of a batch entry: hands each request its own result."""
+
+    def done(result: Any, error: BaseException | None) -> None:
+        if error is not None or not isinstance(result, list) or len(result) != len(members):
+            if error is None:
+                error = RaftError(f"batch entry failed: {result!r}")
+            for _rid, cb in members:
+                cb(None, error)
+            return
+        for (_rid, cb), r in zip(members, result, strict=True):
+            cb(r, None)
+
+    return done
 
 
 if __name__ == "__main__":

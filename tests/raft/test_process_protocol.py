@@ -62,3 +62,22 @@ def test_parse_peers():
     assert parse_peers("n1=127.0.0.1:1, n2=[::1]:2") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
     with pytest.raises(ValueError):
         parse_peers("n1:127.0.0.1:1")
+
+
+def test_batching_state_machine_applies_commands_in_order_at_one_index():
+    from clusterfunk.raft import kv
+    from clusterfunk.raft.process import BATCH_MAGIC, BatchingStateMachine, encode_batch
+
+    sm = BatchingStateMachine(kv.KVStore())
+    batch = encode_batch(
+        [kv.encode_put("a", "1"), kv.encode_cas("a", "1", "2"), kv.encode_get("a"), b"junk"]
+    )
+    res = sm.apply(7, batch)
+    assert res[:3] == [None, True, "2"] and isinstance(res[3], kv.KVError)
+    assert sm.get("a") == "2" and sm.applied == 7
+    assert sm.apply(8, kv.encode_get("a")) == "2"  # plain entries pass through
+    assert isinstance(sm.apply(9, BATCH_MAGIC + b"\xc1"), kv.KVError)  # malformed batch
+    assert isinstance(sm.apply(9, encode_batch([])[:2] + b"\x91\x01"), kv.KVError)  # not bytes
+    other = BatchingStateMachine(kv.KVStore())
+    other.restore(sm.snapshot())
+    assert other.get("a") == "2"
