@@ -18,6 +18,7 @@ WORKLOADS: dict[str, str] = {
     "ping": "clusterfunk.demo.workload:PingWorkload",
     "raft": "clusterfunk.raft.simwork:RaftWorkload",
     "gossip": "clusterfunk.gossip.simwork:GossipWorkload",
+    "cluster": "clusterfunk.cluster.simwork:ClusterWorkload",
 }
 
 

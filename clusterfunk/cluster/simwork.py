@@ -1,0 +1,414 @@
+"""The ``cluster`` simulation workload: ``clusterfunk simulate --protocol cluster``.
+
+Every node ``n1 .. nN`` runs three drivers (gossip on 7946, Raft on 8300, the
+coordinator on 8400) joined by :class:`~clusterfunk.cluster.glue.NodeGlue`. Gossip
+joins through ``n1 .. n3``; ``n1`` bootstraps a one-voter Raft cluster (on its first
+boot only: later boots recover from ``host.disk``), everybody else waits to be added
+by the leader. Options: ``--shards`` (10,000), ``--voters`` (3), ``--gossip-profile``
+(``lan``/``local``/``wan``), ``--settle`` (seconds without faults before the end
+after which the final convergence check applies, default 25), ``--election-timeout``.
+
+Checkers (violations fail the run):
+
+* Raft safety (:class:`clusterfunk.raft.checkers.SafetyChecker`, online, logs
+  inspected every ``check_every`` seconds);
+* every committed map (first ``cluster.shardmap`` ``committed`` record of an index)
+  decodes to its digest, owns every shard exactly once with a node of its list,
+  and is balanced (max load - min load <= the largest shard weight);
+* every node that applied the commit of a proposal index has the same digest and
+  node list;
+* at the end, if no fault happened in the last ``settle`` seconds: every live node
+  is ``operational`` with the same committed map, and its nodes are exactly the
+  live nodes.
+
+Summary: reshard count (distinct committed maps), time from each membership change
+(start, crash, restart) to the first committed map that reflects it (median, max,
+list), shards moved per reshard, virtual seconds per wall second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import time
+from typing import Any
+
+from clusterfunk.cluster.coordinator import (
+    OPERATIONAL,
+    PORT,
+    TAG_MANAGEMENT,
+    TAG_RAFT,
+    TAG_SERF,
+    TAG_SERVICE,
+    CoordinatorConfig,
+    CoordinatorCore,
+)
+from clusterfunk.cluster.glue import NodeGlue
+from clusterfunk.cluster.messages import map_digest
+from clusterfunk.cluster.statemachine import ClusterStateMachine
+from clusterfunk.gossip.config import GossipConfig, profile
+from clusterfunk.gossip.core import GossipCore
+from clusterfunk.raft.checkers import SafetyChecker
+from clusterfunk.raft.config import RaftConfig
+from clusterfunk.raft.core import RaftCore
+from clusterfunk.raft.sim_store import SimStorage
+from clusterfunk.sharding import ShardMap, ShardMapDecodeError
+from clusterfunk.sim.simulation import SimHost, Simulation
+
+GOSSIP_PORT = 7946
+RAFT_PORT = 8300
+SEEDS = 3
+
+
+class ClusterSimNode:
+    """One incarnation of a simulated cluster node (what ``sim.app(name)`` returns)."""
+
+    def __init__(
+        self,
+        host: SimHost,
+        *,
+        gossip_config: GossipConfig,
+        raft_config: RaftConfig,
+        coord_config: CoordinatorConfig,
+        weights: Any,
+        seeds: list[str],
+        bootstrap: dict[str, str] | None,
+        member: bool = True,
+    ) -> None:
+        name = host.name
+        sim = host.sim
+        self.host = host
+
+        def rng(what: str) -> random.Random:
+            return random.Random(f"{sim.seed}/cluster/{name}/{host.incarnation}/{what}")
+
+        tags = {
+            TAG_SERF: host.address(GOSSIP_PORT),
+            TAG_MANAGEMENT: host.address(PORT),
+            TAG_SERVICE: "clusterfunk",
+        }
+        if member:
+            tags[TAG_RAFT] = host.address(RAFT_PORT)
+        self.gossip = GossipCore(name, host.address(GOSSIP_PORT), rng("gossip"), gossip_config,
+                                 tags)
+        self.gossip_driver = host.driver(self.gossip, GOSSIP_PORT)
+        self.sm = ClusterStateMachine()
+        self.raft: RaftCore | None = None
+        self.raft_driver = None
+        if member:
+            boot = bootstrap if host.incarnation == 1 and bootstrap and name in bootstrap else None
+            self.raft = RaftCore(name, SimStorage(host.disk), self.sm, rng("raft"),
+                                 config=raft_config, bootstrap=boot)
+            self.raft_driver = host.driver(self.raft, RAFT_PORT)
+        self.coord = CoordinatorCore(
+            name, host.address(PORT), rng("coord"), raft=self.raft, gossip=self.gossip,
+            sm=self.sm, weights=weights, config=coord_config,
+        )
+        self.coord_driver = host.driver(self.coord, PORT)
+        incarnation = host.incarnation
+
+        def defer(fn: Any) -> None:
+            def run() -> None:
+                if host.alive and host.incarnation == incarnation:
+                    fn()
+
+            sim.at(sim.now, run)
+
+        self.glue = NodeGlue(self.coord_driver, self.raft_driver, self.gossip_driver, defer)
+        host.on_stop.append(self.glue.close)
+        self.glue.kick()  # first pump: resync from the recovered state machine
+        others = [s for s in seeds if s != host.address(GOSSIP_PORT)]
+        if others:
+            sim.at(sim.now, _join, host, incarnation, others)
+
+
+def _join(host: SimHost, incarnation: int, seeds: list[str]) -> None:
+    if host.alive and host.incarnation == incarnation and host.app is not None:
+        host.app.gossip_driver.call(lambda core, now: core.join(now, seeds))
+
+
+class _LogView:
+    __slots__ = ("core", "log")
+
+    def __init__(self, core: RaftCore) -> None:
+        self.core = core
+        self.log = core.log
+
+    @property
+    def first_index(self) -> int:
+        return self.log.base_index + 1
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    @property
+    def commit_index(self) -> int:
+        return self.core.commit_index
+
+    def term_at(self, index: int) -> int:
+        return self.log.term_at(index)
+
+    def content_at(self, index: int) -> Any:
+        return self.log.entry(index)
+
+
+class MapChecker:
+    """Trace listener: committed maps are valid and agreed (module docstring)."""
+
+    def __init__(self, wl: ClusterWorkload) -> None:
+        self.wl = wl
+        self.violations: list[str] = []
+        self.committed: dict[int, tuple[str, tuple[str, ...]]] = {}  # index -> digest, nodes
+        self.proposed: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.moved: list[int] = []
+        self.order: list[int] = []  # proposal indexes in first-commit order
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if rec["ev"] != "cluster.shardmap":
+            return
+        index = rec["index"]
+        key = (rec["digest"], tuple(rec["nodes"]))
+        table = self.committed if rec["phase"] == "committed" else self.proposed
+        first = table.get(index)
+        if first is None:
+            table[index] = key
+            if rec["phase"] == "committed":
+                self.order.append(index)
+                self.moved.append(rec["moved"])
+                self._validate(rec)
+                self.wl._on_commit(rec)
+        elif first != key:
+            self.violations.append(
+                f"t={rec['t']}: {rec['node']} {rec['phase']} map at {index} is {key[0]} "
+                f"{list(key[1])}, others had {first[0]} {list(first[1])}"
+            )
+
+    def _validate(self, rec: dict[str, Any]) -> None:
+        app = self.wl.sim.app(rec["node"]) if self.wl.sim is not None else None
+        where = f"t={rec['t']}: committed map at {rec['index']}"
+        if app is None or app.coord.committed is None or \
+                app.coord.committed.index != rec["index"]:
+            self.violations.append(f"{where}: not found on {rec['node']}")
+            return
+        blob = app.coord.committed.blob
+        if map_digest(blob) != rec["digest"]:
+            self.violations.append(f"{where}: digest mismatch")
+            return
+        try:
+            m = ShardMap.decode(blob)
+        except ShardMapDecodeError as exc:
+            self.violations.append(f"{where}: undecodable: {exc}")
+            return
+        nodes = tuple(rec["nodes"])
+        if tuple(m.nodes) != nodes:
+            self.violations.append(f"{where}: map nodes {m.nodes} != entry nodes {nodes}")
+        if m.n_shards != self.wl.n_shards:
+            self.violations.append(f"{where}: {m.n_shards} shards, expected {self.wl.n_shards}")
+        owners = m.owners()
+        allowed = set(nodes)
+        bad = [s for s, o in enumerate(owners) if o not in allowed]
+        if bad:
+            self.violations.append(f"{where}: {len(bad)} shards without a valid owner")
+        loads = m.loads()
+        if loads and nodes:
+            spread = max(loads.values()) - min(loads.values())
+            if spread > m.max_weight:
+                self.violations.append(f"{where}: unbalanced (load spread {spread})")
+
+
+class ClusterWorkload:
+    """``--protocol cluster``; see the module docstring."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.nodes: int = args.nodes
+        self.duration: float = float(getattr(args, "duration", 60.0) or 60.0)
+        self.n_shards: int = getattr(args, "shards", None) or 10_000
+        voters = getattr(args, "voters", None) or 3
+        self.gossip_config = profile(getattr(args, "gossip_profile", None) or "lan")
+        election = getattr(args, "election_timeout", None) or 1.0
+        self.raft_config = RaftConfig(election_timeout=election, heartbeat_interval=election / 10)
+        self.coord_config = CoordinatorConfig(voters=voters)
+        settle = getattr(args, "settle", None)
+        self.settle: float = 25.0 if settle is None else float(settle)
+        self.check_every: float = getattr(args, "check_every", None) or 1.0
+        self.names = [f"n{i}" for i in range(1, self.nodes + 1)]
+        self.seeds = [f"n{i}:{GOSSIP_PORT}" for i in range(1, min(SEEDS, self.nodes) + 1)]
+        self.bootstrap = {"n1": f"n1:{RAFT_PORT}"}
+        self.sim: Simulation | None = None
+        self.safety = SafetyChecker(self.names, self._read_log)
+        self.maps = MapChecker(self)
+        self.last_fault = 0.0
+        self.partitioned = False
+        self.changes: list[dict[str, Any]] = []  # membership changes awaiting a map
+        self.latencies: list[dict[str, Any]] = []
+        self.states: dict[str, str] = {}
+        self._wall0 = 0.0
+
+    @classmethod
+    def add_arguments(cls, parser: Any) -> None:
+        parser.add_argument("--shards", type=int, help="cluster: number of shards (10000)")
+        parser.add_argument("--voters", type=int, help="cluster: target Raft voters (3)")
+        # --gossip-profile may be registered already by the gossip workload (same dest)
+        with contextlib.suppress(argparse.ArgumentError):
+            parser.add_argument(
+                "--gossip-profile", dest="gossip_profile", choices=("lan", "wan", "local"),
+                help="gossip configuration profile (default lan)",
+            )
+        parser.add_argument(
+            "--settle", type=float,
+            help="cluster: fault-free seconds before the end for the final check (25)",
+        )
+        with contextlib.suppress(argparse.ArgumentError):
+            parser.add_argument("--election-timeout", type=float,
+                                help="Raft election timeout T in s (1.0)")
+        with contextlib.suppress(argparse.ArgumentError):
+            parser.add_argument("--check-every", type=float,
+                                help="log safety check period in s")
+
+    def fault_targets(self, sim: Simulation) -> list[str]:
+        return list(self.names)
+
+    def _read_log(self, name: str) -> _LogView | None:
+        assert self.sim is not None
+        app = self.sim.app(name)
+        if app is None or app.raft is None:
+            return None
+        return _LogView(app.raft)
+
+    def factory(self, host: SimHost) -> ClusterSimNode:
+        return ClusterSimNode(
+            host,
+            gossip_config=self.gossip_config,
+            raft_config=self.raft_config,
+            coord_config=self.coord_config,
+            weights=self.n_shards,
+            seeds=self.seeds,
+            bootstrap=self.bootstrap,
+        )
+
+    def setup(self, sim: Simulation) -> None:
+        self.sim = sim
+        sim.tracer.listeners.append(self._feed)
+        for n in self.names:
+            sim.add_node(n, self.factory)
+        self.changes.append({"t": 0.0, "kind": "start", "target": None})
+
+        def check() -> None:
+            self.safety.check_logs(sim.now)
+            sim.after(self.check_every, check)
+
+        sim.at(self.check_every, check)
+        self._wall0 = time.perf_counter()
+
+    # -- trace feed ------------------------------------------------------------------
+
+    def _feed(self, rec: dict[str, Any]) -> None:
+        ev = rec["ev"]
+        if ev.startswith("raft.") or ev == "sim.crash":
+            self.safety(rec)
+        if ev.startswith("cluster."):
+            if ev == "cluster.shardmap":
+                self.maps(rec)
+            elif ev == "cluster.state":
+                self.states[rec["node"]] = rec["state"]
+            return
+        if ev.startswith("sim.") and ev not in ("sim.start", "sim.end"):
+            self.last_fault = rec["t"]
+            if ev == "sim.partition":
+                self.partitioned = True
+            elif ev == "sim.heal":
+                self.partitioned = False
+            elif ev in ("sim.crash", "sim.restart", "sim.add"):
+                self.changes.append({"t": rec["t"], "kind": ev[4:], "target": rec["target"]})
+
+    def _on_commit(self, rec: dict[str, Any]) -> None:
+        """Match the first committed map that reflects each pending membership change."""
+        nodes = set(rec["nodes"])
+        assert self.sim is not None
+        keep = []
+        for ch in self.changes:
+            target = ch["target"]
+            if ch["kind"] == "start":
+                done = nodes == set(self.names)
+            elif ch["kind"] == "crash":
+                done = target not in nodes or self.sim.alive(target)
+            else:
+                done = target in nodes or not self.sim.alive(target)
+            if done:
+                self.latencies.append({
+                    "kind": ch["kind"], "target": target, "at": ch["t"],
+                    "seconds": round(rec["t"] - ch["t"], 3), "moved": rec["moved"],
+                })
+            else:
+                keep.append(ch)
+        self.changes = keep
+
+    # -- end of run ------------------------------------------------------------------
+
+    def settled_check(self, sim: Simulation) -> tuple[bool, list[str]]:
+        """The final convergence check (module docstring). Returns (applied, violations)."""
+        if self.partitioned or sim.now - self.last_fault < self.settle:
+            return False, []
+        problems: list[str] = []
+        live = [n for n in self.names if sim.alive(n) and not sim.hosts[n].paused]
+        digests: dict[str, str] = {}
+        for n in live:
+            c = sim.app(n).coord
+            if c.state != OPERATIONAL:
+                problems.append(f"settled: {n} is {c.state} ({c.role})")
+            if c.committed is None:
+                problems.append(f"settled: {n} has no committed map")
+                continue
+            digests[n] = c.committed.digest
+            if sorted(c.committed.nodes) != sorted(live):
+                problems.append(
+                    f"settled: {n}'s map has nodes {list(c.committed.nodes)}, live are {live}"
+                )
+        if len(set(digests.values())) > 1:
+            problems.append(f"settled: nodes disagree on the map: {digests}")
+        return True, problems
+
+    def finish(self, sim: Simulation) -> dict[str, Any]:
+        wall = time.perf_counter() - self._wall0
+        self.safety.check_logs(sim.now)
+        applied, settled = self.settled_check(sim)
+        violations = list(self.safety.violations) + list(self.maps.violations) + settled
+        secs = [x["seconds"] for x in self.latencies]
+        moved = self.maps.moved
+        leader = None
+        for n in self.names:
+            app = sim.app(n)
+            if app is not None and app.raft is not None and app.raft.role == "leader":
+                leader = n
+        final = None
+        if leader is not None:
+            c = sim.app(leader).coord
+            if c.committed is not None:
+                final = {"index": c.committed.index, "nodes": len(c.committed.nodes),
+                         "digest": c.committed.digest}
+            voters = sorted(sim.app(leader).raft.configuration.voters)
+        else:
+            voters = []
+        return {
+            "shards": self.n_shards,
+            "reshards": len(moved),
+            "leader": leader,
+            "voters": voters,
+            "final_map": final,
+            "change_to_map_median_s": round(statistics.median(secs), 3) if secs else None,
+            "change_to_map_max_s": round(max(secs), 3) if secs else None,
+            "changes": self.latencies[:50],
+            "unreflected_changes": [
+                {"kind": c["kind"], "target": c["target"], "at": c["t"]} for c in self.changes
+            ],
+            "moved_per_reshard": moved[:100],
+            "moved_median": statistics.median(moved) if moved else None,
+            "settled_check": "applied" if applied else "skipped (faults too close to the end)",
+            "states": dict(sorted(self.states.items(), key=lambda kv: int(kv[0][1:]))),
+            "speed_x": round(sim.now / wall, 1) if wall > 0 else None,
+            "safety": self.safety.summary(),
+            "violations": violations,
+        }
