@@ -106,6 +106,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-dir", required=True, help="directory for the SQLite database")
     p.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     p.add_argument("--client-bind", help="client protocol host:port (default: Raft port + 100)")
+    p.add_argument("--client-port", type=int, help="client protocol port on the --bind host")
     p.add_argument("--election-timeout", type=float, default=1.0, help="T in seconds (1.0)")
     p.add_argument("--heartbeat", type=float, default=None, help="seconds (default T/10)")
     p.add_argument("--trace", help="write the JSON Lines trace here")
@@ -149,6 +150,8 @@ def _client_bind(args: argparse.Namespace) -> tuple[str, int]:
         host, _, port = args.client_bind.rpartition(":")
         return host, int(port)
     host, _, port = args.bind.rpartition(":")
+    if getattr(args, "client_port", None) is not None:
+        return host, args.client_port
     return host, int(port) + 100
 
 

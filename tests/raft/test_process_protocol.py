@@ -81,3 +81,28 @@ def test_batching_state_machine_applies_commands_in_order_at_one_index():
     other = BatchingStateMachine(kv.KVStore())
     other.restore(sm.snapshot())
     assert other.get("a") == "2"
+
+
+def test_client_address_options():
+    import argparse
+
+    from clusterfunk.raft.process import _client_bind, add_parser
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers())
+    base = [
+        "raft-node",
+        "--id",
+        "n1",
+        "--bind",
+        "127.0.0.1:9001",
+        "--peers",
+        "n1=127.0.0.1:9001",
+        "--data-dir",
+        "d",
+    ]
+    assert _client_bind(ap.parse_args(base)) == ("127.0.0.1", 9101)
+    assert _client_bind(ap.parse_args([*base, "--client-port", "7000"])) == ("127.0.0.1", 7000)
+    args = ap.parse_args([*base, "--client-bind", "0.0.0.0:7001", "--no-batch"])
+    assert _client_bind(args) == ("0.0.0.0", 7001) and args.batch is False
+    assert ap.parse_args(base).store == "sqlite"
