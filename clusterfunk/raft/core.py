@@ -612,7 +612,12 @@ class RaftCore:
         min(leaderCommit, index of last new entry)."""
         self._follow(now, req.sender)
         log = self.log
-        prev, entries = req.prev_index, req.entries
+        try:
+            entries = req.entries
+        except ValueError:
+            self._drop("malformed entry")
+            return
+        prev = req.prev_index
         if prev < self.commit_index:
             # Entries up to the commit index are committed, hence match: skip them.
             skip = self.commit_index - prev
@@ -643,17 +648,24 @@ class RaftCore:
                 return
             new = entries[k:]
             truncating = first <= log.last_index
-            for e in new:
-                if e.kind not in m.ENTRY_KINDS:
+            configs: list[tuple[int, Configuration]] = []
+            for j, e in enumerate(new):
+                if e.kind == ENTRY_CONFIG:
+                    try:
+                        configs.append((first + j, Configuration.decode(e.data)))
+                    except ValueError:
+                        self._drop("malformed configuration entry")
+                        return
+                elif e.kind not in m.ENTRY_KINDS:
                     self._drop("malformed entry")
                     return
             log.truncate_and_append(first, new)
             self._dirty = True
             if truncating and self._configs[-1][0] >= first:
                 self._rollback_configs(first)
-            for j, e in enumerate(new):
-                if e.kind == ENTRY_CONFIG:
-                    self._config_entry_appended(now, first + j, e)
+            for index, c in configs:
+                self._configs.append((index, c))
+                self._set_configuration(now, index, c)
         last_new = prev + len(entries)
         if req.commit > self.commit_index:
             self.commit_index = min(req.commit, last_new)
@@ -688,7 +700,7 @@ class RaftCore:
                 return
             entries = log.slice(nxt, last + 1, cfg.max_entries_per_msg, cfg.max_bytes_per_msg)
             prev = nxt - 1
-            self._out.send(pr.address, AppendEntries(
+            self._out.send(pr.address, AppendEntries.make(
                 self.term, self.id, prev, log.term_at(prev) or 0, entries,
                 self.commit_index), True)
             pr.sent(prev + len(entries))
@@ -991,15 +1003,6 @@ class RaftCore:
         reply(True, len(data), True)
 
     # ------------------------------------------------------------------ membership
-
-    def _config_entry_appended(self, now: float, index: int, e: Entry) -> None:
-        try:
-            c = Configuration.decode(e.data)
-        except ValueError:
-            self._drop("malformed configuration entry")
-            return
-        self._configs.append((index, c))
-        self._set_configuration(now, index, c)
 
     def _rollback_configs(self, first: int) -> None:
         self._configs = [x for x in self._configs if x[0] < first] or [(0, Configuration())]

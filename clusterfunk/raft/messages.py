@@ -6,7 +6,11 @@ the transport source address). All travel on the stream channel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import attrs
+import msgpack
 
 from clusterfunk import wire
 
@@ -55,17 +59,60 @@ class RequestVoteResponse:
     pre_vote: bool = False
 
 
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def pack_entries(entries: Sequence[Entry]) -> bytes:
+    """Entries as one msgpack array ``[term, kind, data, term, kind, data, ...]``: a
+    flat batch decodes several times faster than nested per-entry structs."""
+    flat: list[Any] = []
+    for e in entries:
+        flat += (e.term, e.kind, e.data)
+    return _packb(flat)
+
+
+def unpack_entries(batch: bytes) -> tuple[Entry, ...]:
+    """Inverse of :func:`pack_entries`; raises ValueError on anything malformed."""
+    n = len(batch)
+    try:
+        flat = msgpack.unpackb(batch, raw=False, max_str_len=n, max_bin_len=n,
+                               max_array_len=n, max_map_len=n, max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types on malformed input
+        raise ValueError(f"malformed entries batch: {type(exc).__name__}") from None
+    if type(flat) is not list or len(flat) % 3:
+        raise ValueError("malformed entries batch")
+    it = iter(flat)
+    out = []
+    for term, kind, data in zip(it, it, it, strict=True):
+        if type(term) is not int or type(kind) is not int or type(data) is not bytes:
+            raise ValueError("malformed entry in batch")
+        out.append(Entry(term, kind, data))
+    return tuple(out)
+
+
 @wire.message(34)
 @attrs.frozen
 class AppendEntries:
-    """AppendEntries RPC: ``entries`` start at ``prev_index + 1``."""
+    """AppendEntries RPC: the entries (see :attr:`entries`) start at
+    ``prev_index + 1``; ``batch`` is their packed form (:func:`pack_entries`). Build
+    with :meth:`make`."""
 
     term: int
     sender: str
     prev_index: int
     prev_term: int
-    entries: tuple[Entry, ...]
+    batch: bytes
     commit: int
+
+    @classmethod
+    def make(cls, term: int, sender: str, prev_index: int, prev_term: int,
+             entries: Sequence[Entry], commit: int) -> AppendEntries:
+        return cls(term, sender, prev_index, prev_term, pack_entries(entries), commit)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries, decoded on each access; raises ValueError if malformed."""
+        return unpack_entries(self.batch)
 
 
 @wire.message(35)

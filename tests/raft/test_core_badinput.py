@@ -43,15 +43,18 @@ def test_malformed_entries_are_dropped(make_net):
     net.elect("n1")
     f = net["n2"]
     last = f.last_index
+    lt = f.log.last_term
     f.on_message(net.now, "n1:8300",
-                 AppendEntries(f.term, "n1", last, f.log.last_term, (Entry(f.term, 99, b"x"),),
-                               0), True)
+                 AppendEntries.make(f.term, "n1", last, lt, (Entry(f.term, 99, b"x"),), 0), True)
     assert f.last_index == last and f.dropped["malformed entry"] == 1
     f.on_message(net.now, "n1:8300",
-                 AppendEntries(f.term, "n1", last, f.log.last_term, (Entry(f.term, 3, b"\xc1"),),
-                               0), True)
-    assert f.dropped["malformed configuration entry"] == 1
+                 AppendEntries.make(f.term, "n1", last, lt, (Entry(f.term, 3, b"\xc1"),), 0), True)
+    assert f.dropped["malformed configuration entry"] == 1 and f.last_index == last
     assert sorted(f.configuration.voters) == ["n1", "n2", "n3"]
+    for batch in (b"\xc1", b"\x92\x01\x02", b"\x93\x01\x01\xa1x", b"\x93\x01\x01"):
+        f.on_message(net.now, "n1:8300",
+                     AppendEntries(f.term, "n1", last, f.log.last_term, batch, 0), True)
+    assert f.dropped["malformed entry"] == 5 and f.last_index == last
 
 
 def test_entries_conflicting_with_committed_ones_are_refused(make_net):
@@ -63,10 +66,10 @@ def test_entries_conflicting_with_committed_ones_are_refused(make_net):
     assert f.commit_index == 3
     before = [f.log.entry(i) for i in range(1, 4)]
     # a (buggy or forged) leader message rewriting committed entry 3
-    f.on_message(net.now, "n1:8300", AppendEntries(f.term, "n1", 3, f.log.term_at(3), (), 3),
+    f.on_message(net.now, "n1:8300", AppendEntries.make(f.term, "n1", 3, f.log.term_at(3), (), 3),
                  True)
     f.on_message(net.now, "n1:8300",
-                 AppendEntries(f.term, "n1", 2, f.log.term_at(2),
+                 AppendEntries.make(f.term, "n1", 2, f.log.term_at(2),
                                (Entry(f.term + 1, 1, b"evil"), Entry(f.term + 1, 1, b"y")), 3),
                  True)
     assert [f.log.entry(i) for i in range(1, 4)] == before  # committed prefix intact

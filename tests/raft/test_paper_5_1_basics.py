@@ -31,7 +31,7 @@ def test_5_1_stale_term_requests_are_rejected_with_the_current_term(make_net):
     net.elect("n1")
     net.deliver_all()
     t = net["n2"].term
-    net["n2"].on_message(net.now, "n3:8300", AppendEntries(t - 1, "n3", 0, 0, (), 0), True)
+    net["n2"].on_message(net.now, "n3:8300", AppendEntries.make(t - 1, "n3", 0, 0, (), 0), True)
     out = net["n2"].drain()
     (send,) = out.sends
     assert send.dest == "n3:8300"
