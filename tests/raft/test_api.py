@@ -216,3 +216,22 @@ async def test_events_queue_is_unbounded_and_ordered():
         assert roles and roles[0].role != "leader"  # it handed over first
         assert [r.term for r in roles] == sorted(r.term for r in roles)
         assert len([x for x in leaders if x is not None]) >= 2
+
+
+async def test_pending_apply_fails_with_leadership_lost_when_the_leader_steps_down():
+    from clusterfunk.raft.api import LeadershipLost
+
+    peers = addresses(3)
+    async with AsyncExitStack() as stack:
+        nodes, cluster = await start(stack, peers)
+        lead = await leader_of(nodes)
+        for n in nodes.values():
+            if n is not lead:
+                await cluster.stop(n.server_id)
+        # CheckQuorum: without contact to a quorum for an election timeout the leader
+        # steps down, and the fate of what it proposed is unknown to it.
+        with trio.fail_after(5), pytest.raises(LeadershipLost):
+            await lead.apply(kv.encode_put("k", "v"), timeout=None)
+        assert lead.role != "leader"
+        with pytest.raises(NotLeader):
+            await lead.apply(kv.encode_put("k", "v"), timeout=1)
