@@ -127,6 +127,9 @@ class RaftCore:
         self._out = Output()
         #: messages dropped, by reason (unknown server, stale term, ...)
         self.dropped: dict[str, int] = {}
+        #: emit a ``raft.apply`` trace record per applied entry (a sha256 each); a
+        #: runtime without a tracer may switch it off to save CPU on the hot path
+        self.trace_applies = True
         self._dirty = False
 
         rec = storage.recover()
@@ -778,6 +781,7 @@ class RaftCore:
         entries = log.entries
         base = log.base_index
         sm_apply = self.sm.apply
+        trace_on = self.trace_applies
         while self.last_applied < self.commit_index:
             idx = self.last_applied + 1
             e = entries[idx - base - 1]
@@ -789,8 +793,9 @@ class RaftCore:
                     result = sm_apply(idx, e.data)
                 except Exception as exc:  # an application bug must not kill the node
                     result = ApplyError(f"{type(exc).__name__}: {exc}")
-            trace.append(("raft.apply", {"index": idx, "term": e.term,
-                                         "digest": entry_digest(kind, e.data)}))
+            if trace_on:
+                trace.append(("raft.apply", {"index": idx, "term": e.term,
+                                             "digest": entry_digest(kind, e.data)}))
             events.append(Applied(idx, e.term, result, kind))
         if self.role == LEADER and term_now == self.term \
                 and not self.configuration.is_voter(self.id) \
