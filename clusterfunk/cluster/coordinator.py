@@ -98,6 +98,8 @@ class CoordinatorConfig:
     * ``round_timeout`` (3.0): a proposal or commit entry not applied this long after it
       was proposed is given up (the round restarts).
     * ``retry_interval`` (0.1): wait after a refused membership change.
+    * ``quarantine_time`` (10.0): a quarantined node is tried again (included in the
+      next proposal) after this long, unless an ack let it back in earlier.
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
     """
@@ -109,6 +111,7 @@ class CoordinatorConfig:
     reconcile_interval: float = 0.5
     round_timeout: float = 3.0
     retry_interval: float = 0.1
+    quarantine_time: float = 10.0
     wall_offset: float = 0.0
 
     def __attrs_post_init__(self) -> None:
@@ -208,7 +211,8 @@ class CoordinatorCore:
         # leader state
         self.term = 0
         self.round: Round | None = None
-        self.quarantined: dict[str, int] = {}  # node -> index of the proposal it missed
+        #: node -> (index of the proposal it missed, local time it expires)
+        self.quarantined: dict[str, tuple[int, float]] = {}
         self._resharded_term = -1  # term in which this leader committed a map
         self._reshard_at = math.inf  # election reshard time
         self._change_since = math.inf  # when the member set started to differ
@@ -254,6 +258,7 @@ class CoordinatorCore:
             return math.inf
         now = self.now
         times = [self._reconcile_at, self._retry_at]
+        times += [until for _i, until in self.quarantined.values()]
         if self.round is not None:
             times.append(self.round.deadline)
         else:
@@ -485,8 +490,8 @@ class CoordinatorCore:
                 live[m.name] = m
             elif m.status in _GONE:
                 gone.add(m.name)
-        for q in list(self.quarantined):
-            if q not in cfg.voters and q not in cfg.nonvoters:
+        for q, (_i, until) in list(self.quarantined.items()):
+            if (q not in cfg.voters and q not in cfg.nonvoters) or now >= until:
                 del self.quarantined[q]
         action: Action | None = None
         for sid in [*cfg.voters, *cfg.nonvoters]:
@@ -582,7 +587,7 @@ class CoordinatorCore:
             self._record_ack(now, r, msg.node)
             return
         q = self.quarantined.get(msg.node)
-        if q is not None and msg.index >= q:
+        if q is not None and msg.index >= q[0]:
             del self.quarantined[msg.node]
             self._out.emit("cluster.ack", **{"from": msg.node, "index": msg.index})
             self._leader_step(now)
@@ -610,6 +615,7 @@ class CoordinatorCore:
             self._backoff_until = now + self.cfg.round_timeout
             self._out.events.append(TransferLeadership())
             return
+        until = now + self.cfg.quarantine_time
         for n in missing:
-            self.quarantined[n] = r.index
+            self.quarantined[n] = (r.index, until)
         self._count("ack timeouts")

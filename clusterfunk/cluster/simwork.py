@@ -245,6 +245,7 @@ class ClusterWorkload:
         self.changes: list[dict[str, Any]] = []  # membership changes awaiting a map
         self.latencies: list[dict[str, Any]] = []
         self.states: dict[str, str] = {}
+        self.superseded = 0
         self._wall0 = 0.0
 
     @classmethod
@@ -322,7 +323,20 @@ class ClusterWorkload:
             elif ev == "sim.heal":
                 self.partitioned = False
             elif ev in ("sim.crash", "sim.restart", "sim.add"):
-                self.changes.append({"t": rec["t"], "kind": ev[4:], "target": rec["target"]})
+                self._on_change(rec["t"], ev[4:], rec["target"])
+
+    def _on_change(self, t: float, kind: str, target: str) -> None:
+        """A membership change to time: a crash of a node in the current map, a
+        (re)start of a node that is not. A change undone before any map reflected it
+        (a restart after a crash) is dropped from the pending list and counted."""
+        if kind == "crash":
+            self.states[target] = "down"
+        before = len(self.changes)
+        self.changes = [c for c in self.changes if c["target"] != target]
+        self.superseded += before - len(self.changes)
+        current = set(self.maps.committed[self.maps.order[-1]][1]) if self.maps.order else set()
+        if (kind == "crash") == (target in current):
+            self.changes.append({"t": t, "kind": kind, "target": target})
 
     def _on_commit(self, rec: dict[str, Any]) -> None:
         """Match the first committed map that reflects each pending membership change."""
@@ -404,6 +418,7 @@ class ClusterWorkload:
             "unreflected_changes": [
                 {"kind": c["kind"], "target": c["target"], "at": c["t"]} for c in self.changes
             ],
+            "superseded_changes": self.superseded,
             "moved_per_reshard": moved[:100],
             "moved_median": statistics.median(moved) if moved else None,
             "settled_check": "applied" if applied else "skipped (faults too close to the end)",

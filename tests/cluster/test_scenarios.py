@@ -1,0 +1,160 @@
+"""Scripted cluster scenarios in the simulator (5 nodes, 1,000 shards)."""
+
+from __future__ import annotations
+
+from clusterfunk.cluster.coordinator import OPERATIONAL
+from clusterfunk.sharding import ShardMap, diff
+from tests.cluster.helpers import committed, leader, make
+
+
+def _map(sim, name):
+    app = sim.app(name)
+    return ShardMap.decode(app.coord.committed.blob)
+
+
+def _agreed(sim, wl):
+    """Every live node is operational with one committed map; returns that map."""
+    live = [n for n in wl.names if sim.alive(n)]
+    digests = {sim.app(n).coord.committed.digest for n in live}
+    assert len(digests) == 1, digests
+    for n in live:
+        assert sim.app(n).coord.state == OPERATIONAL, (n, sim.app(n).coord.state)
+    return _map(sim, live[0])
+
+
+def _finish_ok(sim, wl):
+    s = wl.finish(sim)
+    assert s["violations"] == []
+    return s
+
+
+def test_start_commits_one_map_with_all_nodes():
+    sim, wl = make(seed=3, settle=10.0)
+    sim.run_until(15.0)
+    maps = committed(sim)
+    assert len(maps) == 1
+    assert maps[0]["nodes"] == ["n1", "n2", "n3", "n4", "n5"]
+    m = _agreed(sim, wl)
+    assert sorted(m.counts().values()) == [200] * 5
+    lead = leader(sim, wl)
+    cfg = sim.app(lead).raft.configuration
+    assert len(cfg.voters) == 3 and len(cfg.nonvoters) == 2
+    # every node acked the proposal before the commit, and the leader counted them
+    acks = [r for r in sim.tracer.of("cluster.ack") if r["index"] == maps[0]["index"]]
+    assert sorted(r["from"] for r in acks) == wl.names
+    assert sim.app("n1").coord.created is not None
+    s = _finish_ok(sim, wl)
+    assert s["settled_check"] == "applied" and s["reshards"] == 1
+    assert s["changes"][0]["kind"] == "start" and s["changes"][0]["seconds"] < 5.0
+
+
+def _non_leader(sim, wl, exclude=()):
+    lead = leader(sim, wl)
+    return next(n for n in reversed(wl.names) if n != lead and n not in exclude)
+
+
+def test_crashed_follower_leaves_the_map_and_only_its_shards_move():
+    sim, wl = make(seed=5, settle=10.0)
+    sim.run_until(10.0)
+    victim = _non_leader(sim, wl)
+    before = _map(sim, leader(sim, wl))
+    sim.crash(victim)
+    sim.run_until(40.0)
+    after = _agreed(sim, wl)
+    assert victim not in after.nodes
+    assert sorted(after.nodes) == sorted(n for n in wl.names if n != victim)
+    changes = diff(before, after)
+    lost = set(changes[victim][1])
+    assert lost == set(before.shards_of(victim))
+    gained = set().union(*(set(g) for n, (g, _l) in changes.items() if n != victim))
+    assert gained == lost  # nothing but the victim's shards moved
+    for n, (_g, lo) in changes.items():
+        if n != victim:
+            assert lo == ()
+    s = _finish_ok(sim, wl)
+    assert s["settled_check"] == "applied"
+    crash = [c for c in s["changes"] if c["kind"] == "crash"]
+    assert crash and crash[0]["moved"] == len(lost)
+
+
+def test_restarted_node_rejoins_and_takes_shards():
+    sim, wl = make(seed=7, settle=10.0)
+    sim.run_until(10.0)
+    victim = _non_leader(sim, wl)
+    sim.crash(victim)
+    sim.run_until(30.0)
+    without = _agreed(sim, wl)
+    assert victim not in without.nodes
+    sim.restart(victim)
+    sim.run_until(50.0)
+    back = _agreed(sim, wl)
+    assert victim in back.nodes
+    assert len(back.shards_of(victim)) == 200
+    changes = diff(without, back)
+    for n, (gained, _lost) in changes.items():
+        if n != victim:
+            assert gained == ()  # only the newcomer gains
+    s = _finish_ok(sim, wl)
+    assert [c["kind"] for c in s["changes"]] == ["start", "crash", "restart"]
+
+
+def test_leader_crash_new_leader_reshards_without_it():
+    sim, wl = make(seed=11, settle=10.0)
+    sim.run_until(10.0)
+    old = leader(sim, wl)
+    before = _map(sim, old)
+    sim.crash(old)
+    sim.run_until(40.0)
+    new = leader(sim, wl)
+    assert new is not None and new != old
+    after = _agreed(sim, wl)
+    assert old not in after.nodes and len(after.nodes) == 4
+    changes = diff(before, after)
+    assert set(changes[old][1]) == set(before.shards_of(old))
+    for n, (_g, lo) in changes.items():
+        if n != old:
+            assert lo == ()
+    # the new leader proposed the map in its own term
+    last = committed(sim)[-1]
+    assert sim.app(new).coord.committed.leader == new
+    assert last["nodes"] == list(after.nodes)
+    s = _finish_ok(sim, wl)
+    crash = next(c for c in s["changes"] if c["kind"] == "crash")
+    # detected by the Raft election + ack timeout, well before gossip declares it dead
+    assert crash["seconds"] < 5.0
+
+
+def test_node_that_never_acks_is_dropped_from_the_proposal():
+    sim, wl = make(seed=13, settle=10.0)
+    sim.run_until(10.0)
+    mute = _non_leader(sim, wl)
+    app = sim.app(mute)
+    ep = app.coord_driver.transport
+    real_send = ep.send_frame
+    ep.send_frame = lambda dest, data: None  # its coordination port sends nothing
+    lead = leader(sim, wl)
+    n_before = len(committed(sim))
+    # a membership change forces a round: crash another follower
+    other = _non_leader(sim, wl, exclude=(mute,))
+    sim.crash(other)
+    sim.run_until(30.0)
+    maps = committed(sim)[n_before:]
+    assert maps, "no map was committed"
+    final = maps[-1]
+    assert mute not in final["nodes"] and other not in final["nodes"]
+    proposals = {r["index"]: r for r in sim.tracer.of("cluster.shardmap")
+                 if r["phase"] == "proposed" and r["node"] == lead}
+    # a proposal with the mute node was made, timed out and was never committed
+    with_mute = [i for i, r in proposals.items() if mute in r["nodes"] and i > 9]
+    assert with_mute
+    assert all(i not in {m["index"] for m in maps} for i in with_mute)
+    assert mute in sim.app(lead).coord.quarantined
+    # still a Raft member: only the map left it out
+    assert mute in sim.app(lead).raft.configuration.members()
+    assert sim.app(mute).coord.state != OPERATIONAL
+    # once it can talk again it is let back in (after the quarantine time)
+    ep.send_frame = real_send
+    sim.run_until(60.0)
+    m = _agreed(sim, wl)
+    assert mute in m.nodes
+    _finish_ok(sim, wl)
