@@ -161,7 +161,8 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
 
     hb = args.heartbeat or args.election_timeout / 10
     config = RaftConfig(election_timeout=args.election_timeout, heartbeat_interval=hb)
-    trace_file = open(args.trace, "a", encoding="utf-8") if args.trace else None  # noqa: SIM115
+    # Line-buffered: the audit trail must survive a SIGKILL up to the last event.
+    trace_file = open(args.trace, "a", encoding="utf-8", buffering=1) if args.trace else None  # noqa: SIM115
     tracer = None
     if trace_file is not None:
         import time
