@@ -32,6 +32,8 @@ class RaftConfig:
     * ``trailing_logs`` (10240): entries kept in the log behind a snapshot, so slightly
       lagging followers catch up from the log rather than by InstallSnapshot.
     * ``snapshot_chunk_bytes`` (256 KiB): InstallSnapshot chunk size.
+    * ``max_snapshot_bytes`` (4 GiB): a snapshot being received that grows beyond
+      this is abandoned (bounds the memory a bad sender can make us hold).
     * ``max_clock_drift`` (0.1): assumed bound on the relative rate difference of any two
       servers' clocks; lease reads are served for ``T * (1 - max_clock_drift)`` after a
       quorum acknowledged a heartbeat round.
@@ -48,6 +50,7 @@ class RaftConfig:
     snapshot_threshold: int = 8192
     trailing_logs: int = 10240
     snapshot_chunk_bytes: int = 256 * 1024
+    max_snapshot_bytes: int = 4 << 30
     max_clock_drift: float = 0.1
 
     def __attrs_post_init__(self) -> None:
@@ -56,7 +59,7 @@ class RaftConfig:
         if not 0 < self.heartbeat_interval < self.election_timeout:
             raise ValueError("heartbeat_interval must be in (0, election_timeout)")
         for name in ("max_entries_per_msg", "max_bytes_per_msg", "max_inflight",
-                     "max_proposal_bytes", "snapshot_chunk_bytes"):
+                     "max_proposal_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.snapshot_threshold < 0 or self.trailing_logs < 0:

@@ -722,6 +722,9 @@ class RaftCore:
         follower's conflict hints."""
         pr.recent_active = True
         if resp.success:
+            if resp.match_index > self.log.last_index:
+                self._drop("match index beyond the log")  # forged or corrupt
+                return
             news = pr.update(resp.match_index)
             if pr.state == PROBE:
                 pr.become_replicate()  # the log matches up to `match`: stream from there
@@ -972,6 +975,12 @@ class RaftCore:
             self._snap_buf = bytearray()
         elif key != self._snap_key or req.offset != len(self._snap_buf):
             reply(False, len(self._snap_buf) if key == self._snap_key else 0, False)
+            return
+        if len(self._snap_buf) + len(req.data) > self.cfg.max_snapshot_bytes:
+            self._drop("snapshot too large")
+            self._snap_key = None
+            self._snap_buf = bytearray()
+            reply(False, 0, False)
             return
         self._snap_buf += req.data
         if not req.done:

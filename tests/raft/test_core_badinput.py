@@ -129,3 +129,19 @@ def test_garbage_bytes_through_the_driver_in_simulation():
     leaders = [n for n in boot if sim.app(n).core.role == "leader"]
     assert len(leaders) == 1
     assert sum(sim.app(n).stats.malformed for n in boot) > 100
+
+
+def test_forged_match_index_and_oversized_snapshot_are_dropped(make_net):
+    from clusterfunk.raft.messages import InstallSnapshot
+
+    net = make_net(["n1", "n2", "n3"], config=RaftConfig(max_snapshot_bytes=100))
+    net.elect("n1")
+    c = net["n1"]
+    c.on_message(net.now, "n2:8300", AppendEntriesResponse(c.term, "n2", True, 10**6), True)
+    assert c.dropped["match index beyond the log"] == 1
+    assert c.progress["n2"].match <= c.last_index
+    f = net["n2"]
+    for off in range(0, 200, 50):
+        f.on_message(net.now, "n1:8300",
+                     InstallSnapshot(f.term, "n1", 50, f.term, b"", off, bytes(50), False), True)
+    assert f.dropped["snapshot too large"] == 1 and len(f._snap_buf) <= 100
