@@ -838,6 +838,9 @@ class RaftCore:
     def _handle_heartbeat_response(self, now: float, sid: str, pr: Progress,
                                    resp: HeartbeatResponse) -> None:
         pr.recent_active = True
+        if resp.ctx > self._read_seq:
+            self._drop("heartbeat context from the future")  # forged or corrupt
+            return
         if resp.ctx > pr.read_ack:
             pr.read_ack = resp.ctx
             self._advance_reads(now)
@@ -950,7 +953,8 @@ class RaftCore:
             pr.become_probe()
             self._send_append(sid, pr)
             return
-        pr.snap_offset = resp.next_offset
+        size = len(self._snapshot[1]) if self._snapshot is not None else 0
+        pr.snap_offset = min(max(resp.next_offset, 0), size)
         self._send_snapshot(sid, pr)
 
     def _handle_install_snapshot(self, now: float, src: str, req: InstallSnapshot) -> None:
