@@ -106,3 +106,35 @@ def test_tags_and_events_reach_every_live_member(seed, nodes, data, loss) -> Non
         assert app.core.member(tagger).tags == tags, name
         got = [(e.name, e.payload) for e in app.events if type(e) is UserEvent]
         assert got == [("hello", b"x")], name
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), nodes=st.integers(2, 8),
+       loss=st.sampled_from([0.0, 0.01]), start=st.floats(5.0, 30.0))
+def test_key_rotation_keeps_every_member(seed, nodes, loss, start) -> None:
+    """install -> use -> remove, each step retried until every member applied it:
+    afterwards every keyring holds only the new key and nobody was declared dead."""
+    from clusterfunk.gossip.keyring import INSTALL, REMOVE, USE
+    from clusterfunk.gossip.simwork import SIM_KEY
+
+    new = bytes(range(7, 39))
+    sim = Simulation(seed, link=LinkConfig(loss=loss))
+    wl = GossipWorkload(argparse.Namespace(nodes=nodes, duration=0.0, gossip_keyring=True))
+    wl.setup(sim)
+    sim.run_until(start)
+    origin = sim.app(f"n{seed % nodes + 1}")
+    for op, key in ((INSTALL, new), (USE, new), (REMOVE, SIM_KEY)):
+        for _ in range(5):
+            qid = origin.key_op(op, key)
+            sim.run_for(5.0)
+            result = origin.key_result(op, qid)
+            if result.complete:
+                break
+        assert result.complete, (op, result)
+    sim.run_for(30.0)
+    s = wl.finish(sim)
+    assert s["violations"] == [] and s["false_positives"] == 0
+    for name in sim.names:
+        app = sim.app(name)
+        assert app.codec.keyring.keys == [new], name
+        assert {m.status for m in app.core.members()} == {"alive"}, name
