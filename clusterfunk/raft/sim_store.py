@@ -45,6 +45,12 @@ class SimStorage:
         self._last = 0
 
     def recover(self) -> Recovered:
+        try:
+            return self._recover()
+        except (ValueError, TypeError) as exc:  # mistyped or mis-shaped records
+            raise StorageCorrupt(f"unreadable Raft records: {exc}") from None
+
+    def _recover(self) -> Recovered:
         d = self.disk
         hs = d.read(_HS, (0, None, 0))
         base_index, base_term = d.read(_BASE, (0, 0))

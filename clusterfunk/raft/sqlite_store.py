@@ -98,6 +98,8 @@ class SQLiteStorage:
         term, vote, commit, base_index, base_term = row
         if vote is not None and type(vote) is not str:
             raise StorageCorrupt(f"{self.path}: bad vote {vote!r}")
+        if not all(type(x) is int for x in (term, commit, base_index, base_term)):
+            raise StorageCorrupt(f"{self.path}: non-integer term, commit or base: {row!r}")
         entries: list[Entry] = []
         expect = base_index + 1
         for idx, t, kind, data, crc in db.execute(
@@ -105,8 +107,8 @@ class SQLiteStorage:
         ):
             if idx != expect:
                 raise StorageCorrupt(f"{self.path}: gap in the log: entry {idx}, expected {expect}")
-            if type(data) is not bytes:
-                raise StorageCorrupt(f"{self.path}: entry {idx} has no byte payload")
+            if type(data) is not bytes or type(t) is not int or type(kind) is not int:
+                raise StorageCorrupt(f"{self.path}: entry {idx} has mistyped columns")
             e = Entry(t, kind, data)
             if entry_checksum(idx, e) != crc:
                 raise StorageCorrupt(f"{self.path}: bad checksum on entry {idx}")
@@ -117,6 +119,9 @@ class SQLiteStorage:
             "SELECT idx, term, config, config_index, data, crc FROM snapshot").fetchone()
         if srow is not None:
             sidx, sterm, scfg, sci, sdata, scrc = srow
+            if not (type(sidx) is type(sterm) is type(sci) is int
+                    and type(scfg) is type(sdata) is bytes):
+                raise StorageCorrupt(f"{self.path}: the snapshot row has mistyped columns")
             if _snap_crc(sidx, sterm, scfg, sci, sdata) != scrc:
                 raise StorageCorrupt(f"{self.path}: bad checksum on the snapshot at {sidx}")
             try:

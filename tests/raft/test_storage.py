@@ -112,6 +112,8 @@ def _corrupt(path: str, sql: str, *args) -> None:
         ('UPDATE state SET "commit" = 99', (), "commit index"),
         ("UPDATE state SET term = 0", (), "beyond the current term"),
         ("UPDATE log SET kind = 77 WHERE idx = 1", (), "checksum"),
+        ("UPDATE log SET term = 'x' WHERE idx = 1", (), "mistyped"),
+        ("UPDATE state SET term = 'x'", (), "non-integer"),
     ],
 )
 def test_sqlite_corruption_stops_the_node_with_a_clear_error(tmp_path, sql, args, words):
@@ -251,3 +253,15 @@ def test_sqlite_cluster_survives_crashes_of_every_node(make_net, tmp_path):
     net.advance(1.0)
     for s in paths:
         assert all(net.sms[s].get(k) == v for k, v in acked.items()), s
+
+
+def test_sim_store_damaged_records_are_a_clear_error():
+    disk = SimDisk()
+    s = SimStorage(disk)
+    fill(s)
+    disk.write(("raft", "e", 2), ("garbage",))
+    with pytest.raises(StorageCorrupt, match="unreadable"):
+        SimStorage(disk).recover()
+    disk.write(("raft", "e", 2), (1, ENTRY_COMMAND, b"x", 0))
+    with pytest.raises(StorageCorrupt, match="checksum"):
+        SimStorage(disk).recover()
