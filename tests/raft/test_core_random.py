@@ -156,7 +156,7 @@ def run_schedule(make_net, seed: int, steps: int) -> None:
     chk.check()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, 2**32))
 def test_random_schedules_keep_raft_safety_properties(make_net, seed):
-    run_schedule(make_net, seed, 400)
+    run_schedule(make_net, seed, 500)

@@ -126,7 +126,7 @@ def check(sim, tracer, acked):
     return len(acked), len(leaders)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_nemesis_run_is_safe_and_keeps_acknowledged_writes(seed):
     sim, tracer, acked = run(seed)
     n_acked, n_terms = check(sim, tracer, acked)
