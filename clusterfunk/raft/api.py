@@ -34,6 +34,7 @@ import heapq
 import itertools
 import math
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -43,7 +44,9 @@ import trio
 from clusterfunk.raft import core as _core
 from clusterfunk.raft import errors as _errors
 from clusterfunk.raft import events as _core_events
+from clusterfunk.runtime.api import split_address
 from clusterfunk.runtime.driver import Driver
+from clusterfunk.runtime.net import format_address
 
 NotLeader = _errors.NotLeader
 LeadershipLost = _errors.LeadershipLost
@@ -169,6 +172,7 @@ class RaftNode:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            self._settle_address()
             bootstrap = dict(self.peers) if self.bootstrap and self.peers else None
             self.core = _make_core(
                 self.server_id, self.storage, self.state_machine, self.rng, self.config, bootstrap
@@ -199,6 +203,18 @@ class RaftNode:
         if stack is not None:
             return await stack.__aexit__(*exc)
         return None
+
+    def _settle_address(self) -> None:
+        """The configuration needs this node's real address before the core starts:
+        with ``bind`` port 0, pick a free port now (TCP and UDP), and use it for this
+        node's entry in ``peers`` (added for a single-node bootstrap with no peers)."""
+        host, port = split_address(self.bind)
+        mine = self.peers.get(self.server_id)
+        if port == 0:
+            port = _free_port(host)
+            self.bind = format_address(host, port)
+        if self.bootstrap and (not self.peers or (mine is not None and mine.endswith(":0"))):
+            self.peers[self.server_id] = self.advertise or self.bind
 
     @property
     def address(self) -> str:
@@ -249,9 +265,16 @@ class RaftNode:
         """Propose ``command`` without waiting; ``callback(result, error)`` runs once
         it is applied (or fails). Raises NotLeader / ProposalTooLarge at once."""
         drv = self._running()
-        index, term = drv.call(lambda core, now: core.propose(now, command))
-        self._pending[index] = (term, callback)
-        return index, term
+        pending = self._pending
+
+        def run(core: Any, now: float) -> tuple[int, int]:
+            index, term = core.propose(now, command)
+            # Registered inside the step: a single-voter leader commits and applies
+            # before the step's events are dispatched.
+            pending[index] = (term, callback)
+            return index, term
+
+        return drv.call(run)
 
     def propose_many_nowait(
         self, items: list[tuple[bytes, Callable[[Any, BaseException | None], None]]]
@@ -413,16 +436,30 @@ class RaftNode:
     async def _config_change(self, fn: Callable[[Any, float], Any], timeout: float | None) -> int:
         drv = self._running()
         w = _Waiter()
-        res = drv.call(fn)
-        index, term = res if isinstance(res, tuple) else (res, self.core.term)
+        pending = self._pending
 
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                w.fail(error)
-            else:
+        def run(core: Any, now: float) -> int:
+            res = fn(core, now)
+            if isinstance(res, tuple):
+                index, term = res
+            else:  # the index of the configuration entry (maybe an existing one)
+                index = res
+                term = core.log.term_at(index)
+                term = core.term if term is None else term
+
+            def done(result: Any, error: BaseException | None) -> None:
+                if error is not None:
+                    w.fail(error)
+                else:
+                    w.set(index)
+
+            if index <= core.last_applied:  # nothing to do (already a member, as asked)
                 w.set(index)
+            else:
+                pending[index] = (term, done)  # inside the step, as in propose_nowait
+            return index
 
-        self._pending[index] = (term, done)
+        index = drv.call(run)
         return await self._wait(w, timeout, lambda: self._pending.pop(index, None))
 
     async def _wait(self, w: _Waiter, timeout: float | None, forget: Callable[[], Any]) -> Any:
@@ -515,6 +552,22 @@ class RaftNode:
         waits = self._applied_waits
         while waits and waits[0][0] <= index:
             heapq.heappop(waits)[2].set(None)
+
+
+def _free_port(host: str) -> int:
+    """A port on ``host`` free for both TCP and UDP right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise OSError(f"no free TCP+UDP port on {host}")
 
 
 def _role_name(role: Any) -> str:

@@ -235,3 +235,16 @@ async def test_pending_apply_fails_with_leadership_lost_when_the_leader_steps_do
         assert lead.role != "leader"
         with pytest.raises(NotLeader):
             await lead.apply(kv.encode_put("k", "v"), timeout=1)
+
+
+async def test_single_node_on_port_zero_bootstraps_itself():
+    async with RaftNode(
+        "solo", "127.0.0.1:0", storage=MemoryStorage(), state_machine=kv.KVStore(), config=CFG
+    ) as node:
+        assert not node.address.endswith(":0")
+        assert node.configuration.voters == {"solo": node.address}
+        with trio.fail_after(5):
+            await node.wait_leader()
+        assert node.is_leader
+        assert await node.apply(kv.encode_put("a", "1"), timeout=2) is None
+        assert await node.read(lambda sm: sm.get("a"), timeout=2) == "1"
