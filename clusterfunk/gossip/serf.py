@@ -221,18 +221,9 @@ class Serf:
             raise ValueError(f"query timeout out of range: {timeout}")
         for expr in (filter_tags or {}).values():
             re.compile(expr)  # fail early on a bad pattern
-        ltime = self.query_clock.increment()
-        qid = core.rng.getrandbits(32)
-        while qid in self._pending:
-            qid = core.rng.getrandbits(32)
-        pending = _Pending(ltime, name, deadline=now + timeout)
-        self._pending[qid] = pending
-        core._at(now + timeout, _SERF_TIMER, ("done", qid))
-        if want_ack:
-            core._at(now + timeout / 2, _SERF_TIMER, ("resend", qid))
-        msg = QueryMsg(
-            ltime,
-            qid,
+        probe = QueryMsg(
+            self.query_clock.time,
+            2**32 - 1,  # the widest id, so the size check is an upper bound
             name,
             bytes(payload),
             core.name,
@@ -242,6 +233,19 @@ class Serf:
             want_ack,
             float(timeout),
         )
+        room = cfg.udp_buffer_size - cfg.packet_overhead - 16
+        if len(wire.encode(probe)) > room:
+            raise ValueError(f"query does not fit in one datagram ({room} bytes)")
+        ltime = self.query_clock.increment()
+        qid = core.rng.getrandbits(32)
+        while qid in self._pending:
+            qid = core.rng.getrandbits(32)
+        pending = _Pending(ltime, name, deadline=now + timeout)
+        self._pending[qid] = pending
+        core._at(now + timeout, _SERF_TIMER, ("done", qid))
+        if want_ack:
+            core._at(now + timeout / 2, _SERF_TIMER, ("resend", qid))
+        msg = attrs.evolve(probe, ltime=ltime, id=qid)
         pending.msg = msg
         self.on_query(now, "", msg, None, False)
         return qid

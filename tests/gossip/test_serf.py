@@ -183,3 +183,24 @@ def test_queries_reach_every_member_even_with_a_tiny_retransmit_limit(cluster_fa
     # every member saw each query exactly once
     for x in c.sim.names:
         assert sorted(q.id for q in of(c, x, ev.Query)) == sorted(ids)
+
+
+def test_full_size_tags_events_and_queries_never_make_an_oversize_datagram(cluster_factory):
+    from clusterfunk.gossip.core import encoded_tags_size
+
+    tags = {f"n{i}": {"ep.raft": f"n{i}:8300", "blob": chr(96 + i) * 470} for i in range(1, 13)}
+    assert all(encoded_tags_size(t) <= 512 for t in tags.values())
+    c = cluster_factory(12, seed=32, tags=tags)
+    c.run(10.0)
+    c.call("n3", lambda core, now: core.user_event(now, "big", b"p" * 500))
+    c.call("n4", lambda core, now: core.query(now, "big", b"q" * 1000))
+    c.call("n5", lambda core, now: core.set_tags(now, {"blob": "z" * 500}))
+    c.run(60.0)
+    assert all(c.driver(x).stats.oversize == 0 for x in c.sim.names)
+    assert all(c.driver(x).stats.datagrams_out > 0 for x in c.sim.names)
+    for x in c.sim.names:
+        assert c.core(x).member("n5").tags == {"blob": "z" * 500}
+        assert c.core(x).member("n7").tags == tags["n7"]
+        assert [e.name for e in of(c, x, ev.UserEvent)] == ["big"]
+    with pytest.raises(ValueError):  # a query whose filters cannot fit a datagram
+        c.call("n1", lambda core, now: core.query(now, "q", b"", filter_nodes=["x" * 60] * 30))
