@@ -293,40 +293,36 @@ class SimClient:
             self._read_index(app, target, attempt)
             return
         cmd = op["cmd"]
+
+        def propose(core: Any, now: float) -> None:
+            index, term = core.propose(now, cmd)
+            op["accepted"] = True
+
+            def applied(t: int, result: Any) -> None:
+                if t == term:
+                    if op["op"] != "get":
+                        self.wl.acked.append((index, term))
+                    self._reply(attempt, self._finish, "ok", result)
+                else:  # overwritten at that index: it can never commit
+                    self._reply(attempt, self._finish, "fail", None)
+
+            # Registered inside the step: a single voter applies before the step's
+            # events are dispatched.
+            app.applied_waiters.setdefault(index, []).append(applied)
+
         try:
-            index, term = app.driver.call(lambda core, now: core.propose(now, cmd))
+            app.driver.call(propose)
         except NotLeader as exc:
             self._reply(attempt, self._redirect, target, exc.leader_id)
-            return
         except RaftError as exc:
             self._reply(attempt, self._finish, "fail", None)
             self.wl.refusals.append(f"{target}: {exc}")
-            return
-        op["accepted"] = True
-
-        def applied(t: int, result: Any) -> None:
-            if t == term:
-                if op["op"] != "get":
-                    self.wl.acked.append((index, term))
-                self._reply(attempt, self._finish, "ok", result)
-            else:  # overwritten at that index: it can never commit
-                self._reply(attempt, self._finish, "fail", None)
-
-        app.applied_waiters.setdefault(index, []).append(applied)
 
     def _read_index(self, app: RaftApp, target: str, attempt: int) -> None:
         op = self.op
         assert op is not None
         self.wl.read_ctx += 1
         ctx = self.wl.read_ctx
-        try:
-            app.driver.call(lambda core, now: core.read_index(now, ctx))
-        except NotLeader as exc:
-            self._reply(attempt, self._redirect, target, exc.leader_id)
-            return
-        except RaftError:
-            self._reply(attempt, self._redirect, target, None)
-            return
         key = op["key"]
 
         def done(ok: bool) -> None:
@@ -335,7 +331,15 @@ class SimClient:
             else:
                 self._reply(attempt, self._redirect, target, None)
 
-        app.read_waiters[ctx] = done
+        app.read_waiters[ctx] = done  # before the call: it may be ready within it
+        try:
+            app.driver.call(lambda core, now: core.read_index(now, ctx))
+        except NotLeader as exc:
+            app.read_waiters.pop(ctx, None)
+            self._reply(attempt, self._redirect, target, exc.leader_id)
+        except RaftError:
+            app.read_waiters.pop(ctx, None)
+            self._reply(attempt, self._redirect, target, None)
 
     def _redirect(self, target: str, leader: str | None) -> None:
         self.leader = leader if leader != target else None

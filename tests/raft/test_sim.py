@@ -212,3 +212,13 @@ def test_simulate_cli_exit_status_fails_on_violation(monkeypatch, capsys):
     )
     assert rc == 1
     assert "linearizability" in capsys.readouterr().out
+
+
+def test_single_node_cluster_answers_every_operation():
+    sim = Simulation(4)
+    wl = workload(nodes=1, duration=15.0)
+    wl.setup(sim)
+    sim.run_until(15.0)
+    summary = wl.finish(sim)
+    assert summary["violations"] == []
+    assert summary["ops"]["ok"] > 100 and summary["ops"]["unknown"] == 0
