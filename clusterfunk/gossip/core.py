@@ -472,7 +472,12 @@ class GossipCore:
         """Rule (SWIM protocol period): once per (awareness-scaled) probe interval, ping
         the next member in round-robin order."""
         interval = self.awareness.scale_timeout(self.config.probe_interval)
+        self._start_probe(now, interval)
+        # Pushed after the probe's own end-of-period timer, so that at the same
+        # instant the old probe is concluded before the next one starts.
         self._at(now + interval, _PROBE)
+
+    def _start_probe(self, now: float, interval: float) -> None:
         if self.leaving or self._probe is not None:
             return
         target = self.ring.next_target(self.table.names, self._probe_accept)

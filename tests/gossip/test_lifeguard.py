@@ -3,6 +3,7 @@ system, local health, and the confirmation-shortened suspicion timeout."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from clusterfunk import wire
@@ -97,12 +98,12 @@ def test_health_rises_on_missed_acks_and_missing_nacks_and_scales_timeouts():
     feed(a, now + 0.1, Nack(probe.seq, "x"))
     end = now + 1.0
     a.on_tick(end)
-    a.drain()
+    out = a.drain()
     assert a.health_score == 2
     assert a.member(target).status == "suspect"
-    # the next probe's timeout is scaled by score + 1 = 3
-    t0, ping2 = run_until_send(a, end, end + 10, lambda s: find(s, Ping) is not None)
-    p2 = find(ping2, Ping)
+    # the next probe starts at the same instant, its timeouts scaled by score + 1 = 3
+    t0 = end
+    (p2,) = [find(s, Ping) for s in out.sends if find(s, Ping) is not None]
     deadlines = sorted(t for t, _s, kind, key in a._timers if key == p2.seq)
     assert abs(deadlines[0] - t0 - LAN.probe_timeout * 3) < 1e-9  # probe timeout x 3
     assert abs(deadlines[1] - t0 - LAN.probe_interval * 3) < 1e-9  # protocol period x 3
@@ -161,3 +162,26 @@ def test_unconfirmed_suspicion_waits_for_the_max_timeout():
     a.on_tick(10.0 + s.max_timeout)
     a.drain()
     assert a.member("n2").status == "dead"
+
+
+def test_a_failed_probe_does_not_cost_the_next_protocol_period():
+    import attrs
+
+    # no health scaling, so every protocol period is exactly one probe interval
+    a = GossipCore("a", "a:7946", random.Random(7), attrs.evolve(LAN, awareness_max_multiplier=1))
+    a.start(0.0)
+    for i in range(10):
+        feed(a, 0.0, Alive(0, f"m{i}", f"m{i}:7946", {}))
+    pings = []
+    now = 0.0
+    while now < 8.0:  # nobody ever answers (and nobody dies within 8 s)
+        now = a.next_deadline()
+        a.on_tick(now)
+        out = a.drain()
+        for s in out.sends if out else []:
+            p = find(s, Ping)
+            if p is not None and s.dest != "a:7946":
+                pings.append(now)
+    gaps = [round(t2 - t1, 9) for t1, t2 in itertools.pairwise(pings)]
+    assert len(pings) >= 7 and set(gaps) == {LAN.probe_interval}
+    assert a.stats["probe_failures"] >= 6
