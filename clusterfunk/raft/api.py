@@ -35,8 +35,9 @@ import itertools
 import math
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import weakref
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
@@ -58,6 +59,52 @@ class Timeout(_errors.RaftError):
 
 class NodeStopped(_errors.RaftError):
     """The node was closed while the operation was pending."""
+
+
+class EventStream:
+    """One subscriber's event queue (see :meth:`RaftNode.events`): an async iterator
+    and an async context manager that unsubscribes on exit. A stream dropped
+    without closing is unsubscribed when it is garbage collected."""
+
+    def __init__(
+        self,
+        node: RaftNode,
+        send: trio.MemorySendChannel[Any],
+        recv: trio.MemoryReceiveChannel[Any],
+    ) -> None:
+        self._node = node
+        self._send = send
+        self._recv = recv
+        weakref.finalize(self, recv.close)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> Any:
+        """The next queued event; raises ``trio.WouldBlock`` if there is none."""
+        return self._recv.receive_nowait()
+
+    def close(self) -> None:
+        subs = self._node._subscribers
+        if self._send in subs:
+            subs.remove(self._send)
+        self._send.close()
+        self._recv.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class _StepEnd:
@@ -407,24 +454,19 @@ class RaftNode:
                         return self.leader
         raise Timeout(f"no leader within {timeout} s")
 
-    @asynccontextmanager
-    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
-        """Subscribe to role, leader and configuration change events::
+    def events(self) -> EventStream:
+        """Subscribe to role, leader and configuration change events (from now on)::
 
+            async for ev in node.events(): ...          # or, to unsubscribe on exit:
             async with node.events() as events:
                 async for ev in events: ...
 
-        The queue is unbounded and per subscriber: nothing is ever dropped.
+        The queue is unbounded and per subscriber: nothing is ever dropped. The
+        stream ends when the node stops.
         """
         send, recv = trio.open_memory_channel[Any](math.inf)
         self._subscribers.append(send)
-        try:
-            yield recv
-        finally:
-            if send in self._subscribers:
-                self._subscribers.remove(send)
-            send.close()
-            recv.close()
+        return EventStream(self, send, recv)
 
     # -- internals ---------------------------------------------------------------
 
@@ -536,8 +578,14 @@ class RaftNode:
             reads, self._reads = self._reads, {}
             for cb in reads.values():
                 cb(None, lost)
+        gone = None
         for ch in self._subscribers:
-            ch.send_nowait(ev)
+            try:
+                ch.send_nowait(ev)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                gone = [*(gone or []), ch]  # its reader was closed or collected
+        for ch in gone or ():
+            self._subscribers.remove(ch)
 
     def _on_applied(self, index: int, term: int, result: Any) -> None:
         p = self._pending.pop(index, None)

@@ -248,3 +248,25 @@ async def test_single_node_on_port_zero_bootstraps_itself():
         assert node.is_leader
         assert await node.apply(kv.encode_put("a", "1"), timeout=2) is None
         assert await node.read(lambda sm: sm.get("a"), timeout=2) == "1"
+
+
+async def test_events_plain_async_for_and_unsubscribe():
+    import gc
+
+    async with RaftNode(
+        "solo", "127.0.0.1:0", storage=MemoryStorage(), state_machine=kv.KVStore(), config=CFG
+    ) as node:
+        stream = node.events()
+        with trio.fail_after(5):
+            async for ev in stream:  # the election of the only voter
+                if isinstance(ev, rev.LeaderChanged) and ev.leader_id == "solo":
+                    break
+        assert len(node._subscribers) == 1
+        del stream, ev
+        gc.collect()
+        # a dropped stream is unsubscribed at the next event
+        await node.add_nonvoter("ghost", "127.0.0.1:9", timeout=2)
+        assert node._subscribers == []
+        async with node.events() as events:
+            assert len(node._subscribers) == 1
+        assert node._subscribers == [] and events is not None
