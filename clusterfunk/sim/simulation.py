@@ -64,6 +64,11 @@ class SimClock:
             return
         sim = self._sim
         t = self.to_true(deadline)
+        # Invariant: at true time t the local clock reads >= deadline (rounding in
+        # to_true can land one ulp early, which would make the wake-up spurious forever).
+        scale = 1.0 + self.drift
+        while t * scale + self.offset < deadline:
+            t = math.nextafter(t, math.inf)
         if t < sim.now:
             t = sim.now
         sim._push(t, _TIMER, driver, token, host.name)

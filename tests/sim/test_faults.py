@@ -201,3 +201,19 @@ def test_timers_are_not_fired_for_stopped_nodes() -> None:
     sim.run_until(5)
     assert core.ticks == []
     assert core.wake_at == 1.0  # never ticked
+
+
+def test_skewed_timers_fire_at_or_after_their_local_deadline() -> None:
+    sim, drivers = recorder_sim(1, seed=2)
+    core = sim.app("n1")
+    sim.set_skew("n1", offset=0.123456789, drift=0.0137)
+    clock = sim.hosts["n1"].clock
+    deadlines = []
+    for i in range(2000):
+        deadline = clock.now() + (i % 97) * 0.00005 + 1e-9
+        deadlines.append(deadline)
+        drivers["n1"].call(lambda c, now, d=deadline: setattr(c, "wake_at", d))
+        sim.run_until(sim.now + 0.01)
+    assert len(core.ticks) == 2000
+    assert all(t >= d for t, d in zip(core.ticks, deadlines, strict=True))
+    assert sim.stats["events"] < 2000 * 3  # no spin of spurious wake-ups
