@@ -134,6 +134,9 @@ class GossipCore:
     """One gossip member. ``name`` identifies it (``"n1"``), ``addr`` is its
     advertised ``host:port``; ``rng`` is its only source of randomness."""
 
+    #: Re-gossip the entries learnt from a seed's join reply (memberlist does). Off:
+    #: they are news to nobody but the joiner, and a mass join then floods far less;
+    #: the extra push-pull after joining repairs what concurrent joins miss.
     REBROADCAST_JOIN = False
 
     def __init__(
@@ -854,9 +857,10 @@ class GossipCore:
         self._push_pull_once(now)
 
     def _push_pull_once(self, now: float) -> None:
-        """Rule (anti-entropy after join): one push-pull with a random live member a few
-        protocol periods after joining, so that members who joined concurrently (and
-        whose alive gossip was spent before we were known) converge at once."""
+        """One push-pull with a random alive member: the periodic round, and (rule,
+        ours: anti-entropy after join) once 2-5 protocol periods after joining, so
+        that members who joined concurrently -- whose alive gossip was spent before
+        we were known -- converge at once instead of a push-pull interval later."""
         if self.leaving:
             return
         me = self.name
@@ -900,7 +904,8 @@ class GossipCore:
     ) -> None:
         """Rule (memberlist push-pull): answer an initiating push-pull with our state,
         then merge the remote state."""
-        if not stream:
+        clocks = (msg.member_ltime, msg.event_ltime, msg.query_ltime)
+        if not stream or not all(0 <= t <= MAX_INCARNATION for t in clocks):
             self.stats["invalid"] += 1  # full state only travels on streams
             return
         if not msg.reply:
@@ -912,10 +917,6 @@ class GossipCore:
             self._out.emit("gossip.joined", via=msg.source)
             interval = self.config.probe_interval
             self._at(now + interval * (2.0 + 3.0 * self.rng.random()), _SETTLE)
-        clocks = (msg.member_ltime, msg.event_ltime, msg.query_ltime)
-        if not all(0 <= t <= MAX_INCARNATION for t in clocks):
-            self.stats["invalid"] += 1
-            return
         self.member_clock.witness(msg.member_ltime)
         self.serf.witness(msg.event_ltime, msg.query_ltime)
         self.serf.merge_events(now, msg.events)
