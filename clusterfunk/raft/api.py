@@ -376,11 +376,16 @@ class RaftNode:
         return await self._wait(w, timeout, lambda: self._pending.pop(index, None))
 
     async def read(
-        self, query: Callable[[Any], Any] | None = None, timeout: float | None = None
+        self,
+        query: Callable[[Any], Any] | None = None,
+        timeout: float | None = None,
+        *,
+        lease: bool = False,
     ) -> Any:
         """A linearizable read: confirm leadership with a quorum (ReadIndex),
         wait until that index is applied here, then return ``query(state_machine)``
-        (or None without a query)."""
+        (or None without a query). ``lease=True`` skips the quorum round while the
+        leader's lease holds (relies on bounded clock drift: see docs/raft.md)."""
         drv = self._running()
         ctx = next(self._seq)
         w = _Waiter()
@@ -393,7 +398,7 @@ class RaftNode:
 
         self._reads[ctx] = ready
         try:
-            drv.call(lambda core, now: core.read_index(now, ctx))
+            drv.call(lambda core, now: core.read_index(now, ctx, lease))
         except BaseException:
             self._reads.pop(ctx, None)
             raise

@@ -103,6 +103,7 @@ async def test_apply_read_and_not_leader():
         assert await lead.apply(kv.encode_cas("k", "v1", "v2"), timeout=2) is True
         assert await lead.apply(kv.encode_get("k"), timeout=2) == "v2"
         assert await lead.read(lambda sm: sm.get("k"), timeout=2) == "v2"
+        assert await lead.read(lambda sm: sm.get("k"), timeout=2, lease=True) == "v2"
         assert lead.commit_index >= 4 and lead.term >= 1
         assert sorted(lead.configuration.voters) == ["n1", "n2", "n3"]
         follower = next(n for n in nodes.values() if n is not lead)
