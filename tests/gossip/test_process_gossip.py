@@ -3,6 +3,7 @@ SIGKILLed and every survivor declares it dead."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,10 +18,13 @@ import pytest
 NAMES = ["p1", "p2", "p3", "p4", "p5"]
 
 
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+
 class Proc:
-    def __init__(self, name: str, seeds: str = "") -> None:
+    def __init__(self, name: str, seeds: str = "", extra: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "clusterfunk", "gossip-node", "--name", name,
-               "--bind", "127.0.0.1:0", "--profile", "local"]
+               "--bind", "127.0.0.1:0", "--profile", "local", "--key", KEY, *extra]
         if seeds:
             cmd += ["--seeds", seeds]
         self.name = name
@@ -64,10 +68,12 @@ class Proc:
         return v
 
 
-def test_five_processes_sigkill_one() -> None:
+def test_five_processes_sigkill_one(tmp_path) -> None:
+    """Five keyed (AES-GCM sealed) processes; p1 also writes the audit trace."""
+    trace = tmp_path / "p1.jsonl"
     procs: list[Proc] = []
     try:
-        first = Proc("p1")
+        first = Proc("p1", extra=("--trace", str(trace)))
         procs.append(first)
         addr = first.wait(lambda r: r["ev"] == "listening", 20)["addr"]
         for name in NAMES[1:]:
@@ -96,6 +102,13 @@ def test_five_processes_sigkill_one() -> None:
         assert procs[1].p.wait(15) == 0
         procs[0].wait(lambda r: r["ev"] == "member" and r["member"] == "p2"
                       and r["type"] == "left", 15)
+        procs[0].p.send_signal(signal.SIGINT)
+        assert procs[0].p.wait(15) == 0
+        recs = [json.loads(line) for line in trace.read_text().splitlines()]
+        assert all(list(r)[:3] == ["t", "node", "ev"] and r["node"] == "p1" for r in recs)
+        verdicts = {(r["member"], r["status"]) for r in recs if r["ev"] == "gossip.member"}
+        assert {("p3", "dead"), ("p2", "left"), ("p1", "left")} <= verdicts
+        assert not any(r["ev"] == "net.malformed" for r in recs)
     finally:
         for p in procs:
             if p.p.poll() is None:
