@@ -165,3 +165,27 @@ async def test_event_stream_never_drops() -> None:
                 names.append(ev.name)
         assert sorted(names, key=lambda x: int(x[1:])) == [f"e{i}" for i in range(200)]
         slow.close()
+
+
+async def test_garbage_datagrams_are_dropped_and_counted() -> None:
+    import random
+
+    from clusterfunk.runtime.api import split_address
+
+    rng = random.Random(5)
+    async with (
+        GossipNode("a", config=FAST, keyring=Keyring([K1])) as a,
+        GossipNode("b", config=FAST, keyring=Keyring([K1]), seeds=[a.address]) as b,
+    ):
+        host, port = split_address(a.address)
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            for i in range(200):
+                junk = rng.randbytes(rng.randrange(0, 300))
+                if i % 2:
+                    junk = b"\x01" + junk  # looks sealed, fails authentication
+                await sock.sendto(junk, (host, port))
+        await wait_for(lambda: a.stats.malformed >= 190)
+        assert a.codec.stats.auth_failed + a.codec.stats.bad_header == a.stats.malformed
+        await trio.sleep(0.5)
+        assert {m.name: m.status for m in b.members()} == {"a": "alive", "b": "alive"}
