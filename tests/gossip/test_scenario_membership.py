@@ -236,3 +236,20 @@ def test_property_restart_rejoins_above_every_incarnation_seen(
     assert not [
         r for r in c.tracer.of("gossip.member") if r["status"] == "dead" and r["member"] != "n2"
     ]
+
+
+def test_a_paused_member_declared_dead_refutes_when_it_resumes(cluster_factory):
+    c = cluster_factory(5, seed=12)
+    c.run(10.0)
+    c.sim.pause("n3")  # a long GC pause / SIGSTOP
+    c.run(70.0)
+    assert all(c.view(x, "n3")[0] == "dead" for x in c.sim.names if x != "n3")
+    c.sim.resume("n3")
+    c.run(140.0)  # a push-pull or a reconnect tells n3 it was declared dead
+    assert c.all_alive()
+    inc = c.core("n3").incarnation
+    assert inc >= 1
+    assert all(c.view(x, "n3") == ("alive", inc) for x in c.sim.names)
+    assert [r["incarnation"] for r in c.tracer.of("gossip.refute") if r["node"] == "n3"][-1] == inc
+    # nobody but the paused member was ever declared dead
+    assert {r["member"] for r in c.tracer.of("gossip.member") if r["status"] == "dead"} == {"n3"}
