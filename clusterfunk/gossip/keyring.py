@@ -116,6 +116,7 @@ class Keyring:
             raise KeyringError("the primary key must be one of the installed keys")
         self._primary = primary
         self._order: list[bytes] = []
+        self._order_ciphers: tuple[AESGCM, ...] = ()
         self._reorder()
 
     @classmethod
@@ -126,6 +127,7 @@ class Keyring:
     def _reorder(self) -> None:
         # Receivers try the primary first: it opens almost every packet.
         self._order = [self._primary, *[k for k in self._keys if k != self._primary]]
+        self._order_ciphers = tuple(self._ciphers[k] for k in self._order)
 
     @property
     def primary(self) -> bytes:
@@ -175,9 +177,9 @@ class Keyring:
     def cipher(self, key: bytes) -> AESGCM:
         return self._ciphers[key]
 
-    def ciphers(self) -> list[AESGCM]:
+    def ciphers(self) -> tuple[AESGCM, ...]:
         """Ciphers in the order receivers try them (primary first)."""
-        return [self._ciphers[k] for k in self._order]
+        return self._order_ciphers
 
 
 @attrs.define
