@@ -105,6 +105,7 @@ class SafetyChecker:
         self.elections = 0
         self.applied: dict[int, tuple[int, str, str]] = {}  # index -> (term, digest, node)
         self.applies = 0
+        self.max_applied = 0
         self._next_apply: dict[str, int | None] = {}
         self._role: dict[str, tuple[str, int]] = {}
         self._tenure: dict[str, _Tenure] = {}
@@ -164,6 +165,8 @@ class SafetyChecker:
         first = self.applied.get(index)
         if first is None:
             self.applied[index] = (term, digest, node)
+            if index > self.max_applied:
+                self.max_applied = index
         elif first[0] != term or first[1] != digest:
             self._violation(
                 rec["t"],
@@ -195,10 +198,13 @@ class SafetyChecker:
         entry will be present in the logs of the leaders for all higher-numbered
         terms."""
         first, last = view.first_index, view.last_index
-        for index in sorted(self.applied):
-            if index < first:
-                continue  # compacted into the leader's snapshot
-            cterm = self.applied[index][0]
+        applied = self.applied
+        # Indexes below ``first`` are compacted into the leader's snapshot.
+        for index in range(max(first, 1), self.max_applied + 1):
+            known = applied.get(index)
+            if known is None:
+                continue
+            cterm = known[0]
             if cterm >= term:
                 continue  # not committed in an earlier term
             if index > last:
