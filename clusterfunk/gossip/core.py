@@ -109,6 +109,8 @@ def _valid_addr(addr: str) -> bool:
 
 def encoded_tags_size(tags: dict[str, str]) -> int:
     """Bytes of the tag map as encoded on the wire."""
+    if not tags:
+        return 1
     return len(msgpack.packb(tags, use_bin_type=True))
 
 

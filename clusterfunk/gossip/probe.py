@@ -30,7 +30,7 @@ class ProbeRing:
     def add(self, name: str) -> None:
         """Rule (memberlist): a new member goes to a random position of the ring, so
         that it is probed within one pass without disturbing the order of others."""
-        i = self.rng.randrange(len(self.order) + 1)
+        i = int(self.rng.random() * (len(self.order) + 1))  # cheaper than randrange
         self.order.insert(i, name)
         if i < self.pos:
             self.pos += 1

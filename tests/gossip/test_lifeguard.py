@@ -185,3 +185,27 @@ def test_a_failed_probe_does_not_cost_the_next_protocol_period():
     gaps = [round(t2 - t1, 9) for t1, t2 in itertools.pairwise(pings)]
     assert len(pings) >= 7 and set(gaps) == {LAN.probe_interval}
     assert a.stats["probe_failures"] >= 6
+
+
+def test_slow_member_causes_no_false_positive_with_lifeguard(cluster_factory):
+    """Lifeguard's scenario: one member is slow (modelled as 0.4 s extra one-way
+    latency with exponential jitter on all its links: its acks come back after
+    about the probe timeout), 1 % loss everywhere. Others do suspect it, it refutes;
+    nobody is ever declared dead, and the slow member's own health score rises (its
+    probes slow down and wait longer). The one-hour, 20-node comparison with
+    Lifeguard switched off is in docs/gossip.md (0 versus 2-4 false deaths)."""
+    from clusterfunk.sim.netmodel import LinkConfig
+
+    c = cluster_factory(10, seed=13, link=LinkConfig(loss=0.01))
+    slow = LinkConfig(loss=0.01, latency=0.4, jitter=0.1)
+    for x in c.sim.names:
+        if x != "n5":
+            c.sim.set_link("n5", x, slow)
+            c.sim.set_link(x, "n5", slow)
+    c.run(600.0)
+    recs = c.tracer.of("gossip.member")
+    assert not [r for r in recs if r["status"] == "dead"]
+    assert [r for r in recs if r["status"] == "suspect" and r["member"] == "n5"]  # it was hard
+    assert c.core("n5").health_score >= 3
+    assert c.core("n5").stats["refutes"] > 0
+    assert c.all_alive()
