@@ -377,6 +377,10 @@ class GossipCore:
         self._gossip_round(now, reschedule=False)
 
     def pending_broadcasts(self) -> int:
+        """Updates still queued for dissemination (0 when there is nobody left to
+        send them to, so that a lone node's leave does not wait forever)."""
+        if self.table.live_count <= 1:
+            return 0
         return len(self.broadcasts)
 
     def set_tags(self, now: float, tags: dict[str, str]) -> None:

@@ -253,3 +253,17 @@ def test_a_paused_member_declared_dead_refutes_when_it_resumes(cluster_factory):
     assert [r["incarnation"] for r in c.tracer.of("gossip.refute") if r["node"] == "n3"][-1] == inc
     # nobody but the paused member was ever declared dead
     assert {r["member"] for r in c.tracer.of("gossip.member") if r["status"] == "dead"} == {"n3"}
+
+
+def test_leave_drains_its_broadcasts_and_a_lone_node_has_nothing_pending(cluster_factory):
+    c = cluster_factory(4, seed=14)
+    c.run(10.0)
+    c.call("n2", lambda core, now: core.leave(now))
+    assert c.core("n2").pending_broadcasts() > 0
+    c.run(13.0)
+    assert c.core("n2").pending_broadcasts() == 0
+    assert all(c.view(x, "n2")[0] == "left" for x in ("n1", "n3", "n4"))
+    lone = cluster_factory(1, seed=15)
+    lone.run(5.0)
+    lone.call("n1", lambda core, now: core.leave(now))
+    assert lone.core("n1").pending_broadcasts() == 0
