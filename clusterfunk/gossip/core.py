@@ -69,7 +69,7 @@ from clusterfunk.gossip.probe import Probe, ProbeRing, Relay
 from clusterfunk.gossip.serf import Serf
 from clusterfunk.gossip.state import Member, MemberRecord, MemberTable
 from clusterfunk.gossip.vivaldi import VivaldiClient, distance
-from clusterfunk.runtime.api import Output, Send, split_address
+from clusterfunk.runtime.api import Output, Send
 
 _send = Send
 
@@ -100,11 +100,9 @@ def _valid_name(name: str) -> bool:
 
 
 def _valid_addr(addr: str) -> bool:
-    try:
-        split_address(addr)
-    except ValueError:
-        return False
-    return True
+    """``host:port`` as :func:`clusterfunk.runtime.api.split_address` accepts it."""
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit() and int(port) < 65536)
 
 
 def encoded_tags_size(tags: dict[str, str]) -> int:

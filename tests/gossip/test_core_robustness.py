@@ -150,7 +150,9 @@ def test_counted_drops(cluster_factory):
         Ping(1, "somebody-else", "n2", "n2:7946"),  # misdirected
         Suspect(0, "ghost", "n2"),  # unknown member
         Dead(0, "ghost", "n2"),
-        Alive(0, "bad", "no-port", {}),  # invalid address
+        Alive(0, "bad", "no-port", {}),  # invalid addresses
+        Alive(0, "bad", "h:\u00b2", {}),
+        Alive(0, "bad", "h:99999", {}),
         PushPull("n2", "n2:7946", False, False, (), 0, 0, 0),  # full state by datagram
     ]
     for m in feed:
@@ -159,7 +161,7 @@ def test_counted_drops(cluster_factory):
     assert s["malformed"] - before["malformed"] == 2
     assert s["misdirected"] - before["misdirected"] == 1
     assert s["unknown_member"] - before["unknown_member"] == 2
-    assert s["invalid"] - before["invalid"] == 2
+    assert s["invalid"] - before["invalid"] == 4
     # stale incarnation: n2 is at some incarnation; an older suspicion is ignored
     c.call("n2", lambda core, now: core.set_tags(now, {"v": "2"}))
     c.run(c.sim.now + 3.0)
