@@ -108,7 +108,7 @@ class TrioClock:
 @asynccontextmanager
 async def open_driver(
     node: str,
-    core: Core,
+    core: Core | Callable[[str], Core],
     bind: str,
     *,
     advertise: str | None = None,
@@ -122,6 +122,11 @@ async def open_driver(
 
     ``driver.transport.local_address`` is the advertised ``host:port`` (``advertise``,
     or the bound address with the real port when ``bind`` asked for port 0).
+
+    ``core`` may also be a factory ``core(local_address) -> Core``: it is called
+    once the sockets are bound, so a core that must know its own address (gossip
+    members, Raft servers) can be built with the real port when ``bind`` used
+    port 0, without a race for a free port.
     """
     holder: list[Driver] = []
 
@@ -140,6 +145,8 @@ async def open_driver(
         trio.open_nursery() as nursery,
     ):
         clock = TrioClock(nursery, on_handler_error=count)
+        if not hasattr(core, "on_message"):  # a factory, waiting for the bound address
+            core = core(transport.local_address)
         driver = Driver(
             node,
             core,

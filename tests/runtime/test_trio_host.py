@@ -118,3 +118,16 @@ async def test_advertise_is_the_local_address() -> None:
     async with open_driver("n1", core, "0.0.0.0:0", advertise="127.0.0.1:0") as d:
         assert d.transport.local_address.startswith("127.0.0.1:")
         assert not d.transport.local_address.endswith(":0")
+
+
+async def test_a_core_factory_is_built_with_the_bound_address() -> None:
+    seen: list[str] = []
+
+    def factory(address: str) -> PingCore:
+        seen.append(address)
+        return PingCore(address, [], random.Random(1), interval=math.inf)
+
+    async with open_driver("n1", factory, LOOP) as d:
+        assert seen == [d.transport.local_address]
+        assert not d.transport.local_address.endswith(":0")
+        assert d.core.me == d.transport.local_address
