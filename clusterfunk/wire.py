@@ -81,41 +81,68 @@ def registered_tags() -> dict[int, type]:
 # Compilation of per-class encoders and validating decoders.
 
 
+_PRIMITIVE_NAMES = {int: "int", str: "str", bytes: "bytes", bool: "bool"}
+
+
 def _compile(cls: type) -> None:
+    """Generate a straight-line encoder and a validating decoder for ``cls``.
+
+    The generated code checks primitive fields inline (``type(v) is int`` and so
+    on; ``bool`` is never accepted for ``int``) and calls a converter only for
+    composite fields, which keeps decoding of large push-pull states and log
+    batches cheap.
+    """
     if cls in _ENCODERS:
         return
     if not attrs.has(cls):
         raise TypeError(f"{cls!r} is not an attrs class")
     attrs.resolve_types(cls)
     fields = attrs.fields(cls)
-    names = [f.name for f in fields]
-    enc_conv = [_encoder_for(f.type) for f in fields]
-    dec_conv = [_decoder_for(f.type, f"{cls.__name__}.{f.name}") for f in fields]
-    n = len(names)
-
-    if all(c is None for c in enc_conv):
-
-        def encode(obj: Any, _names: list[str] = names) -> list[Any]:
-            d = obj.__dict__ if hasattr(obj, "__dict__") else None
-            if d is not None:
-                return [d[k] for k in _names]
-            return [getattr(obj, k) for k in _names]
-
-    else:
-        pairs = list(zip(names, enc_conv, strict=True))
-
-        def encode(obj: Any, _pairs: list[Any] = pairs) -> list[Any]:
-            return [(c(getattr(obj, k)) if c is not None else getattr(obj, k)) for k, c in _pairs]
-
     cname = cls.__name__
+    n = len(fields)
+    ns: dict[str, Any] = {"_cls": cls, "_E": WireError, "int": int, "float": float}
 
-    def decode(raw: Any) -> Any:
-        if type(raw) is not list or len(raw) != n:
-            raise WireError(f"{cname}: expected {n} fields")
-        return cls(*[conv(v) for conv, v in zip(dec_conv, raw, strict=True)])
+    parts = []
+    for i, f in enumerate(fields):
+        conv = _encoder_for(f.type)
+        if conv is None:
+            parts.append(f"obj.{f.name}")
+        else:
+            ns[f"_e{i}"] = conv
+            parts.append(f"_e{i}(obj.{f.name})")
+    enc_src = f"def encode(obj):\n    return [{', '.join(parts)}]\n"
 
-    _ENCODERS[cls] = encode
-    _DECODERS[cls] = decode
+    names = [f"f{i}" for i in range(n)]
+    lines = [
+        "def decode(raw):",
+        f"    if type(raw) is not list or len(raw) != {n}:",
+        f"        raise _E('{cname}: expected {n} fields')",
+    ]
+    if n:
+        lines.append(f"    {', '.join(names)}{',' if n == 1 else ''} = raw")
+    for i, f in enumerate(fields):
+        v = names[i]
+        where = f"{cname}.{f.name}"
+        tp = f.type
+        if tp in _PRIMITIVE_NAMES:
+            tname = _PRIMITIVE_NAMES[tp]
+            lines.append(f"    if type({v}) is not {tname}:")
+            lines.append(f"        raise _E('{where}: expected {tname}')")
+        elif tp is float:
+            lines.append(f"    if type({v}) is not float:")
+            lines.append(f"        if type({v}) is not int:")
+            lines.append(f"            raise _E('{where}: expected float')")
+            lines.append(f"        {v} = float({v})")
+        elif tp is Any:
+            pass
+        else:
+            ns[f"_d{i}"] = _decoder_for(tp, where)
+            lines.append(f"    {v} = _d{i}({v})")
+    lines.append(f"    return _cls({', '.join(names)})")
+    dec_src = "\n".join(lines) + "\n"
+    exec(compile(enc_src + dec_src, f"<wire codec for {cname}>", "exec"), ns)
+    _ENCODERS[cls] = ns["encode"]
+    _DECODERS[cls] = ns["decode"]
 
 
 def _encoder_for(tp: Any) -> Callable[[Any], Any] | None:
@@ -206,17 +233,41 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
     if origin is tuple:
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"{where}: only tuple[X, ...] is supported")
-        conv = _decoder_for(args[0], where + "[]")
+        elem = args[0]
+        if elem in _PRIMITIVE_NAMES:  # validate in one pass, no call per element
+
+            def dec_prim_tuple(v: Any) -> tuple[Any, ...]:
+                if type(v) is not list:
+                    raise WireError(f"{where}: expected array")
+                for x in v:
+                    if type(x) is not elem:
+                        raise WireError(f"{where}[]: expected {_PRIMITIVE_NAMES[elem]}")
+                return tuple(v)
+
+            return dec_prim_tuple
+        conv = _decoder_for(elem, where + "[]")
 
         def dec_tuple(v: Any) -> tuple[Any, ...]:
             if type(v) is not list:
                 raise WireError(f"{where}: expected array")
-            return tuple([conv(x) for x in v])
+            return tuple(map(conv, v))
 
         return dec_tuple
     if origin is dict:
-        kconv = _decoder_for(args[0], where + ".key")
-        vconv = _decoder_for(args[1], where + ".value")
+        kt, vt = args
+        if kt in _PRIMITIVE_NAMES and vt in _PRIMITIVE_NAMES:
+
+            def dec_prim_dict(v: Any) -> dict[Any, Any]:
+                if type(v) is not dict:
+                    raise WireError(f"{where}: expected map")
+                for k, x in v.items():
+                    if type(k) is not kt or type(x) is not vt:
+                        raise WireError(f"{where}: expected map of {kt.__name__} to {vt.__name__}")
+                return v  # a fresh dict made by the unpacker: safe to keep
+
+            return dec_prim_dict
+        kconv = _decoder_for(kt, where + ".key")
+        vconv = _decoder_for(vt, where + ".value")
 
         def dec_dict(v: Any) -> dict[Any, Any]:
             if type(v) is not dict:
@@ -226,17 +277,9 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
         return dec_dict
     if attrs.has(tp):
         _compile(tp)
-        inner_dec = _DECODERS[tp]
-
-        def dec_struct(v: Any) -> Any:
-            try:
-                return inner_dec(v)
-            except (TypeError, ValueError) as exc:
-                if isinstance(exc, WireError):
-                    raise
-                raise WireError(f"{where}: {exc}") from None
-
-        return dec_struct
+        # Validators of nested classes raise TypeError/ValueError; decode() turns
+        # those into WireError at the top.
+        return _DECODERS[tp]
     raise TypeError(f"unsupported wire field type {tp!r} at {where}")
 
 
