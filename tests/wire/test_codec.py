@@ -144,3 +144,33 @@ def test_unregistered_and_duplicate_tags() -> None:
     with pytest.raises(ValueError, match="already used"):
         wire.message(1)(NotOnWire)
     assert wire.registered_tags()[2] is Pong
+
+
+@wire.struct
+@attrs.frozen
+class Positive:
+    n: int = attrs.field(validator=attrs.validators.ge(1))
+
+
+@wire.message(13)
+@attrs.frozen
+class Holder:
+    items: tuple[Positive, ...]
+    names: tuple[str, ...]
+    tags: dict[str, int]
+
+
+def test_nested_validators_and_container_element_types_are_enforced() -> None:
+    ok = Holder((Positive(1), Positive(2)), ("a", "b"), {"x": 1})
+    assert wire.decode(wire.encode(ok)) == ok
+    bad = [
+        [wire.WIRE_VERSION, 13, [[0]], [], {}],  # nested validator
+        [wire.WIRE_VERSION, 13, [[1, 2]], [], {}],  # nested arity
+        [wire.WIRE_VERSION, 13, [], ["a", 1], {}],  # element type
+        [wire.WIRE_VERSION, 13, [], [], {"x": "1"}],  # map value type
+        [wire.WIRE_VERSION, 13, [], [], {1: 1}],  # map key type
+        [wire.WIRE_VERSION, 13, [], [], {"x": True}],  # bool is not int
+    ]
+    for body in bad:
+        with pytest.raises(wire.WireError):
+            wire.decode(msgpack.packb(body, use_bin_type=True, strict_types=False))
