@@ -44,11 +44,18 @@ class Cluster:
         driver = host.driver(core, PORT)
         evs = self.events.setdefault(host.name, [])
         driver.subscribe(evs.append)
-        if self.join and host.name != "n1":
-            host.sim.at(
-                host.sim.now,
-                lambda: driver.running and driver.call(lambda c, now: c.join(now, [f"n1:{PORT}"])),
-            )
+        if self.join:
+            if host.incarnation > 1:  # a restart: rejoin through everybody else
+                seeds = [f"{x}:{PORT}" for x in host.sim.names if x != host.name]
+            elif host.name != "n1":
+                seeds = [f"n1:{PORT}"]
+            else:
+                seeds = []
+            if seeds:
+                host.sim.at(
+                    host.sim.now,
+                    lambda: driver.running and driver.call(lambda c, now: c.join(now, seeds)),
+                )
         return driver
 
     def driver(self, name: str) -> Any:
