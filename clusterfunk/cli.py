@@ -19,6 +19,7 @@ PLUGINS = (
     "clusterfunk.raft.process",
     "clusterfunk.gossip.process",
     "clusterfunk.demo.process",
+    "clusterfunk.cluster.process",
 )
 
 
