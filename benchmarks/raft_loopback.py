@@ -106,6 +106,16 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.wait(5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="cf-raft-bench-") as tmp:
         procs, client = start_cluster(args.nodes, args.store, tmp, args.profile, args.batch)
@@ -123,9 +133,13 @@ def run(args: argparse.Namespace) -> dict:
                 lat.append(time.perf_counter() - t0)
             lat.sort()
             cmds = [kv.encode_put(f"p{i % 1000}", value) for i in range(args.pipelined_ops)]
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
+            me0 = time.process_time()
             t0 = time.perf_counter()
             replies = c.pipeline(cmds, args.pipeline)
             wall = time.perf_counter() - t0
+            me = time.process_time() - me0
+            cpu = [cpu_seconds(p.pid) - c0 for p, c0 in zip(procs, cpu0, strict=True)]
             plat = sorted(r[1] - r[0] for r in replies)
             c.close()
         finally:
@@ -143,6 +157,9 @@ def run(args: argparse.Namespace) -> dict:
         "pipelined_ops": args.pipelined_ops,
         "value_bytes": args.value_bytes,
         "batching": args.batch,
+        # CPU per pipelined commit (us): each node process (n1 first), and the client
+        "cpu_us_per_op": [round(x / len(replies) * 1e6, 2) for x in cpu],
+        "client_cpu_us_per_op": round(me / len(replies) * 1e6, 2),
     }
 
 

@@ -224,6 +224,8 @@ class RaftNode:
             self.core = _make_core(
                 self.server_id, self.storage, self.state_machine, self.rng, self.config, bootstrap
             )
+            # No tracer, no reader of raft.apply records: skip their sha256 per entry.
+            self.core.trace_applies = self.tracer is not None
             self.driver = await stack.enter_async_context(
                 open_driver(
                     self.server_id,

@@ -311,8 +311,27 @@ class _Conn:
     async def _reader(self, nursery: trio.Nursery) -> None:
         buf = proto.FrameBuffer()
         node = self.node
+        raw = self.raw
+        burst = 0
         while True:
-            data = await self.stream.receive_some(1 << 20)
+            if raw is None:
+                data = await self.stream.receive_some(1 << 20)
+            else:
+                # Non-blocking reads on the stdlib socket: one scheduler pass per
+                # wake-up (receive_some adds a checkpoint per read); a checkpoint
+                # every 64 reads in a row keeps a busy client from starving others.
+                try:
+                    data = raw.recv(1 << 20)
+                except (BlockingIOError, InterruptedError):
+                    burst = 0
+                    await trio.lowlevel.wait_readable(raw)
+                    continue
+                except OSError:
+                    return
+                burst += 1
+                if burst >= 64:
+                    burst = 0
+                    await trio.lowlevel.checkpoint()
             if not data:
                 return
             try:
