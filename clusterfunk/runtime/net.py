@@ -155,8 +155,10 @@ class _Peer:
         "failures",
         "idle",
         "last_write",
+        "partial",
         "queue",
         "queued_bytes",
+        "raw",
         "wake",
         "writing",
     )
@@ -171,6 +173,12 @@ class _Peer:
         self.failures = 0
         self.idle = False
         self.last_write = 0.0
+        # The connected socket once the hello is out (None otherwise): lets
+        # send_frame write at once when the writer is idle (no task switch).
+        self.raw: stdsocket.socket | None = None
+        # The unsent tail of a frame send_frame wrote in part: belongs to the
+        # current connection only (dropped with it, never sent on a new one).
+        self.partial = b""
 
 
 class NetTransport:
@@ -270,6 +278,30 @@ class NetTransport:
         ):
             stats.frames_dropped_queue_full += 1
             return
+        raw = peer.raw
+        if raw is not None and not peer.queue and not peer.writing and not peer.partial:
+            # Fast path: the writer is idle, so nothing is ahead of this frame on the
+            # connection; hand it to the kernel now, without waking the writer task.
+            chunk = pack_length(n) + data
+            try:
+                sent = raw.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:  # broken: the writer (EOF watcher) reconnects
+                sent = -1
+            if sent >= 0:
+                stats.frames_queued += 1
+                stats.bytes_sent += sent
+                peer.last_write = trio.current_time()
+                if sent == len(chunk):
+                    stats.frames_sent += 1
+                    return
+                if sent > 0:
+                    peer.partial = chunk[sent:]
+                    stats.frames_sent += 1
+                    peer.wake.set()
+                    return
+                stats.frames_queued -= 1  # counted again below
         peer.queue.append(pack_length(n))
         peer.queue.append(data)
         peer.queued_bytes += n + 4
@@ -406,8 +438,28 @@ class NetTransport:
                 return
             src = reader.peer
             assert src is not None
+            raw = getattr(sock, "_sock", None)
+            burst = 0
             while True:
-                data = await stream.receive_some(min(max(65536, reader.wanted), 4 << 20))
+                size = min(max(65536, reader.wanted), 4 << 20)
+                if raw is None:
+                    data = await stream.receive_some(size)
+                else:
+                    # Non-blocking reads on the stdlib socket: one scheduler pass per
+                    # wake-up instead of receive_some's extra checkpoint per read; a
+                    # checkpoint every _RECV_BATCH reads keeps a busy peer fair.
+                    try:
+                        data = raw.recv(size)
+                    except (BlockingIOError, InterruptedError):
+                        burst = 0
+                        await trio.lowlevel.wait_readable(raw)
+                        continue
+                    except OSError:
+                        return
+                    burst += 1
+                    if burst >= _RECV_BATCH:
+                        burst = 0
+                        await trio.lowlevel.checkpoint()
                 if not data:
                     return
                 stats.bytes_received += len(data)
@@ -526,6 +578,8 @@ class NetTransport:
         finally:
             peer.connected = False
             peer.writing = False
+            peer.raw = None
+            peer.partial = b""  # a partly sent frame dies with its connection
             with trio.CancelScope(shield=True):
                 await stream.aclose()
         if peer.idle:
@@ -544,12 +598,16 @@ class NetTransport:
         cancellation by the EOF or idle watcher."""
         stats = self.stats
         first = self._hello
+        raw = getattr(stream.socket, "_sock", None)
         while True:
-            while not peer.queue:
+            while not peer.queue and not peer.partial:
                 peer.wake = trio.Event()
                 await peer.wake.wait()
             queue = peer.queue
             nframes = len(queue) // 2
+            if peer.partial:  # the tail of a frame send_frame began: it goes first
+                queue.appendleft(peer.partial)
+                peer.partial = b""
             if first:
                 queue.appendleft(first)
                 first = b""
@@ -559,6 +617,7 @@ class NetTransport:
             peer.writing = True
             await stream.send_all(chunk)
             peer.writing = False
+            peer.raw = raw  # the hello is out: send_frame may write directly
             peer.last_write = trio.current_time()
             stats.frames_sent += nframes
             stats.bytes_sent += len(chunk)
@@ -572,7 +631,7 @@ class NetTransport:
         while True:
             await trio.sleep_until(deadline)
             now = trio.current_time()
-            if peer.queue or peer.writing:
+            if peer.queue or peer.writing or peer.partial:
                 deadline = now + self.idle_timeout  # busy (a long write): look again later
             elif now >= peer.last_write + self.idle_timeout:
                 peer.idle = True
@@ -592,7 +651,9 @@ class NetTransport:
     async def _linger(self, timeout: float) -> None:
         """Give connected writers up to ``timeout`` seconds to flush their queues."""
         with trio.move_on_after(timeout):
-            while any(p.connected and (p.queue or p.writing) for p in self._peers.values()):
+            while any(
+                p.connected and (p.queue or p.writing or p.partial) for p in self._peers.values()
+            ):
                 await trio.sleep(0.002)
         self.stats.frames_dropped_closed += sum(len(p.queue) // 2 for p in self._peers.values())
 
