@@ -117,5 +117,5 @@ class GossipMachine(RuleBasedStateMachine):
                 assert c.core(x).member(y).tags == c.core(y).local_member.tags
 
 
-GossipMachine.TestCase.settings = settings(max_examples=12, stateful_step_count=8, deadline=None)
+GossipMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=10, deadline=None)
 test_gossip_machine = GossipMachine.TestCase
