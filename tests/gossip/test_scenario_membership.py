@@ -179,7 +179,7 @@ def test_partition_heal_converges_through_reconnect(cluster_factory):
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     n=st.integers(3, 8),
@@ -201,7 +201,7 @@ def test_property_a_leave_is_never_reported_as_a_failure(cluster_factory, n, see
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     n=st.integers(3, 7),
