@@ -104,33 +104,24 @@ class Driver:
     # -- transport callbacks ----------------------------------------------
 
     def on_datagram(self, src: str, data: bytes) -> None:
-        if not self.running:
-            return
-        stats = self.stats
-        stats.datagrams_in += 1
-        stats.bytes_in += len(data)
-        try:
-            msg = self.decode(data)
-        except wire.WireError as exc:
-            stats.malformed += 1
-            self._trace("net.malformed", {"src": src, "reason": str(exc)})
-            return
-        self.core.on_message(self.clock.now(), src, msg, False)
-        self._flush()
+        if self.running:
+            self.stats.datagrams_in += 1
+            self._receive(src, data, False)
 
     def on_frame(self, src: str, data: bytes) -> None:
-        if not self.running:
-            return
-        stats = self.stats
-        stats.frames_in += 1
-        stats.bytes_in += len(data)
+        if self.running:
+            self.stats.frames_in += 1
+            self._receive(src, data, True)
+
+    def _receive(self, src: str, data: bytes, stream: bool) -> None:
+        self.stats.bytes_in += len(data)
         try:
             msg = self.decode(data)
         except wire.WireError as exc:
-            stats.malformed += 1
+            self.stats.malformed += 1
             self._trace("net.malformed", {"src": src, "reason": str(exc)})
             return
-        self.core.on_message(self.clock.now(), src, msg, True)
+        self.core.on_message(self.clock.now(), src, msg, stream)
         self._flush()
 
     # -- clock callback ----------------------------------------------------

@@ -313,30 +313,18 @@ class Simulation:
         dst_host = dest.partition(":")[0]
         tracer = self.tracer
         if tracer.net:
-            tracer.emit(
-                src_host,
-                "net.send",
-                {"src": src_addr, "dst": dest, "kind": "dgram", "bytes": len(data)},
-            )
+            self._net(src_host, "net.send", src_addr, dest, "dgram", "bytes", len(data))
         if self.partitions.blocked(src_host, dst_host):
             stats["dropped_partition"] += 1
             if tracer.net:
-                tracer.emit(
-                    src_host,
-                    "net.drop",
-                    {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "partition"},
-                )
+                self._net(src_host, "net.drop", src_addr, dest, "dgram", "reason", "partition")
             return
         cfg = self.links.get((src_host, dst_host), self.link)
         rng = self.net_rng
         if cfg.loss and rng.random() < cfg.loss:
             stats["dropped_loss"] += 1
             if tracer.net:
-                tracer.emit(
-                    src_host,
-                    "net.drop",
-                    {"src": src_addr, "dst": dest, "kind": "dgram", "reason": "loss"},
-                )
+                self._net(src_host, "net.drop", src_addr, dest, "dgram", "reason", "loss")
             return
         copies = 1
         if cfg.duplicate and rng.random() < cfg.duplicate:
@@ -361,22 +349,14 @@ class Simulation:
         dst_host = dest.partition(":")[0]
         tracer = self.tracer
         if tracer.net:
-            tracer.emit(
-                src_host,
-                "net.send",
-                {"src": src_addr, "dst": dest, "kind": "stream", "bytes": len(data)},
-            )
+            self._net(src_host, "net.send", src_addr, dest, "stream", "bytes", len(data))
         key = (src_addr, dest)
         epoch = self._conn_epoch.get(key, 0)
         if self.partitions.blocked(src_host, dst_host):
             self._conn_epoch[key] = epoch + 1  # the connection breaks
             stats["dropped_partition"] += 1
             if tracer.net:
-                tracer.emit(
-                    src_host,
-                    "net.drop",
-                    {"src": src_addr, "dst": dest, "kind": "stream", "reason": "partition"},
-                )
+                self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "partition")
             return
         cfg = self.links.get((src_host, dst_host), self.link)
         if cfg.stream_reset and self.net_rng.random() < cfg.stream_reset:
@@ -384,11 +364,7 @@ class Simulation:
             self._conn_epoch[key] = epoch + 1
             stats["dropped_reset"] += 1
             if tracer.net:
-                tracer.emit(
-                    src_host,
-                    "net.drop",
-                    {"src": src_addr, "dst": dest, "kind": "stream", "reason": "reset"},
-                )
+                self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "reset")
             return
         t = self.now + self._delay(cfg)
         last = self._frame_clock.get(key, 0.0)
@@ -514,19 +490,11 @@ class Simulation:
                 if self.partitions.blocked(host.name, dst.name):
                     stats["dropped_partition"] += 1
                     if tracer.net:
-                        tracer.emit(
-                            dst.name,
-                            "net.drop",
-                            {"src": b, "dst": a, "kind": "dgram", "reason": "partition"},
-                        )
+                        self._net(dst.name, "net.drop", b, a, "dgram", "reason", "partition")
                     continue
                 stats["datagrams_delivered"] += 1
                 if tracer.net:
-                    tracer.emit(
-                        dst.name,
-                        "net.deliver",
-                        {"src": b, "dst": a, "kind": "dgram", "bytes": len(c)},
-                    )
+                    self._net(dst.name, "net.deliver", b, a, "dgram", "bytes", len(c))
                 ep.handler.on_datagram(b, c)
             elif kind == _TIMER:
                 host = hosts[c]
@@ -553,11 +521,7 @@ class Simulation:
                 if epoch != current:
                     stats["dropped_reset"] += 1
                     if tracer.net:
-                        tracer.emit(
-                            dst.name,
-                            "net.drop",
-                            {"src": b, "dst": a, "kind": "stream", "reason": "reset"},
-                        )
+                        self._net(dst.name, "net.drop", b, a, "stream", "reason", "reset")
                     continue
                 if (
                     dst.incarnation != dst_inc
@@ -566,23 +530,18 @@ class Simulation:
                 ):
                     # the connection breaks: frames behind this one are lost too
                     self._conn_epoch[conn] = current + 1
-                    stats[
-                        "dropped_partition" if dst.incarnation == dst_inc else "dropped_down"
-                    ] += 1
+                    reason = (
+                        "partition"
+                        if dst.incarnation == dst_inc and hosts[src_host].incarnation == src_inc
+                        else "down"
+                    )
+                    stats["dropped_" + reason] += 1
                     if tracer.net:
-                        tracer.emit(
-                            dst.name,
-                            "net.drop",
-                            {"src": b, "dst": a, "kind": "stream", "reason": "reset"},
-                        )
+                        self._net(dst.name, "net.drop", b, a, "stream", "reason", reason)
                     continue
                 stats["frames_delivered"] += 1
                 if tracer.net:
-                    tracer.emit(
-                        dst.name,
-                        "net.deliver",
-                        {"src": b, "dst": a, "kind": "stream", "bytes": len(c)},
-                    )
+                    self._net(dst.name, "net.deliver", b, a, "stream", "bytes", len(c))
                 ep.handler.on_frame(b, c)
             else:  # _CALL
                 a(*b)
@@ -593,6 +552,10 @@ class Simulation:
 
     def run_for(self, duration: float, stop: Callable[[], bool] | None = None) -> None:
         self.run_until(self.now + duration, stop)
+
+    def _net(self, node: str, ev: str, src: str, dst: str, kind: str, key: str, value: Any) -> None:
+        """Write one verbose network trace record (callers check ``tracer.net`` first)."""
+        self.tracer.emit(node, ev, {"src": src, "dst": dst, "kind": kind, key: value})
 
     def _drop_undeliverable(self, dest: str, src: str, kind: str) -> None:
         host = self.hosts.get(dest.partition(":")[0])
