@@ -60,7 +60,8 @@ def decode_command(data: bytes) -> tuple[str, str, list[Any]]:
     if arity is None or len(args) != arity:
         raise ValueError(f"unknown op or wrong arity: {op!r}")
     for a in args:
-        if not isinstance(a, str | bytes) and not (op == "cas" and a is None):
+        t = type(a)
+        if t is not str and t is not bytes and not (op == "cas" and a is None):
             raise ValueError("values must be str or bytes")
     if op == "cas" and args[1] is None:
         raise ValueError("cas new value must not be None")
@@ -76,6 +77,16 @@ class KVStore:
 
     def apply(self, index: int, command: bytes) -> Any:
         self.applied = index
+        # Fast path for the common, well-formed put (same checks as decode_command).
+        try:
+            raw = _unpackb(command)
+        except Exception:
+            raw = None
+        if type(raw) is list and len(raw) == 3 and raw[0] == "put":
+            key, value = raw[1], raw[2]
+            if type(key) is str and (type(value) is str or type(value) is bytes):
+                self.data[key] = value
+                return None
         try:
             op, key, args = decode_command(command)
         except ValueError as exc:

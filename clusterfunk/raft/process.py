@@ -249,9 +249,30 @@ class _Conn:
             return
         if isinstance(result, kv.KVError):
             status, result = proto.ERROR, result.reason
-        self.out.append(proto.frame(proto.ClientReply(rid, status, result, leader)))
+        self.out.append(_reply_bytes(rid, status, result, leader))
         if len(self.out) == 1:
             self.node.after_step(self._flush_now)
+
+    def _reply_results(self, rids: list[int], results: list[Any]) -> None:
+        """The replies of one batch entry (one result per request, in order)."""
+        if self.closed:
+            return
+        out = self.out
+        was_empty = not out
+        ok, err, kverror, rf = proto.OK, proto.ERROR, kv.KVError, _reply_bytes
+        for rid, r in zip(rids, results, strict=True):
+            if type(r) is kverror:
+                out.append(rf(rid, err, r.reason, None))
+            else:
+                out.append(rf(rid, ok, r, None))
+        if was_empty and out:
+            self.node.after_step(self._flush_now)
+
+    def _reply_error(self, rid: int, error: BaseException) -> None:
+        if isinstance(error, NotLeader):
+            self.reply(rid, proto.NOT_LEADER, None, error.leader_id)
+        else:
+            self.reply(rid, proto.UNKNOWN, str(error))
 
     def _flush_now(self) -> None:
         """Called at the end of a core step: try to send the replies at once with a
@@ -279,10 +300,22 @@ class _Conn:
         def done(result: Any, error: BaseException | None) -> None:
             if error is None:
                 self.reply(rid, proto.OK, result)
-            elif isinstance(error, NotLeader):
-                self.reply(rid, proto.NOT_LEADER, None, error.leader_id)
             else:
-                self.reply(rid, proto.UNKNOWN, str(error))
+                self._reply_error(rid, error)
+
+        return done
+
+    def _group_callback(self, rids: list[int]) -> Any:
+        """The callback of a batch entry: hands each request its own result."""
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is None and type(result) is list and len(result) == len(rids):
+                self._reply_results(rids, result)
+                return
+            if error is None:
+                error = RaftError(f"batch entry failed: {result!r}")
+            for rid in rids:
+                self._reply_error(rid, error)
 
         return done
 
@@ -339,22 +372,23 @@ class _Conn:
             except proto.ProtocolError:
                 self.server.bad_frames += 1
                 return
-            writes: list[tuple[bytes, Any]] = []
             wids: list[int] = []
+            wcmds: list[bytes] = []
             for m in msgs:
-                if not isinstance(m, proto.ClientRequest):
+                if type(m) is not proto.ClientRequest:
                     self.server.bad_frames += 1
                     return
                 if m.read:
                     nursery.start_soon(self._read, m)
                 else:
-                    writes.append((m.command, self._callback(m.id)))
                     wids.append(m.id)
-            if not writes:
+                    wcmds.append(m.command)
+            if not wids:
                 continue
-            if self.server.batch and len(writes) > 1:
-                writes, groups = self._batched(writes, wids)
+            if self.server.batch and len(wids) > 1:
+                writes, groups = self._batched(wids, wcmds)
             else:
+                writes = [(c, self._callback(rid)) for rid, c in zip(wids, wcmds, strict=True)]
                 groups = [[rid] for rid in wids]
             try:
                 errors = node.propose_many_nowait(writes)
@@ -372,33 +406,26 @@ class _Conn:
                         self.reply(rid, proto.ERROR, str(err))
 
     def _batched(
-        self, writes: list[tuple[bytes, Any]], wids: list[int]
+        self, wids: list[int], wcmds: list[bytes]
     ) -> tuple[list[tuple[bytes, Any]], list[list[int]]]:
         """Pack consecutive write requests into batch entries of at most
         ``BATCH_BYTES``. Returns the proposals and, per proposal, the request ids
         it answers (a refusal of a batch entry is answered to each of them)."""
         out: list[tuple[bytes, Any]] = []
         groups: list[list[int]] = []
-        group: list[int] = []
-        size = 0
-
-        def close() -> None:
-            if len(group) == 1:
-                out.append(writes[group[0]])
-            elif group:
-                members = [(wids[i], writes[i][1]) for i in group]
-                out.append((encode_batch([writes[i][0] for i in group]), _fan_out(members)))
-            if group:
-                groups.append([wids[i] for i in group])
-            group.clear()
-
-        for i, (cmd, _cb) in enumerate(writes):
-            if group and size + len(cmd) > BATCH_BYTES:
-                close()
-                size = 0
-            group.append(i)
-            size += len(cmd)
-        close()
+        i, n = 0, len(wids)
+        while i < n:
+            size, j = len(wcmds[i]), i + 1
+            while j < n and size + len(wcmds[j]) <= BATCH_BYTES:
+                size += len(wcmds[j])
+                j += 1
+            rids = wids[i:j]
+            if j - i == 1:
+                out.append((wcmds[i], self._callback(wids[i])))
+            else:
+                out.append((encode_batch(wcmds[i:j]), self._group_callback(rids)))
+            groups.append(rids)
+            i = j
         return out, groups
 
     async def _read(self, m: proto.ClientRequest) -> None:
@@ -420,20 +447,11 @@ class _Conn:
             self.reply(m.id, proto.OK, value)
 
 
-def _fan_out(members: list[tuple[int, Any]]) -> Any:
-    """The callback of a batch entry: hands each request its own result."""
-
-    def done(result: Any, error: BaseException | None) -> None:
-        if error is not None or not isinstance(result, list) or len(result) != len(members):
-            if error is None:
-                error = RaftError(f"batch entry failed: {result!r}")
-            for _rid, cb in members:
-                cb(None, error)
-            return
-        for (_rid, cb), r in zip(members, result, strict=True):
-            cb(r, None)
-
-    return done
+def _reply_bytes(rid: int, status: str, result: Any, leader: str | None) -> bytes:
+    try:
+        return proto.reply_frame(rid, status, result, leader)
+    except (TypeError, ValueError, OverflowError):  # a result msgpack cannot carry
+        return proto.reply_frame(rid, proto.ERROR, f"unencodable result: {result!r}"[:200], None)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,25 @@ def test_replicas_agree_and_snapshots_round_trip(history):
 def test_bad_snapshot_raises_value_error():
     with pytest.raises(ValueError):
         kv.KVStore().restore(b"\x93garbage")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.booleans(), st.integers(0, 3), st.sampled_from(
+    ["put", "get", "cas", "delete", "a"]), st.binary(max_size=2), st.text(max_size=2)),
+    max_size=5))
+def test_apply_fast_path_matches_decode_command(fields):
+    """KVStore.apply's put fast path takes exactly the commands decode_command
+    accepts as puts, with the same effect; anything else gets the same KVError."""
+    import msgpack
+
+    cmd = msgpack.packb(fields, use_bin_type=True)
+    s = kv.KVStore()
+    s.data["a"] = "old"
+    res = s.apply(1, cmd)
+    try:
+        op, key, args = kv.decode_command(cmd)
+    except ValueError as exc:
+        assert res == kv.KVError(str(exc)) and s.data == {"a": "old"}
+        return
+    if op == "put":
+        assert res is None and s.data[key] == args[0]

@@ -106,3 +106,50 @@ def test_client_address_options():
     args = ap.parse_args([*base, "--client-bind", "0.0.0.0:7001", "--no-batch"])
     assert _client_bind(args) == ("0.0.0.0", 7001) and args.batch is False
     assert ap.parse_args(base).store == "sqlite"
+
+
+# -- the specialised client codec agrees with the generic wire codec -------------
+
+_results = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=8),
+              st.binary(max_size=8)),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=40), st.booleans(),
+       st.sampled_from(["ok", "not_leader", "unknown", "error"]), _results,
+       st.one_of(st.none(), st.text(max_size=4)))
+def test_fast_frames_equal_generic_frames(rid, command, read, status, result, leader):
+    from clusterfunk.raft.client import reply_frame, request_frame
+
+    assert request_frame(rid, command, read) == frame(ClientRequest(rid, command, read))
+    rep = ClientReply(rid, status, result, leader)
+    assert reply_frame(rid, status, result, leader) == frame(rep)
+    assert FrameBuffer().feed(frame(rep)) == [rep]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.booleans(), st.integers(-5, 2**64 - 1),
+                          st.text(max_size=3), st.binary(max_size=3),
+                          st.lists(st.integers(0, 3), max_size=2)), max_size=7))
+def test_fast_decode_accepts_and_refuses_exactly_like_wire(fields):
+    """Near-miss bodies (wrong types, arity, tag, version) decode to the same message
+    or fail the same way through the fast path as through ``wire.decode``."""
+    import msgpack
+
+    from clusterfunk import wire
+
+    for head in ([1, 90], [1, 91], [2, 90], [1, 92], []):
+        body = msgpack.packb([*head, *fields], use_bin_type=True)
+        try:
+            want: object = wire.decode(body)
+        except wire.WireError:
+            want = ProtocolError
+        try:
+            got: object = FrameBuffer().feed(struct.pack(">I", len(body)) + body)[0]
+        except ProtocolError:
+            got = ProtocolError
+        assert got == want
