@@ -249,6 +249,11 @@ class Cluster:
                 with trio.move_on_after(self.raft_config.election_timeout):
                     while self.raft_core.role == "leader":
                         await trio.sleep(0.01)
+        if raft is not None:
+            # ask the leader to remove us from Raft while we can still vote for it
+            with trio.move_on_after(2 * self.raft_config.election_timeout):
+                while not d["coord"].call(lambda c, now: c.request_leave(now)):
+                    await trio.sleep(self.raft_config.heartbeat_interval)
         d["gossip"].call(lambda core, now: core.leave(now))
         with trio.move_on_after(5 * self.gossip_config.gossip_interval + 0.5):
             while d["gossip"].call(lambda core, now: core.pending_broadcasts()) > 0:

@@ -40,6 +40,7 @@ from clusterfunk import wire
 from clusterfunk.cluster.messages import (
     Ack,
     Bootstrap,
+    LeaveRequest,
     ProposedShardMap,
     ShardMapCommitted,
 )
@@ -221,6 +222,7 @@ class CoordinatorCore:
         self._retry_at = -math.inf
         self._backoff_until = -math.inf
         self._bootstrap_proposed_term = -1
+        self.leaving: set[str] = set()  # members that asked to be removed (leader)
         self.now = 0.0
 
     # ------------------------------------------------------------------ Core
@@ -233,6 +235,8 @@ class CoordinatorCore:
         self.now = now
         if isinstance(msg, Ack):
             self._on_ack(now, msg)
+        elif isinstance(msg, LeaveRequest):
+            self._on_leave_request(now, msg)
         else:
             self._count("unexpected message")
 
@@ -360,6 +364,33 @@ class CoordinatorCore:
         self._stopping = True
         self._update_state(now)
 
+    def request_leave(self, now: float) -> bool:
+        """Graceful stop of a Raft member: state ``stopping`` and a LeaveRequest to the
+        leader's coordination address (call again to resend). Returns True once this
+        node is no longer in the Raft configuration it knows."""
+        self.set_stopping(now)
+        raft = self.raft
+        if raft is None or self.id not in raft.configuration.members():
+            return True
+        leader = raft.leader_id
+        if leader is None or leader == self.id or self.gossip is None:
+            return False
+        m = self.gossip.member(leader)
+        addr = m.tags.get(TAG_MANAGEMENT) if m is not None else None
+        if addr:
+            self._out.send(addr, LeaveRequest(self.id), True)
+        return False
+
+    def _on_leave_request(self, now: float, msg: LeaveRequest) -> None:
+        """Leave rule: the leader removes a member that asks to leave (like a gossip
+        ``left``), and keeps it out of the map."""
+        if self.role != LEADER:
+            self._count("leave request while not leader")
+            return
+        if msg.node != self.id:
+            self.leaving.add(msg.node)
+            self._leader_step(now)
+
     def set_invalid(self, now: float) -> None:
         self.now = now
         self._invalid = True
@@ -454,6 +485,7 @@ class CoordinatorCore:
         self.term = self.raft.term
         self.round = None
         self.quarantined = {}
+        self.leaving = set()
         self._reshard_at = now + self.cfg.reshard_delay
         self._change_since = math.inf
         self._reconcile_at = now
@@ -463,6 +495,7 @@ class CoordinatorCore:
 
     def _stop_leading(self) -> None:
         self.round = None
+        self.leaving = set()
         self.quarantined = {}
         self._reshard_at = math.inf
         self._change_since = math.inf
@@ -494,14 +527,17 @@ class CoordinatorCore:
             if (q not in cfg.voters and q not in cfg.nonvoters) or now >= until:
                 del self.quarantined[q]
         action: Action | None = None
+        # a leaver stays "leaving" until gossip reports it left (or forgets it): it must
+        # not be re-added while its gossip entry still says alive
+        self.leaving = {n for n in self.leaving if n in live}
         for sid in [*cfg.voters, *cfg.nonvoters]:
-            if sid != self.id and sid in gone and sid not in live:
+            if sid != self.id and ((sid in gone and sid not in live) or sid in self.leaving):
                 action = RemoveServer(sid)
                 break
         if action is None:
             for name in sorted(live):
                 addr = live[name].tags.get(TAG_RAFT)
-                if not addr:
+                if not addr or name in self.leaving:
                     continue
                 if name in cfg.voters:
                     if cfg.voters[name] != addr and name != self.id:
@@ -517,7 +553,8 @@ class CoordinatorCore:
                 m = live.get(sid)
                 pr = progress.get(sid)
                 if m is not None and m.status == "alive" and pr is not None and \
-                        pr.match >= commit and sid not in self.quarantined:
+                        pr.match >= commit and sid not in self.quarantined and \
+                        sid not in self.leaving:
                     action = AddVoter(sid, addr)
                     break
         if action is None:
@@ -535,7 +572,8 @@ class CoordinatorCore:
             gone = {m.name for m in self.gossip.members() if m.status in _GONE}
         nodes = [
             n for n in [*cfg.voters, *cfg.nonvoters]
-            if n == self.id or (n not in self.quarantined and n not in gone)
+            if n == self.id or (n not in self.quarantined and n not in gone
+                                and n not in self.leaving)
         ]
         return tuple(sorted(nodes))
 
@@ -610,12 +648,13 @@ class CoordinatorCore:
         without them; if nobody but the leader acked, the leader hands leadership over."""
         missing = [n for n in r.nodes if n not in r.acked]
         self.round = None
-        if r.acked == {self.id} and len(r.nodes) > 1:
-            self._count("nobody acked")
-            self._backoff_until = now + self.cfg.round_timeout
-            self._out.events.append(TransferLeadership())
-            return
         until = now + self.cfg.quarantine_time
         for n in missing:
             self.quarantined[n] = (r.index, until)
         self._count("ack timeouts")
+        if r.acked == {self.id} and len(r.nodes) > 1:
+            # nobody else could ack: hand leadership to a voter that may do better; if
+            # that is refused (no other voter) the next round goes on without them
+            self._count("nobody acked")
+            self._backoff_until = now + self.cfg.round_timeout
+            self._out.events.append(TransferLeadership())

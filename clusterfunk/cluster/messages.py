@@ -1,6 +1,6 @@
 """Wire messages of the cluster layer (tags 192-223).
 
-* 192-199: coordination-port messages (``Ack``).
+* 192-199: coordination-port messages (``Ack``, ``LeaveRequest``).
 * 200-202: command entries of the Raft cluster log (``Bootstrap``,
   ``ProposedShardMap``, ``ShardMapCommitted``), wire-encoded so that decoding a
   corrupt entry raises only :class:`clusterfunk.wire.WireError`.
@@ -30,6 +30,15 @@ class Ack:
 
     node: str
     index: int
+
+
+@wire.message(193)
+@attrs.frozen
+class LeaveRequest:
+    """A member stopping gracefully asks the leader to remove it from Raft first (so a
+    two-voter configuration never waits for a server that is gone)."""
+
+    node: str
 
 
 @wire.message(200)

@@ -35,10 +35,18 @@ async def test_three_nodes_reach_operational_with_an_agreed_map(tmp_path):
     async with _node("a", [], data_dir=tmp_path / "a") as a:
         events = a.events()
         seed = [a.addresses["gossip"]]
-        async with _node("b", seed) as b, _node("c", seed) as c:
+        async with (
+            _node("b", seed) as b,
+            _node("c", seed) as c,
+            _node("client", seed, member=False) as client,
+        ):
             nodes = [a, b, c]
             await _wait(lambda: all(n.state() == "operational" and len(n.nodes()) == 3
                                     for n in nodes))
+            # a gossip-only member is a client: it never enters Raft or the map
+            assert client.role() == "nonmember"
+            assert client.get_endpoint("a", "raft") == a.addresses["raft"]
+            assert "client" not in a.raft_core.configuration.members()
             maps = [n.shard_map() for n in nodes]
             assert maps[0] == maps[1] == maps[2]
             assert maps[0].nodes == ("a", "b", "c")

@@ -43,7 +43,7 @@ def test_random_fault_schedules_keep_the_invariants(seed, faults):
 
 
 def _trace(seed: int) -> list[dict]:
-    sim, wl = make(seed=seed, keep=True)
+    sim, _wl = make(seed=seed, keep=True)
     sim.at(8.0, sim.crash, "n2")
     sim.at(15.0, sim.restart, "n2")
     sim.run_until(25.0)
