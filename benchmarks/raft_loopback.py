@@ -126,11 +126,15 @@ def run(args: argparse.Namespace) -> dict:
             for i in range(args.warmup):
                 c.request(kv.encode_put(f"w{i % 100}", value))
             lat = []
+            scpu0 = [cpu_seconds(p.pid) for p in procs]
+            sme0 = time.process_time()
             for i in range(args.ops):
                 cmd = kv.encode_put(f"k{i % 1000}", value)
                 t0 = time.perf_counter()
                 c.request(cmd)
                 lat.append(time.perf_counter() - t0)
+            sme = time.process_time() - sme0
+            scpu = [cpu_seconds(p.pid) - c0 for p, c0 in zip(procs, scpu0, strict=True)]
             lat.sort()
             cmds = [kv.encode_put(f"p{i % 1000}", value) for i in range(args.pipelined_ops)]
             cpu0 = [cpu_seconds(p.pid) for p in procs]
@@ -157,6 +161,9 @@ def run(args: argparse.Namespace) -> dict:
         "pipelined_ops": args.pipelined_ops,
         "value_bytes": args.value_bytes,
         "batching": args.batch,
+        # CPU per sequential commit (us): each node process (n1 first), and the client
+        "seq_cpu_us_per_op": [round(x / len(lat) * 1e6, 1) for x in scpu],
+        "seq_client_cpu_us_per_op": round(sme / len(lat) * 1e6, 1),
         # CPU per pipelined commit (us): each node process (n1 first), and the client
         "cpu_us_per_op": [round(x / len(replies) * 1e6, 2) for x in cpu],
         "client_cpu_us_per_op": round(me / len(replies) * 1e6, 2),

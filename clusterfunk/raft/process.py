@@ -346,25 +346,33 @@ class _Conn:
         node = self.node
         raw = self.raw
         burst = 0
+        drained = False
+        size = 1 << 20
         while True:
             if raw is None:
-                data = await self.stream.receive_some(1 << 20)
+                data = await self.stream.receive_some(size)
             else:
                 # Non-blocking reads on the stdlib socket: one scheduler pass per
-                # wake-up (receive_some adds a checkpoint per read); a checkpoint
-                # every 64 reads in a row keeps a busy client from starving others.
-                try:
-                    data = raw.recv(1 << 20)
-                except (BlockingIOError, InterruptedError):
-                    burst = 0
+                # wake-up (receive_some adds a checkpoint per read). A short read
+                # means the socket is drained: wait before the next recv. A
+                # checkpoint every 64 full reads in a row keeps a busy client fair.
+                if drained:
                     await trio.lowlevel.wait_readable(raw)
+                try:
+                    data = raw.recv(size)
+                except (BlockingIOError, InterruptedError):
+                    drained = True
                     continue
                 except OSError:
                     return
-                burst += 1
-                if burst >= 64:
+                drained = len(data) < size
+                if drained:
                     burst = 0
-                    await trio.lowlevel.checkpoint()
+                else:
+                    burst += 1
+                    if burst >= 64:
+                        burst = 0
+                        await trio.lowlevel.checkpoint()
             if not data:
                 return
             try:
