@@ -440,26 +440,34 @@ class NetTransport:
             assert src is not None
             raw = getattr(sock, "_sock", None)
             burst = 0
+            drained = False
             while True:
                 size = min(max(65536, reader.wanted), 4 << 20)
                 if raw is None:
                     data = await stream.receive_some(size)
                 else:
                     # Non-blocking reads on the stdlib socket: one scheduler pass per
-                    # wake-up instead of receive_some's extra checkpoint per read; a
-                    # checkpoint every _RECV_BATCH reads keeps a busy peer fair.
+                    # wake-up instead of receive_some's extra checkpoint per read. A
+                    # short read means the socket is drained: wait before the next
+                    # recv (no recv spent on EAGAIN). A checkpoint every _RECV_BATCH
+                    # full reads in a row keeps a busy peer from starving the rest.
+                    if drained:
+                        await trio.lowlevel.wait_readable(raw)
                     try:
                         data = raw.recv(size)
                     except (BlockingIOError, InterruptedError):
-                        burst = 0
-                        await trio.lowlevel.wait_readable(raw)
+                        drained = True
                         continue
                     except OSError:
                         return
-                    burst += 1
-                    if burst >= _RECV_BATCH:
+                    drained = len(data) < size
+                    if drained:
                         burst = 0
-                        await trio.lowlevel.checkpoint()
+                    else:
+                        burst += 1
+                        if burst >= _RECV_BATCH:
+                            burst = 0
+                            await trio.lowlevel.checkpoint()
                 if not data:
                     return
                 stats.bytes_received += len(data)
