@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.cluster.helpers import make
@@ -23,10 +23,14 @@ fault = st.tuples(
 )
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), faults=st.lists(fault, min_size=1, max_size=4))
+# found by Hypothesis: a partitioned voter is removed; after the heal it comes back only
+# when gossip's reconnect merges the sides (tens of seconds)
+@example(seed=211, faults=[("crash", "n4", 8.0, 10.0), ("partition", "n2", 9.0, 12.0)])
 def test_random_fault_schedules_keep_the_invariants(seed, faults):
-    sim, wl = make(seed=seed, keep=False, settle=25.0)
+    # a healed partition merges through gossip's reconnect (30 s on each side)
+    sim, wl = make(seed=seed, keep=False, settle=65.0)
     for kind, target, start, dur in faults:
         if kind == "crash":
             sim.at(start, sim.crash, target)
@@ -34,7 +38,7 @@ def test_random_fault_schedules_keep_the_invariants(seed, faults):
         else:
             sim.at(start, sim.partition, [[target]])
             sim.at(start + dur, sim.heal)
-    end = max(s + d for _k, _t, s, d in faults) + 30.0
+    end = max(s + d for _k, _t, s, d in faults) + 70.0
     sim.run_until(end)
     summary = wl.finish(sim)
     assert summary["violations"] == []
