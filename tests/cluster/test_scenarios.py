@@ -122,6 +122,10 @@ def test_leader_crash_new_leader_reshards_without_it():
     crash = next(c for c in s["changes"] if c["kind"] == "crash")
     # detected by the Raft election + ack timeout, well before gossip declares it dead
     assert crash["seconds"] < 5.0
+    # once gossip declared it dead it left Raft, and a non-voter was promoted in its place
+    cfg = sim.app(new).raft.configuration
+    assert old not in cfg.members()
+    assert len(cfg.voters) == 3 and len(cfg.nonvoters) == 1
 
 
 def test_node_that_never_acks_is_dropped_from_the_proposal():
@@ -157,4 +161,44 @@ def test_node_that_never_acks_is_dropped_from_the_proposal():
     sim.run_until(60.0)
     m = _agreed(sim, wl)
     assert mute in m.nodes
+    _finish_ok(sim, wl)
+
+
+def test_isolated_leader_is_replaced_and_rejoins_after_the_heal():
+    sim, wl = make(seed=17, settle=10.0)
+    sim.run_until(10.0)
+    old = leader(sim, wl)
+    sim.partition([[old]])
+    sim.run_until(30.0)
+    new = leader(sim, wl)
+    assert new is not None and new != old
+    m = _map(sim, new)
+    assert old not in m.nodes and len(m.nodes) == 4
+    # the isolated node never used a map without itself committed by the majority...
+    assert sim.app(old).coord.committed.index < sim.app(new).coord.committed.index
+    # ... and it is not operational: it lost its leadership (check-quorum)
+    assert sim.app(old).raft.role != "leader"
+    sim.heal()
+    sim.run_until(110.0)  # gossip's reconnect merges the sides within about a minute
+    back = _agreed(sim, wl)
+    assert sorted(back.nodes) == wl.names
+    _finish_ok(sim, wl)
+
+
+def test_leader_does_not_depend_on_gossip_events():
+    """The reconciler reads the full member list on a timer too: a leader that misses
+    every gossip event still removes a crashed node and re-adds it after its restart."""
+    sim, wl = make(seed=19, settle=10.0)
+    sim.run_until(10.0)
+    lead = leader(sim, wl)
+    sim.app(lead).gossip_driver._subscribers.clear()  # the glue hears no gossip event
+    victim = _non_leader(sim, wl)
+    sim.crash(victim)
+    sim.run_until(30.0)
+    assert victim not in _agreed(sim, wl).nodes
+    assert victim not in sim.app(lead).raft.configuration.members()
+    sim.restart(victim)
+    sim.run_until(50.0)
+    assert victim in _agreed(sim, wl).nodes
+    assert leader(sim, wl) == lead
     _finish_ok(sim, wl)
