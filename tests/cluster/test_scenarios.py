@@ -202,3 +202,21 @@ def test_leader_does_not_depend_on_gossip_events():
     assert victim in _agreed(sim, wl).nodes
     assert leader(sim, wl) == lead
     _finish_ok(sim, wl)
+
+
+def test_leader_that_hears_no_ack_hands_leadership_over():
+    sim, wl = make(seed=23, settle=10.0)
+    sim.run_until(10.0)
+    old = leader(sim, wl)
+    drv = sim.app(old).coord_driver
+    drv.on_frame = lambda src, data: None  # its coordination port hears nothing
+    victim = _non_leader(sim, wl)
+    sim.crash(victim)  # forces a round
+    sim.run_until(40.0)
+    assert sim.app(old).coord.stats.get("nobody acked", 0) >= 1
+    new = leader(sim, wl)
+    assert new is not None and new != old
+    m = _agreed(sim, wl)
+    assert victim not in m.nodes and old in m.nodes
+    assert sim.app(new).coord.committed.leader == new
+    _finish_ok(sim, wl)
