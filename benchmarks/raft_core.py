@@ -33,7 +33,7 @@ from clusterfunk.raft.sqlite_store import SQLiteStorage
 from clusterfunk.raft.storage import MemoryStorage
 
 
-def cluster(cfg: RaftConfig, store: str = "memory"):
+def cluster(cfg: RaftConfig, store: str = "memory", trace: bool = False):
     ids = ["n1", "n2", "n3"]
     boot = {i: f"{i}:8300" for i in ids}
     tmp = tempfile.mkdtemp(prefix="raft-core-bench-")
@@ -46,6 +46,7 @@ def cluster(cfg: RaftConfig, store: str = "memory"):
     cores = {i: RaftCore(i, storage(i), kv.KVStore(), random.Random(i), cfg, boot)
              for i in ids}
     for c in cores.values():
+        c.trace_applies = trace  # a node without a tracer skips raft.apply digests
         c.start(0.0)
     queue: list = []
     now = cores["n1"].next_deadline()
@@ -77,9 +78,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--store", choices=["memory", "sqlite"], default="memory")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trace", action="store_true",
+                    help="emit raft.apply records (a sha256 per entry), as under a tracer")
     args = ap.parse_args()
     cfg = RaftConfig(election_timeout=1000.0, heartbeat_interval=500.0, snapshot_threshold=0)
-    cores, flush, pump, now = cluster(cfg, args.store)
+    cores, flush, pump, now = cluster(cfg, args.store, args.trace)
     leader = cores["n1"]
     cmd = kv.encode_put("key", "value-0123456789")
     lat = []
@@ -91,7 +94,7 @@ def main() -> None:
         lat.append(time.perf_counter() - t0)
         assert leader.commit_index >= idx
     seq_us = statistics.median(lat) * 1e6
-    cores, flush, pump, now = cluster(cfg, args.store)
+    cores, flush, pump, now = cluster(cfg, args.store, args.trace)
     leader = cores["n1"]
     n = 0
     t0 = time.perf_counter()
@@ -108,6 +111,7 @@ def main() -> None:
         "batched_commits_per_s": round(n / dt),
         "batch": args.batch,
         "store": args.store,
+        "trace": args.trace,
     }
     if args.json:
         print(json.dumps(res))

@@ -37,6 +37,13 @@ class RaftConfig:
     * ``max_clock_drift`` (0.1): assumed bound on the relative rate difference of any two
       servers' clocks; lease reads are served for ``T * (1 - max_clock_drift)`` after a
       quorum acknowledged a heartbeat round.
+    * ``parallel_leader_write`` (False): the leader sends the AppendEntries of new
+      proposals *before* syncing them to its own storage, syncs right after (on an
+      immediate tick), and counts itself toward a commit only up to what it has synced
+      (dissertation 10.2.1). Takes one storage sync off a commit's critical path at
+      the price of one extra wake-up per step: worth it when ``sync`` costs real time
+      (SQLite), not for ``MemoryStorage``. Term and vote are still durable before any
+      message that depends on them leaves.
     """
 
     election_timeout: float = 1.0
@@ -52,6 +59,7 @@ class RaftConfig:
     snapshot_chunk_bytes: int = 256 * 1024
     max_snapshot_bytes: int = 4 << 30
     max_clock_drift: float = 0.1
+    parallel_leader_write: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.election_timeout > 0:

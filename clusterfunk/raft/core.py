@@ -130,7 +130,13 @@ class RaftCore:
         #: emit a ``raft.apply`` trace record per applied entry (a sha256 each); a
         #: runtime without a tracer may switch it off to save CPU on the hot path
         self.trace_applies = True
+        #: something must be durable before the step's messages leave (drain syncs)
         self._dirty = False
+        # parallel_leader_write (dissertation 10.2.1): the last index the leader has
+        # synced *after* appending it; only up to here does it count itself toward
+        # a commit. Invariant while leading: _synced_last <= log.last_index.
+        self._parallel = self.cfg.parallel_leader_write
+        self._synced_last = 0
 
         rec = storage.recover()
         hs = rec.hard_state
@@ -260,6 +266,8 @@ class RaftCore:
 
     def next_deadline(self) -> float:
         if self.role == LEADER:
+            if self._parallel and self._synced_last < self.log.last_index:
+                return self.now  # sync the leader's own new entries at once (on_tick)
             return min(self._hb_deadline, self._cq_deadline, self._transfer_deadline)
         if self.role == NONVOTER:
             return math.inf
@@ -268,7 +276,9 @@ class RaftCore:
     def on_tick(self, now: float) -> None:
         self.now = now
         if self.role == LEADER:
-            if now >= self._hb_deadline:
+            if self._parallel and self._synced_last < self.log.last_index:
+                self._sync_own_entries()
+            if self.role == LEADER and now >= self._hb_deadline:
                 self._hb_deadline = now + self.cfg.heartbeat_interval
                 self._broadcast_heartbeat(now)
             if now >= self._cq_deadline:
@@ -558,6 +568,7 @@ class RaftCore:
         self._hb_rounds.clear()
         self._hb_deadline = now + self.cfg.heartbeat_interval
         self._cq_deadline = now + self.cfg.election_timeout
+        self._synced_last = last  # a follower's or candidate's log is synced as written
         self.log.append([Entry(self.term, ENTRY_NOOP, b"")])
         self._dirty = True
         self._append_pending = True  # the no-op's AppendEntries is the first heartbeat
@@ -759,7 +770,8 @@ class RaftCore:
         counted (Figure 8)."""
         voters = self.configuration.voters
         progress = self.progress
-        matches = [self.log.last_index if sid == self.id else progress[sid].match
+        mine = self._synced_last if self._parallel else self.log.last_index
+        matches = [mine if sid == self.id else progress[sid].match
                    for sid in voters if sid == self.id or sid in progress]
         if len(matches) != len(voters):
             return
@@ -1163,7 +1175,8 @@ class RaftCore:
         if len(command) > self.cfg.max_proposal_bytes:
             raise ProposalTooLarge(len(command), self.cfg.max_proposal_bytes)
         self.log.append([Entry(self.term, ENTRY_COMMAND, command)])
-        self._dirty = True
+        if not self._parallel:
+            self._dirty = True  # else synced after the AppendEntries leave (on_tick)
         self._append_pending = True
         return self.log.last_index, self.term
 
@@ -1183,7 +1196,8 @@ class RaftCore:
         first = self.log.last_index + 1
         term = self.term
         self.log.append([Entry(term, ENTRY_COMMAND, c) for c in commands])
-        self._dirty = True
+        if not self._parallel:
+            self._dirty = True  # else synced after the AppendEntries leave (on_tick)
         self._append_pending = True
         return [(first + i, term) for i in range(len(commands))]
 
@@ -1204,6 +1218,14 @@ class RaftCore:
         self._start_read(ctx, lease)
 
     # ------------------------------------------------------------------ helpers
+
+    def _sync_own_entries(self) -> None:
+        """Leader write in parallel (dissertation 10.2.1): the leader's own new
+        entries went out in AppendEntries before they were durable here; sync them
+        now, and only now count them for this server in the commit rule."""
+        self.storage.sync()
+        self._synced_last = self.log.last_index
+        self._maybe_commit()
 
     def _save_hard_state(self) -> None:
         """Term and vote are written as soon as they change (before any entry of the

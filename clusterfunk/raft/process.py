@@ -160,7 +160,13 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
     from clusterfunk.trace import Tracer
 
     hb = args.heartbeat or args.election_timeout / 10
-    config = RaftConfig(election_timeout=args.election_timeout, heartbeat_interval=hb)
+    # A durable store: the leader syncs its own new entries in parallel with sending
+    # them (dissertation 10.2.1), one fsync less on a commit's critical path.
+    config = RaftConfig(
+        election_timeout=args.election_timeout,
+        heartbeat_interval=hb,
+        parallel_leader_write=args.store == "sqlite",
+    )
     # Line-buffered: the audit trail must survive a SIGKILL up to the last event.
     trace_file = open(args.trace, "a", encoding="utf-8", buffering=1) if args.trace else None  # noqa: SIM115
     tracer = None
