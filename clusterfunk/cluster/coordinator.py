@@ -101,6 +101,9 @@ class CoordinatorConfig:
     * ``retry_interval`` (0.1): wait after a refused membership change.
     * ``quarantine_time`` (10.0): a quarantined node is tried again (included in the
       next proposal) after this long, unless an ack let it back in earlier.
+    * ``unresponsive_after`` (2.0): a Raft member whose heartbeat echoes (its
+      ``Progress.read_ack``) have not advanced for this long is left out of new maps
+      until they advance again (0 disables). Faster than gossip failure detection.
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
     """
@@ -113,6 +116,7 @@ class CoordinatorConfig:
     round_timeout: float = 3.0
     retry_interval: float = 0.1
     quarantine_time: float = 10.0
+    unresponsive_after: float = 2.0
     wall_offset: float = 0.0
 
     def __attrs_post_init__(self) -> None:
@@ -223,6 +227,9 @@ class CoordinatorCore:
         self._backoff_until = -math.inf
         self._bootstrap_proposed_term = -1
         self.leaving: set[str] = set()  # members that asked to be removed (leader)
+        #: member -> (last heartbeat round it echoed, local time that value was first seen)
+        self._echo: dict[str, tuple[int, float]] = {}
+        self.unresponsive: set[str] = set()
         self.now = 0.0
 
     # ------------------------------------------------------------------ Core
@@ -486,6 +493,8 @@ class CoordinatorCore:
         self.round = None
         self.quarantined = {}
         self.leaving = set()
+        self._echo = {}
+        self.unresponsive = set()
         self._reshard_at = now + self.cfg.reshard_delay
         self._change_since = math.inf
         self._reconcile_at = now
@@ -505,6 +514,7 @@ class CoordinatorCore:
         if self.role != LEADER or self.raft is None or self.raft.role != "leader":
             return
         pending_change = self._reconcile(now)
+        self._check_responsive(now)
         self._maybe_reshard(now, pending_change)
         self._update_state(now)
 
@@ -554,7 +564,7 @@ class CoordinatorCore:
                 pr = progress.get(sid)
                 if m is not None and m.status == "alive" and pr is not None and \
                         pr.match >= commit and sid not in self.quarantined and \
-                        sid not in self.leaving:
+                        sid not in self.leaving and sid not in self.unresponsive:
                     action = AddVoter(sid, addr)
                     break
         if action is None:
@@ -565,6 +575,27 @@ class CoordinatorCore:
         self._out.events.append(action)
         return True
 
+    def _check_responsive(self, now: float) -> None:
+        """Liveness rule (the leader's fast failure detector, on Raft heartbeats): a
+        member whose heartbeat echoes stalled for ``unresponsive_after`` is
+        unresponsive until they advance again."""
+        limit = self.cfg.unresponsive_after
+        if limit <= 0:
+            return
+        progress = self.raft.progress
+        echo = self._echo
+        out: set[str] = set()
+        for sid, pr in progress.items():
+            ack = pr.read_ack
+            seen = echo.get(sid)
+            if seen is None or seen[0] != ack:
+                echo[sid] = (ack, now)
+            elif now - seen[1] >= limit:
+                out.add(sid)
+        for sid in [s for s in echo if s not in progress]:
+            del echo[sid]
+        self.unresponsive = out
+
     def _target_nodes(self) -> tuple[str, ...]:
         cfg = self.raft.configuration
         gone: set[str] = set()
@@ -573,7 +604,7 @@ class CoordinatorCore:
         nodes = [
             n for n in [*cfg.voters, *cfg.nonvoters]
             if n == self.id or (n not in self.quarantined and n not in gone
-                                and n not in self.leaving)
+                                and n not in self.leaving and n not in self.unresponsive)
         ]
         return tuple(sorted(nodes))
 

@@ -75,6 +75,11 @@ def test_crashed_follower_leaves_the_map_and_only_its_shards_move():
     assert s["settled_check"] == "applied"
     crash = [c for c in s["changes"] if c["kind"] == "crash"]
     assert crash and crash[0]["moved"] == len(lost)
+    # left out once its heartbeat echoes stalled (2 s), before gossip declared it dead
+    assert crash[0]["seconds"] < 4.0
+    dead = [r for r in sim.tracer.of("gossip.member")
+            if r["member"] == victim and r["status"] == "dead"]
+    assert dead and dead[0]["t"] > 10.0 + crash[0]["seconds"]
 
 
 def test_restarted_node_rejoins_and_takes_shards():
