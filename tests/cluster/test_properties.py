@@ -76,3 +76,19 @@ def test_same_seed_same_trace_across_processes(tmp_path):
     assert outs[0] == outs[1]
     lines = [json.loads(x) for x in outs[0].splitlines()]
     assert any(r["ev"] == "cluster.ack" for r in lines)
+
+
+def test_simulate_cli_options(tmp_path):
+    """``clusterfunk simulate --protocol cluster`` wiring: --voters and --shards reach the
+    workload, the summary reports them and the run exits 0 without violations."""
+    out = subprocess.run(
+        [sys.executable, "-m", "clusterfunk", "simulate", "--protocol", "cluster",
+         "--nodes", "7", "--shards", "700", "--voters", "5", "--gossip-profile", "local",
+         "--duration", "15", "--settle", "5", "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    summary = json.loads(out.stdout)
+    w = summary["workload"]
+    assert summary["violations"] == []
+    assert w["shards"] == 700 and len(w["voters"]) == 5
+    assert w["final_map"]["nodes"] == 7 and w["settled_check"] == "applied"
