@@ -4,7 +4,8 @@ Every node ``n1 .. nN`` runs three drivers (gossip on 7946, Raft on 8300, the
 coordinator on 8400) joined by :class:`~clusterfunk.cluster.glue.NodeGlue`. Gossip
 joins through ``n1 .. n3``; ``n1`` bootstraps a one-voter Raft cluster (on its first
 boot only: later boots recover from ``host.disk``), everybody else waits to be added
-by the leader. Options: ``--shards`` (10,000), ``--voters`` (3), ``--gossip-profile``
+by the leader. Options: ``--shards`` (10,000), ``--shard-weights uniform|random``
+(random: integer weights 1..10 drawn from the seed), ``--voters`` (3), ``--gossip-profile``
 (``lan``/``local``/``wan``), ``--settle`` (seconds without faults before the end
 after which the final convergence check applies, default 70: a healed partition
 merges through gossip's reconnect, every 30 s on each side), ``--election-timeout``.
@@ -227,6 +228,15 @@ class ClusterWorkload:
         self.nodes: int = args.nodes
         self.duration: float = float(getattr(args, "duration", 60.0) or 60.0)
         self.n_shards: int = getattr(args, "shards", None) or 10_000
+        self.weights_kind: str = getattr(args, "shard_weights", None) or "uniform"
+        self.weights: int | list[int] = self.n_shards
+        if self.weights_kind == "random":  # integer weights 1..10, from the run's seed
+            wrng = random.Random(f"{getattr(args, 'seed', 0)}/shard-weights")
+            self.weights = [wrng.randint(1, 10) for _ in range(self.n_shards)]
+        elif self.weights_kind != "uniform":
+            raise ValueError(
+                f"--shard-weights must be uniform or random, not {self.weights_kind!r}"
+            )
         voters = getattr(args, "voters", None) or 3
         self.gossip_config = profile(getattr(args, "gossip_profile", None) or "lan")
         election = getattr(args, "election_timeout", None) or 1.0
@@ -256,6 +266,10 @@ class ClusterWorkload:
     def add_arguments(cls, parser: Any) -> None:
         parser.add_argument("--shards", type=int, help="cluster: number of shards (10000)")
         parser.add_argument("--voters", type=int, help="cluster: target Raft voters (3)")
+        parser.add_argument(
+            "--shard-weights", choices=("uniform", "random"),
+            help="cluster: every shard weight 1, or random integers 1..10 (uniform)",
+        )
         # --gossip-profile may be registered already by the gossip workload (same dest)
         with contextlib.suppress(argparse.ArgumentError):
             parser.add_argument(
@@ -289,7 +303,7 @@ class ClusterWorkload:
             gossip_config=self.gossip_config,
             raft_config=self.raft_config,
             coord_config=self.coord_config,
-            weights=self.n_shards,
+            weights=self.weights,
             seeds=self.seeds,
             bootstrap=self.bootstrap,
         )
@@ -412,6 +426,7 @@ class ClusterWorkload:
             voters = []
         return {
             "shards": self.n_shards,
+            "shard_weights": self.weights_kind,
             "reshards": len(moved),
             "leader": leader,
             "voters": voters,

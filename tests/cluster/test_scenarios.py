@@ -225,3 +225,18 @@ def test_leader_that_hears_no_ack_hands_leadership_over():
     assert victim not in m.nodes and old in m.nodes
     assert sim.app(new).coord.committed.leader == new
     _finish_ok(sim, wl)
+
+
+def test_weighted_shards_stay_balanced_by_weight():
+    sim, wl = make(seed=29, shards=600, settle=10.0, shard_weights="random")
+    assert isinstance(wl.weights, list) and len(set(wl.weights)) > 1
+    sim.run_until(10.0)
+    victim = _non_leader(sim, wl)
+    sim.crash(victim)
+    sim.run_until(30.0)
+    m = _agreed(sim, wl)
+    loads = m.loads()
+    assert victim not in loads and len(loads) == 4
+    assert max(loads.values()) - min(loads.values()) <= m.max_weight
+    assert m.weights.total == sum(wl.weights)
+    _finish_ok(sim, wl)  # the map checker validated every committed map's balance too
