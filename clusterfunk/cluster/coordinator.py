@@ -309,6 +309,8 @@ class CoordinatorCore:
     def members_changed(self, now: float) -> None:
         """The gossip member list changed (any member event)."""
         self.now = now
+        if self.raft is None:
+            self._update_state(now)  # a gossip-only client is operational once joined
         if self.role == LEADER:
             self._leader_step(now)
 

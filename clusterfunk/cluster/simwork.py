@@ -5,7 +5,8 @@ coordinator on 8400) joined by :class:`~clusterfunk.cluster.glue.NodeGlue`. Goss
 joins through ``n1 .. n3``; ``n1`` bootstraps a one-voter Raft cluster (on its first
 boot only: later boots recover from ``host.disk``), everybody else waits to be added
 by the leader. Options: ``--shards`` (10,000), ``--shard-weights uniform|random``
-(random: integer weights 1..10 drawn from the seed), ``--voters`` (3), ``--gossip-profile``
+(random: integer weights 1..10 drawn from the seed), ``--nonmembers K`` (the last K
+nodes are gossip-only clients), ``--voters`` (3), ``--gossip-profile``
 (``lan``/``local``/``wan``), ``--settle`` (seconds without faults before the end
 after which the final convergence check applies, default 70: a healed partition
 merges through gossip's reconnect, every 30 s on each side), ``--election-timeout``.
@@ -21,7 +22,7 @@ Checkers (violations fail the run):
   node list;
 * at the end, if no fault happened in the last ``settle`` seconds: every live node
   is ``operational`` with the same committed map, and its nodes are exactly the
-  live nodes.
+  live Raft members (gossip-only clients are operational but in no map).
 
 Summary: reshard count (distinct committed maps), time from each membership change
 (start, crash, restart) to the first committed map that reflects it (median, max,
@@ -249,6 +250,11 @@ class ClusterWorkload:
         # the pairwise log comparison is O(nodes^2) per check point
         self.check_every: float = getattr(args, "check_every", None) or max(1.0, self.nodes / 10)
         self.names = [f"n{i}" for i in range(1, self.nodes + 1)]
+        k = getattr(args, "nonmembers", None) or 0
+        if not 0 <= k < self.nodes:
+            raise ValueError("--nonmembers must be in 0 .. nodes - 1 (n1 bootstraps Raft)")
+        #: Raft members (hold shards); the last ``--nonmembers`` nodes are gossip-only
+        self.members = self.names[: self.nodes - k]
         self.seeds = [f"n{i}:{GOSSIP_PORT}" for i in range(1, min(SEEDS, self.nodes) + 1)]
         self.bootstrap = {"n1": f"n1:{RAFT_PORT}"}
         self.sim: Simulation | None = None
@@ -266,6 +272,10 @@ class ClusterWorkload:
     def add_arguments(cls, parser: Any) -> None:
         parser.add_argument("--shards", type=int, help="cluster: number of shards (10000)")
         parser.add_argument("--voters", type=int, help="cluster: target Raft voters (3)")
+        parser.add_argument(
+            "--nonmembers", type=int,
+            help="cluster: the last K nodes are gossip-only clients, role nonmember (0)",
+        )
         parser.add_argument(
             "--shard-weights", choices=("uniform", "random"),
             help="cluster: every shard weight 1, or random integers 1..10 (uniform)",
@@ -306,6 +316,7 @@ class ClusterWorkload:
             weights=self.weights,
             seeds=self.seeds,
             bootstrap=self.bootstrap,
+            member=host.name in self.members,
         )
 
     def setup(self, sim: Simulation) -> None:
@@ -349,6 +360,8 @@ class ClusterWorkload:
         (a restart after a crash) is dropped from the pending list and counted."""
         if kind == "crash":
             self.states[target] = "down"
+        if target not in self.members:
+            return  # a gossip-only client: never in the map
         before = len(self.changes)
         self.changes = [c for c in self.changes if c["target"] != target]
         self.superseded += before - len(self.changes)
@@ -364,7 +377,7 @@ class ClusterWorkload:
         for ch in self.changes:
             target = ch["target"]
             if ch["kind"] == "start":
-                done = nodes == set(self.names)
+                done = nodes == set(self.members)
             elif ch["kind"] == "crash":
                 done = target not in nodes or self.sim.alive(target)
             else:
@@ -387,17 +400,21 @@ class ClusterWorkload:
         problems: list[str] = []
         live = [n for n in self.names if sim.alive(n) and not sim.hosts[n].paused]
         digests: dict[str, str] = {}
+        live_members = [n for n in live if n in self.members]
         for n in live:
             c = sim.app(n).coord
             if c.state != OPERATIONAL:
                 problems.append(f"settled: {n} is {c.state} ({c.role})")
+            if n not in self.members:
+                continue  # gossip-only clients do not follow the log
             if c.committed is None:
                 problems.append(f"settled: {n} has no committed map")
                 continue
             digests[n] = c.committed.digest
-            if sorted(c.committed.nodes) != sorted(live):
+            if sorted(c.committed.nodes) != sorted(live_members):
                 problems.append(
-                    f"settled: {n}'s map has nodes {list(c.committed.nodes)}, live are {live}"
+                    f"settled: {n}'s map has nodes {list(c.committed.nodes)}, "
+                    f"live members are {live_members}"
                 )
         if len(set(digests.values())) > 1:
             problems.append(f"settled: nodes disagree on the map: {digests}")

@@ -240,3 +240,23 @@ def test_weighted_shards_stay_balanced_by_weight():
     assert max(loads.values()) - min(loads.values()) <= m.max_weight
     assert m.weights.total == sum(wl.weights)
     _finish_ok(sim, wl)  # the map checker validated every committed map's balance too
+
+
+def test_gossip_only_clients_are_nonmembers_outside_the_map():
+    sim, wl = make(seed=31, nodes=6, settle=10.0, nonmembers=2)
+    assert wl.members == ["n1", "n2", "n3", "n4"]
+    sim.run_until(10.0)
+    lead = leader(sim, wl)
+    assert sorted(sim.app(lead).raft.configuration.members()) == wl.members
+    m = _map(sim, lead)
+    assert list(m.nodes) == wl.members
+    for n in ("n5", "n6"):
+        c = sim.app(n).coord
+        assert (c.state, c.role) == (OPERATIONAL, "nonmember")
+        # a client still discovers the members' endpoints through gossip
+        assert sim.app(n).gossip.member("n1").tags["ep.raft"] == "n1:8300"
+    sim.crash("n6")  # a client crash changes no map
+    sim.run_until(30.0)
+    assert len(committed(sim)) == 1
+    s = _finish_ok(sim, wl)
+    assert s["settled_check"] == "applied"
