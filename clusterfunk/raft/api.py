@@ -117,17 +117,38 @@ STEP_END = _StepEnd()
 
 
 class _Stepped:
-    """The core as the driver sees it: identical, except that a step's events end
-    with :data:`STEP_END`, so the node can run work once per step (for example,
-    send all replies of a step in one write) instead of once per event."""
+    """The core as the driver sees it: identical, except that
+
+    * a step's events end with :data:`STEP_END`, so the node can run work once per
+      step (for example, send all replies of a step in one write) instead of once
+      per event;
+    * its deadline is re-armed lazily: a follower's election deadline moves later
+      on every AppendEntries, and re-arming the timer each time costs more than
+      the step. While the core's deadline is at or after the armed one, the armed
+      one stays; when it fires early, the core is not ticked (its deadline has
+      not passed) and the timer is re-armed at the core's deadline. A deadline
+      that moves earlier is armed at once. Invariant: armed <= core deadline, so
+      the core is ticked no later than it asked."""
 
     def __init__(self, core: Any) -> None:
         self.core = core
         self.start = core.start
         self.on_message = core.on_message
-        self.on_tick = core.on_tick
-        self.next_deadline = core.next_deadline
+        self._on_tick = core.on_tick
+        self._next_deadline = core.next_deadline
         self._drain = core.drain
+        self._armed = math.inf
+
+    def next_deadline(self) -> float:
+        real = self._next_deadline()
+        if real < self._armed:
+            self._armed = real
+        return self._armed
+
+    def on_tick(self, now: float) -> None:
+        if now >= self._next_deadline():
+            self._on_tick(now)
+        self._armed = self._next_deadline()  # fired (or spurious): re-arm exactly
 
     def drain(self) -> Any:
         out = self._drain()
