@@ -223,6 +223,7 @@ class CoordinatorCore:
         self._change_since = math.inf  # when the member set started to differ
         self._reconcile_at = math.inf
         self._member_action_wait = False
+        self._member_action_at = -math.inf
         self._retry_at = -math.inf
         self._backoff_until = -math.inf
         self._bootstrap_proposed_term = -1
@@ -571,9 +572,12 @@ class CoordinatorCore:
                     break
         if action is None:
             return False
-        if self._member_action_wait or now < self._retry_at:
+        waiting = self._member_action_wait and now < self._member_action_at + \
+            self.cfg.round_timeout  # a lost commit event must not block forever
+        if waiting or now < self._retry_at:
             return True
         self._member_action_wait = True
+        self._member_action_at = now
         self._out.events.append(action)
         return True
 
