@@ -92,3 +92,26 @@ def test_simulate_cli_options(tmp_path):
     assert summary["violations"] == []
     assert w["shards"] == 700 and len(w["voters"]) == 5
     assert w["final_map"]["nodes"] == 7 and w["settled_check"] == "applied"
+
+
+def test_trace_is_causal_per_node():
+    """The glue never nests one driver step in another: a node's ``cluster.shardmap``
+    record for index i comes after its ``raft.apply`` of i, and its ``raft.apply``
+    records are contiguous and increasing (per incarnation)."""
+    records = _trace(33)
+    applied: dict[str, set[int]] = {}
+    last: dict[str, int] = {}
+    for r in records:
+        node = r["node"]
+        if r["ev"] == "sim.crash":
+            applied.pop(r["target"], None)
+            last.pop(r["target"], None)
+        elif r["ev"] == "raft.apply":
+            if node in last:
+                assert r["index"] == last[node] + 1, r
+            last[node] = r["index"]
+            applied.setdefault(node, set()).add(r["index"])
+        elif (r["ev"] == "cluster.shardmap" and r["phase"] == "proposed" and r["t"] > 0
+              and node in applied and min(applied[node]) <= r["index"]):
+            assert r["index"] in applied[node], r
+    assert sum(1 for r in records if r["ev"] == "cluster.shardmap") > 5
