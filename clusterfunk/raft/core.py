@@ -697,13 +697,17 @@ class RaftCore:
             self._apply_committed()
         self._out.send(src, HeartbeatResponse(self.term, self.id, hb.ctx), True)
 
-    def _send_append(self, sid: str, pr: Progress) -> None:
+    def _send_append(self, sid: str, pr: Progress,
+                     cache: dict[tuple[int, int], tuple[AppendEntries, int]] | None = None,
+                     ) -> None:
         """Rules for Servers, Leaders: if last log index >= nextIndex for a follower:
         send AppendEntries RPC with log entries starting at nextIndex (5.3). Batches
         up to the message limits; in the replicate state pipelines up to
         ``max_inflight`` messages."""
         log = self.log
         cfg = self.cfg
+        if cache is None:
+            cache = {}
         while not pr.paused:
             nxt = pr.next
             if nxt - 1 < log.base_index:
@@ -712,18 +716,25 @@ class RaftCore:
             last = log.last_index
             if nxt > last and pr.state == REPLICATE:
                 return
-            entries = log.slice(nxt, last + 1, cfg.max_entries_per_msg, cfg.max_bytes_per_msg)
-            prev = nxt - 1
-            self._out.send(pr.address, AppendEntries.make(
-                self.term, self.id, prev, log.term_at(prev) or 0, entries,
-                self.commit_index), True)
-            pr.sent(prev + len(entries))
-            if pr.state != REPLICATE:
+            # Followers in step get the same message: built once per broadcast.
+            key = (nxt, last)
+            hit = cache.get(key)
+            if hit is None:
+                entries = log.slice(nxt, last + 1, cfg.max_entries_per_msg,
+                                    cfg.max_bytes_per_msg)
+                prev = nxt - 1
+                hit = cache[key] = (AppendEntries.make(
+                    self.term, self.id, prev, log.term_at(prev) or 0, entries,
+                    self.commit_index), prev + len(entries))
+            self._out.send(pr.address, hit[0], True)
+            pr.sent(hit[1])
+            if pr.state != REPLICATE or hit[1] >= last:
                 return
 
     def _broadcast_append(self) -> None:
+        cache: dict[tuple[int, int], tuple[AppendEntries, int]] = {}
         for sid, pr in self.progress.items():
-            self._send_append(sid, pr)
+            self._send_append(sid, pr, cache)
 
     def _handle_append_response(self, now: float, sid: str, pr: Progress,
                                 resp: AppendEntriesResponse) -> None:
