@@ -230,7 +230,7 @@ class SyncClient:
         return s
 
     def _recv(self, s: socket.socket) -> list[ClientReply]:
-        data = s.recv(1 << 20)
+        data = s.recv(1 << 16)  # not larger: a buffer over 128 KiB costs an mmap per recv
         if not data:
             raise ConnectionError("connection closed by the node")
         return self._buf.feed(data)
