@@ -7,7 +7,10 @@
   load (p50 / p99).
 
 Every figure includes the client protocol round trip (one TCP hop each way), so it
-is the latency an application sees, not just the Raft round.
+is the latency an application sees, not just the Raft round. The JSON also carries
+the CPU time per commit of each node process (n1 first) and of the client, for
+both phases (``seq_cpu_us_per_op``, ``cpu_us_per_op``; Linux ``/proc``, 10 ms
+resolution, so meaningful over a few thousand commits).
 
     python benchmarks/raft_loopback.py --nodes 3 --store memory|sqlite [--ops N]
         [--pipeline K] [--pipelined-ops M] [--json]
