@@ -137,6 +137,7 @@ class RaftCore:
         # a commit. Invariant while leading: _synced_last <= log.last_index.
         self._parallel = self.cfg.parallel_leader_write
         self._synced_last = 0
+        self._own_unsynced = False  # the leader appended entries it has not synced
 
         rec = storage.recover()
         hs = rec.hard_state
@@ -307,9 +308,13 @@ class RaftCore:
             # after a crash): it rides along with the next durable write.
             self._saved_hs = HardState(self.term, self.vote, self.commit_index)
             self.storage.save_hard_state(self._saved_hs)
-        if self._dirty:
+        if self._dirty or (self._own_unsynced and self.role != LEADER):
+            # Durable before the driver sends anything below. A server that stopped
+            # leading syncs its own un-synced entries here too: as a follower it may
+            # acknowledge them to the next leader (parallel_leader_write).
             self._dirty = False
-            self.storage.sync()  # durable before the driver sends anything below
+            self._own_unsynced = False
+            self.storage.sync()
         out = self._out
         if not out:
             return None
@@ -1186,8 +1191,10 @@ class RaftCore:
         if len(command) > self.cfg.max_proposal_bytes:
             raise ProposalTooLarge(len(command), self.cfg.max_proposal_bytes)
         self.log.append([Entry(self.term, ENTRY_COMMAND, command)])
-        if not self._parallel:
-            self._dirty = True  # else synced after the AppendEntries leave (on_tick)
+        if self._parallel:
+            self._own_unsynced = True  # synced after the AppendEntries leave (on_tick)
+        else:
+            self._dirty = True
         self._append_pending = True
         return self.log.last_index, self.term
 
@@ -1207,8 +1214,10 @@ class RaftCore:
         first = self.log.last_index + 1
         term = self.term
         self.log.append([Entry(term, ENTRY_COMMAND, c) for c in commands])
-        if not self._parallel:
-            self._dirty = True  # else synced after the AppendEntries leave (on_tick)
+        if self._parallel:
+            self._own_unsynced = True  # synced after the AppendEntries leave (on_tick)
+        else:
+            self._dirty = True
         self._append_pending = True
         return [(first + i, term) for i in range(len(commands))]
 
@@ -1235,6 +1244,7 @@ class RaftCore:
         entries went out in AppendEntries before they were durable here; sync them
         now, and only now count them for this server in the commit rule."""
         self.storage.sync()
+        self._own_unsynced = False
         self._synced_last = self.log.last_index
         self._maybe_commit()
 

@@ -110,3 +110,26 @@ def test_leader_crash_before_its_own_sync_loses_nothing_committed(make_net, seed
         assert c.commit_index == leader.commit_index
         for i in range(1, leader.commit_index + 1):
             assert c.log.entry(i) == leader.log.entry(i)
+
+
+def test_a_deposed_leader_syncs_its_own_entries_before_answering_as_follower(make_net):
+    """A leader that stops leading in the same term (here: it commits its own
+    removal) while its newest entries are still un-synced must sync them before any
+    message of the step leaves: as a follower it could otherwise acknowledge them
+    to the next leader from volatile memory."""
+    disks: dict[str, SimDisk] = {}
+
+    def factory() -> SimStorage:
+        d = SimDisk()
+        disks[f"n{len(disks) + 1}"] = d
+        return SimStorage(d)
+
+    net = make_net(["n1", "n2", "n3"], config=PAR, storage_factory=factory)
+    elect(net)
+    net.call("n1", lambda c, now: c.remove_server(now, "n1"))  # synced: a config entry
+    late, _ = net.call("n1", lambda c, now: c.propose(now, kv.encode_put("late", "x")))
+    assert ("raft", "e", late) in dict(disks["n1"]._journal)  # not synced yet
+    net.deliver_all()  # the followers' answers commit the removal: n1 steps down
+    assert net["n1"].role != "leader"
+    unsynced = [k for k, _v in disks["n1"]._journal if k[:2] == ("raft", "e")]
+    assert unsynced == [], f"a deposed leader holds un-synced entries {unsynced}"
