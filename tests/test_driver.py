@@ -156,3 +156,14 @@ def test_stopped_driver_ignores_input() -> None:
     clock.t = 10.0
     d.on_timer()
     assert log.lines == [] and core.ticks == []
+
+
+def test_one_message_sent_to_many_peers_is_encoded_once() -> None:
+    d, _core, log, _clock, _ = make()
+    calls: list[object] = []
+    d.encode = lambda m: (calls.append(m), wire.encode(m))[1]
+    shared = Pong(1, 0.0)
+    d.call(lambda c, now: [c.out.send(f"p{i}:1", shared) for i in range(5)])
+    d.call(lambda c, now: [c.out.send(f"p{i}:1", Pong(i, 0.0)) for i in range(3)])
+    assert len(calls) == 1 + 3
+    assert log.lines[:5] == [f"dgram p{i}:1 Pong" for i in range(5)]

@@ -154,8 +154,13 @@ class Driver:
             transport = self.transport
             stats = self.stats
             limit = transport.max_datagram
+            last_msg: Any = None
+            data = b""
             for s in out.sends:
-                data = self.encode(s.msg)
+                msg = s.msg
+                if msg is not last_msg:  # one message object sent to many peers: encode once
+                    data = self.encode(msg)
+                    last_msg = msg
                 if s.stream:
                     stats.frames_out += 1
                     stats.bytes_out += len(data)

@@ -1,6 +1,8 @@
 """The nemesis: random faults drawn from the seed at documented rates.
 
-One fault at a time. After a warm-up, the nemesis waits an exponentially
+One fault at a time, all of them over by the end of the fault window (by
+default the run's last quarter, at most 60 s, is quiet so that workloads can
+check recovery; ``--nemesis-until`` moves it). After a warm-up, the nemesis waits an exponentially
 distributed gap (mean ``mean_gap`` seconds), starts one fault of a kind chosen
 uniformly from the enabled kinds, keeps it for a duration drawn uniformly from
 ``[min_duration, max_duration]``, ends it, and repeats. Every draw comes from the
@@ -69,7 +71,8 @@ class Nemesis:
         self._until = float("inf")
 
     def start(self, until: float = float("inf")) -> None:
-        """Schedule faults; none starts after ``until``."""
+        """Schedule faults; every fault has ended by ``until`` (a quiet tail after it
+        lets workloads check that the system recovers)."""
         self._until = until
         if self.config.kinds and self.targets:
             self.sim.at(self.config.warmup, self._next)
@@ -77,7 +80,7 @@ class Nemesis:
     def _next(self) -> None:
         gap = self.rng.expovariate(1.0 / self.config.mean_gap)
         t = self.sim.now + gap
-        if t < self._until:
+        if t + self.config.min_duration <= self._until:
             self.sim.at(t, self._begin)
 
     def _begin(self) -> None:
@@ -85,7 +88,7 @@ class Nemesis:
         sim = self.sim
         rng = self.rng
         kind = rng.choice(cfg.kinds)
-        duration = rng.uniform(cfg.min_duration, cfg.max_duration)
+        duration = min(rng.uniform(cfg.min_duration, cfg.max_duration), self._until - sim.now)
         live = [n for n in self.targets if sim.alive(n)]
         end = None
         detail = ""

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "reorder": 0.0,
     "stream_reset": None,
     "nemesis": "",
+    "nemesis_until": None,
     "crash": [],
     "restart": [],
     "pause": [],
@@ -72,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help="random faults: comma list of partition,crash,pause,loss,duplicate,"
         "reorder,skew or 'all'",
+    )
+    p.add_argument(
+        "--nemesis-until",
+        type=float,
+        metavar="T",
+        help="every nemesis fault is over by T seconds (default: duration minus a quiet tail "
+        "of a quarter of the run, at most 60 s)",
     )
     p.add_argument("--crash", action="append", metavar="ID@T", help="crash node ID at T seconds")
     p.add_argument("--restart", action="append", metavar="ID@T", help="restart node ID at T")
@@ -163,7 +171,10 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
         nemesis = Nemesis(
             sim, workload.fault_targets(sim), NemesisConfig(kinds=parse_kinds(opts.nemesis))
         )
-        nemesis.start(until=opts.duration)
+        until = opts.nemesis_until
+        if until is None:
+            until = opts.duration - min(60.0, opts.duration / 4)
+        nemesis.start(until=until)
     return sim, workload, nemesis
 
 

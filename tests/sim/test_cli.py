@@ -159,3 +159,30 @@ def test_nemesis_is_seeded_and_covers_every_kind() -> None:
     assert {k for _, k, _ in a} == set(KINDS)
     assert parse_kinds("all") == KINDS
     assert parse_kinds("crash, partition") == ("crash", "partition")
+
+
+def test_nemesis_faults_are_over_by_the_end_of_the_fault_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "t.jsonl"
+    rc, out, _ = run_cli(
+        capsys,
+        "--nodes",
+        "5",
+        "--duration",
+        "400",
+        "--seed",
+        "2",
+        "--nemesis",
+        "crash,pause,partition",
+        "--trace",
+        str(trace),
+        "--json",
+    )
+    assert rc == 0
+    assert json.loads(out)["faults"]
+    recs = [r for r in read_trace(str(trace)) if r["node"] == "sim" and r["ev"] != "sim.end"]
+    assert max(r["t"] for r in recs) <= 340.0 + 1e-6  # 400 - min(60, 400 / 4)
+    begins = sum(r["ev"] in ("sim.crash", "sim.pause", "sim.partition") for r in recs)
+    ends = sum(r["ev"] in ("sim.restart", "sim.resume", "sim.heal") for r in recs)
+    assert begins == ends > 5
