@@ -1,7 +1,7 @@
 """The nemesis: random faults drawn from the seed at documented rates.
 
 One fault at a time, all of them over by the end of the fault window (by
-default the run's last quarter, at most 60 s, is quiet so that workloads can
+default the run's last quarter, at most 90 s, is quiet so that workloads can
 check recovery; ``--nemesis-until`` moves it). After a warm-up, the nemesis waits an exponentially
 distributed gap (mean ``mean_gap`` seconds), starts one fault of a kind chosen
 uniformly from the enabled kinds, keeps it for a duration drawn uniformly from

@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="T",
         help="every nemesis fault is over by T seconds (default: duration minus a quiet tail "
-        "of a quarter of the run, at most 60 s)",
+        "of a quarter of the run, at most 90 s)",
     )
     p.add_argument("--crash", action="append", metavar="ID@T", help="crash node ID at T seconds")
     p.add_argument("--restart", action="append", metavar="ID@T", help="restart node ID at T")
@@ -173,7 +173,7 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
         )
         until = opts.nemesis_until
         if until is None:
-            until = opts.duration - min(60.0, opts.duration / 4)
+            until = opts.duration - min(90.0, opts.duration / 4)
         nemesis.start(until=until)
     return sim, workload, nemesis
 
