@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -54,8 +55,10 @@ def handler(args: argparse.Namespace) -> int:
                   f"not {item!r}", file=sys.stderr)
             return 2
         endpoints[name] = addr
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(serve, args, endpoints)
+    except* KeyboardInterrupt:  # a Ctrl-C before the signal handler is installed
+        return 130
     return 0
 
 
@@ -78,8 +81,19 @@ async def serve(args: argparse.Namespace, endpoints: dict[str, str]) -> None:
                 cluster.set_endpoint(name, addr)
             events = cluster.events()
             _print(cluster, cluster.state(), cluster.role())
-            async for state, role in events:
-                _print(cluster, state, role)
+            # SIGINT / SIGTERM end the loop below; leaving the ``async with`` then
+            # leaves the cluster gracefully (a KeyboardInterrupt could land anywhere).
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
+
+                    async def stop_on_signal() -> None:
+                        async for _ in signals:
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    nursery.start_soon(stop_on_signal)
+                    async for state, role in events:
+                        _print(cluster, state, role)
 
 
 def _print(cluster: Any, state: str, role: str) -> None:
