@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
             mod = importlib.import_module(name)
         except ImportError:
             continue
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            print(f"clusterfunk: warning: {name} failed to load: {exc!r}", file=sys.stderr)
+            continue
         add = getattr(mod, "add_parser", None)
         if add is not None:
             add(sub)

@@ -55,11 +55,12 @@ def handler(args: argparse.Namespace) -> int:
                   f"not {item!r}", file=sys.stderr)
             return 2
         endpoints[name] = addr
+    interrupted = False
     try:
         trio.run(serve, args, endpoints)
     except* KeyboardInterrupt:  # a Ctrl-C before the signal handler is installed
-        return 130
-    return 0
+        interrupted = True
+    return 130 if interrupted else 0
 
 
 async def serve(args: argparse.Namespace, endpoints: dict[str, str]) -> None:
