@@ -13,7 +13,9 @@ import pytest
 
 from clusterfunk.sim.workload import load_workload
 
-PROTOCOLS = [p for p in ("ping", "gossip", "raft", "cluster") if load_workload(p, quiet=True) is not None]
+PROTOCOLS = [
+    p for p in ("ping", "gossip", "raft", "cluster") if load_workload(p, quiet=True) is not None
+]
 
 
 def run_in_subprocess(tmp: Path, hashseed: str, args: list[str]) -> bytes:
