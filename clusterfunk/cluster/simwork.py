@@ -57,6 +57,7 @@ from clusterfunk.raft.checkers import SafetyChecker
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.sim_store import SimStorage
+from clusterfunk.raft.simwork import CoreLogView
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 from clusterfunk.sim.simulation import SimHost, Simulation
 
@@ -130,32 +131,6 @@ class ClusterSimNode:
 def _join(host: SimHost, incarnation: int, seeds: list[str]) -> None:
     if host.alive and host.incarnation == incarnation and host.app is not None:
         host.app.gossip_driver.call(lambda core, now: core.join(now, seeds))
-
-
-class _LogView:
-    __slots__ = ("core", "log")
-
-    def __init__(self, core: RaftCore) -> None:
-        self.core = core
-        self.log = core.log
-
-    @property
-    def first_index(self) -> int:
-        return self.log.base_index + 1
-
-    @property
-    def last_index(self) -> int:
-        return self.log.last_index
-
-    @property
-    def commit_index(self) -> int:
-        return self.core.commit_index
-
-    def term_at(self, index: int) -> int:
-        return self.log.term_at(index)
-
-    def content_at(self, index: int) -> Any:
-        return self.log.entry(index)
 
 
 class MapChecker:
@@ -300,12 +275,12 @@ class ClusterWorkload:
     def fault_targets(self, sim: Simulation) -> list[str]:
         return list(self.names)
 
-    def _read_log(self, name: str) -> _LogView | None:
+    def _read_log(self, name: str) -> CoreLogView | None:
         assert self.sim is not None
         app = self.sim.app(name)
         if app is None or app.raft is None:
             return None
-        return _LogView(app.raft)
+        return CoreLogView(app.raft)
 
     def factory(self, host: SimHost) -> ClusterSimNode:
         return ClusterSimNode(

@@ -79,42 +79,6 @@ def detection_bound(config: GossipConfig, n: int) -> float:
     return (n + 1) * pi + suspicion_max + spread + 2 * pi
 
 
-class ExactTimerClock:
-    """A node's simulated clock that reads exactly the armed deadline when its timer fires.
-
-    Workaround for the simulator: with a clock offset or drift, ``SimClock.to_true``
-    and ``SimClock.now`` do not round-trip exactly, so a timer can fire when the
-    local clock reads a hair (~1e-13 s) *before* the deadline; the driver sees a
-    spurious wake-up and re-arms at the same virtual instant, forever. This clock
-    reports the deadline itself when the true time has reached it.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        self.clock = clock
-        self.armed = math.inf
-
-    def now(self) -> float:
-        n = self.clock.now()
-        a = self.armed
-        if n < a and a - n < 1e-6 and self.clock._sim.now >= self.clock.to_true(a):
-            return a
-        return n
-
-    def schedule(self, driver: Any, deadline: float) -> None:
-        self.armed = deadline
-        self.clock.schedule(driver, deadline)
-
-
-def _sim_driver(host: SimHost, core: Any, port: int, **codec: Any) -> Driver:
-    """``host.driver(...)`` with an :class:`ExactTimerClock`."""
-    d = Driver(
-        host.name, core, host.endpoint(port), ExactTimerClock(host.clock),
-        tracer=host.sim.tracer, **codec,
-    )
-    host.drivers.append(d)
-    return d
-
-
 class GossipSimNode:
     """What a simulated gossip node's factory returns (``sim.app(name)``)."""
 
@@ -180,7 +144,7 @@ def build_node(
         codec = SecureCodec(ring, encrypt=encrypt, nonce=seeded_nonces(nonce_rng))
         register_key_queries(core, ring)
         kw = {"encode": codec.encode, "decode": codec.decode}
-    driver = _sim_driver(host, core, PORT, **kw)
+    driver = host.driver(core, PORT, **kw)
     node = GossipSimNode(core, driver, codec)
     others = [s for s in seeds if s != addr]
     if others:

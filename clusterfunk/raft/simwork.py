@@ -48,48 +48,10 @@ from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
 from clusterfunk.raft.linearizability import HistoryBuilder, check_history
-from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.raft.sim_store import SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
 
 PORT = 8300
-
-
-def _sim_storage(host: SimHost, fallback: dict[str, MemoryStorage]) -> Any:
-    """The simulator store over ``host.disk`` (crashes lose un-synced writes); until
-    it exists, a per-host in-memory store that survives crashes whole."""
-    try:
-        from clusterfunk.raft.sim_store import SimStorage
-    except ImportError:
-        return fallback.setdefault(host.name, MemoryStorage())
-    return SimStorage(host.disk)
-
-
-class _SkewSafeCore:
-    """Works around a rounding trap of skewed simulated clocks (to report upstream):
-    ``SimClock.schedule`` wakes the driver at ``to_true(deadline)``, where the local
-    clock can read one ulp *below* ``deadline``; the driver then sees the deadline
-    not reached and re-arms at the same instant, forever. Here a deadline within
-    ``EPS`` of the local clock counts as due, and the core is ticked at its own
-    deadline (at most ``EPS`` ahead of the clock)."""
-
-    EPS = 1e-6
-    __slots__ = ("_clock", "core")
-
-    def __init__(self, core: RaftCore, clock: Any) -> None:
-        self.core = core
-        self._clock = clock
-
-    def next_deadline(self) -> float:
-        d = self.core.next_deadline()
-        now = self._clock.now()
-        return now if now < d <= now + self.EPS else d
-
-    def on_tick(self, now: float) -> None:
-        d = self.core.next_deadline()
-        self.core.on_tick(d if now < d <= now + self.EPS else now)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.core, name)
 
 
 class CoreLogView:
@@ -129,7 +91,7 @@ class RaftApp:
         self.core = core
         self.store = store
         self.kv = sm
-        self.driver = host.driver(_SkewSafeCore(core, host.clock), PORT)
+        self.driver = host.driver(core, PORT)
         self.applied_waiters: dict[int, list[Any]] = {}
         self.read_waiters: dict[int, Any] = {}
         self.index_waiters: list[tuple[int, Any]] = []
@@ -389,7 +351,6 @@ class RaftWorkload:
         #: (index, term) of every write a node applied for a client (acknowledged
         #: once the reply arrives; a superset of what clients saw as ok)
         self.acked: list[tuple[int, int]] = []
-        self._fallback_stores: dict[str, MemoryStorage] = {}
 
     @classmethod
     def add_arguments(cls, parser: Any) -> None:
@@ -420,7 +381,7 @@ class RaftWorkload:
         return CoreLogView(app.core) if app is not None else None
 
     def factory(self, host: SimHost) -> RaftApp:
-        store = _sim_storage(host, self._fallback_stores)
+        store = SimStorage(host.disk)
         sm = kv.KVStore()
         core = RaftCore(
             host.name, store, sm, host.rng, config=self.config, bootstrap=dict(self.addresses)
