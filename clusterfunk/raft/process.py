@@ -35,6 +35,7 @@ from clusterfunk.raft import client as proto
 from clusterfunk.raft import kv
 from clusterfunk.raft.api import NodeStopped, RaftNode
 from clusterfunk.raft.errors import LeadershipLost, NotLeader, RaftError
+from clusterfunk.runtime.net import StreamReader
 
 #: An entry whose command starts with these bytes carries several client commands.
 #: 0xc1 is the one byte msgpack never uses, so no KV command can start with it.
@@ -350,37 +351,11 @@ class _Conn:
     async def _reader(self, nursery: trio.Nursery) -> None:
         buf = proto.FrameBuffer()
         node = self.node
-        raw = self.raw
-        burst = 0
-        drained = False
-        # 64 KiB: a recv buffer above malloc's mmap threshold (128 KiB) costs an
-        # mmap + munmap per call (~8 us measured), more than the rest of the read.
-        size = 1 << 16
+        incoming = StreamReader(self.stream)
         while True:
-            if raw is None:
-                data = await self.stream.receive_some(size)
-            else:
-                # Non-blocking reads on the stdlib socket: one scheduler pass per
-                # wake-up (receive_some adds a checkpoint per read). A short read
-                # means the socket is drained: wait before the next recv. A
-                # checkpoint every 64 full reads in a row keeps a busy client fair.
-                if drained:
-                    await trio.lowlevel.wait_readable(raw)
-                try:
-                    data = raw.recv(size)
-                except (BlockingIOError, InterruptedError):
-                    drained = True
-                    continue
-                except OSError:
-                    return
-                drained = len(data) < size
-                if drained:
-                    burst = 0
-                else:
-                    burst += 1
-                    if burst >= 64:
-                        burst = 0
-                        await trio.lowlevel.checkpoint()
+            # 64 KiB: a recv buffer above malloc's mmap threshold (128 KiB) costs an
+            # mmap + munmap per call (~8 us measured), more than the rest of the read.
+            data = await incoming.receive(1 << 16)
             if not data:
                 return
             try:

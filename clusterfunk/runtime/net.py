@@ -63,8 +63,53 @@ from clusterfunk.runtime.framing import (
 
 log = logging.getLogger("clusterfunk.net")
 
-#: Datagrams read per wake-up before yielding to other tasks.
+#: Datagrams (or full stream reads) per wake-up before yielding to other tasks.
 _RECV_BATCH = 64
+
+
+class StreamReader:
+    """Reads a :class:`trio.SocketStream` with one scheduler pass per wake-up.
+
+    ``receive_some`` adds a checkpoint to every read; here reads go straight to
+    the stdlib socket, non-blocking. A short read means the socket is drained, so
+    the next call waits for readability first (no recv spent on EAGAIN); after
+    ``_RECV_BATCH`` full reads in a row it checkpoints, so a busy peer cannot
+    starve the other tasks. Without a stdlib socket it falls back to
+    ``receive_some``.
+    """
+
+    __slots__ = ("_burst", "_drained", "_raw", "_stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._raw: stdsocket.socket | None = getattr(stream.socket, "_sock", None)
+        self._drained = False
+        self._burst = 0
+
+    async def receive(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at end of stream or on a socket error."""
+        raw = self._raw
+        if raw is None:
+            return await self._stream.receive_some(size)
+        while True:
+            if self._drained:
+                await trio.lowlevel.wait_readable(raw)
+            try:
+                data = raw.recv(size)
+            except (BlockingIOError, InterruptedError):
+                self._drained = True
+                continue
+            except OSError:
+                return b""
+            self._drained = len(data) < size
+            if self._drained:
+                self._burst = 0
+            else:
+                self._burst += 1
+                if self._burst >= _RECV_BATCH:
+                    self._burst = 0
+                    await trio.lowlevel.checkpoint()
+            return data
 
 
 @attrs.define
@@ -438,36 +483,10 @@ class NetTransport:
                 return
             src = reader.peer
             assert src is not None
-            raw = getattr(sock, "_sock", None)
-            burst = 0
-            drained = False
+            incoming = StreamReader(stream)
             while True:
                 size = min(max(65536, reader.wanted), 4 << 20)
-                if raw is None:
-                    data = await stream.receive_some(size)
-                else:
-                    # Non-blocking reads on the stdlib socket: one scheduler pass per
-                    # wake-up instead of receive_some's extra checkpoint per read. A
-                    # short read means the socket is drained: wait before the next
-                    # recv (no recv spent on EAGAIN). A checkpoint every _RECV_BATCH
-                    # full reads in a row keeps a busy peer from starving the rest.
-                    if drained:
-                        await trio.lowlevel.wait_readable(raw)
-                    try:
-                        data = raw.recv(size)
-                    except (BlockingIOError, InterruptedError):
-                        drained = True
-                        continue
-                    except OSError:
-                        return
-                    drained = len(data) < size
-                    if drained:
-                        burst = 0
-                    else:
-                        burst += 1
-                        if burst >= _RECV_BATCH:
-                            burst = 0
-                            await trio.lowlevel.checkpoint()
+                data = await incoming.receive(size)
                 if not data:
                     return
                 stats.bytes_received += len(data)
