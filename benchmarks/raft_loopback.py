@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,23 +32,7 @@ import time
 
 from clusterfunk.raft import kv
 from clusterfunk.raft.client import SyncClient
-
-
-def free_port() -> int:
-    for _ in range(100):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-        return port
-    raise RuntimeError("no free port")
+from clusterfunk.runtime.net import free_port
 
 
 def pct(sorted_values: list[float], q: float) -> float:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -46,6 +45,7 @@ from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import RaftError
 from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.runtime.net import free_port
 from clusterfunk.runtime.trio_host import open_driver
 from clusterfunk.sharding import ShardMap
 
@@ -56,25 +56,6 @@ COORD_PORT = co.PORT
 
 class ClusterError(RuntimeError):
     """The cluster node is not running, or a request cannot be served."""
-
-
-def _free_port(host: str) -> int:
-    """A port free for both TCP and UDP on ``host`` (probed, then released)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        t = socket.socket(family, socket.SOCK_STREAM)
-        u = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            t.bind((host, 0))
-            port = t.getsockname()[1]
-            u.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-        return port
-    raise ClusterError(f"no free port on {host}")
 
 
 def _addr(host: str, port: int) -> str:
@@ -159,7 +140,10 @@ class Cluster:
 
     async def __aenter__(self) -> Cluster:
         host = self.advertise_host
-        ports = [p if p else _free_port(self.bind_host) for p in self.ports]
+        try:
+            ports = [p if p else free_port(self.bind_host) for p in self.ports]
+        except OSError as exc:
+            raise ClusterError(str(exc)) from None
         gaddr, raddr, caddr = (_addr(host, p) for p in ports)
         self.addresses = {"gossip": gaddr, "raft": raddr, "coord": caddr}
         tags = {co.TAG_SERF: gaddr, co.TAG_MANAGEMENT: caddr, co.TAG_SERVICE: self.service_name}
@@ -173,8 +157,9 @@ class Cluster:
         try:
             nursery = await stack.enter_async_context(trio.open_nursery())
             stack.callback(nursery.cancel_scope.cancel)
-            self.gossip_core = GossipCore(self.node_id, gaddr, random.Random(seed()),
-                                          self.gossip_config, self._all_tags())
+            self.gossip_core = GossipCore(
+                self.node_id, gaddr, random.Random(seed()), self.gossip_config, self._all_tags()
+            )
             if self.member:
                 storage: Any
                 if self.data_dir is not None:
@@ -186,27 +171,57 @@ class Cluster:
                 else:
                     storage = MemoryStorage()
                 boot = {self.node_id: raddr} if self.bootstrap else None
-                self.raft_core = RaftCore(self.node_id, storage, self.sm, random.Random(seed()),
-                                          config=self.raft_config, bootstrap=boot)
+                self.raft_core = RaftCore(
+                    self.node_id,
+                    storage,
+                    self.sm,
+                    random.Random(seed()),
+                    config=self.raft_config,
+                    bootstrap=boot,
+                )
             cfg = self.coord_config or co.CoordinatorConfig(voters=self.voters)
             cfg = attrs.evolve(cfg, wall_offset=time.time() - trio.current_time())
             self.coord = co.CoordinatorCore(
-                self.node_id, caddr, random.Random(seed()), raft=self.raft_core,
-                gossip=self.gossip_core, sm=self.sm, weights=self.shards, config=cfg,
+                self.node_id,
+                caddr,
+                random.Random(seed()),
+                raft=self.raft_core,
+                gossip=self.gossip_core,
+                sm=self.sm,
+                weights=self.shards,
+                config=cfg,
             )
             bind = self.bind_host
             d_coord = await stack.enter_async_context(
-                open_driver(self.node_id, self.coord, _addr(bind, ports[2]), advertise=caddr,
-                            tracer=self.tracer))
+                open_driver(
+                    self.node_id,
+                    self.coord,
+                    _addr(bind, ports[2]),
+                    advertise=caddr,
+                    tracer=self.tracer,
+                )
+            )
             d_raft = None
             if self.raft_core is not None:
                 d_raft = await stack.enter_async_context(
-                    open_driver(self.node_id, self.raft_core, _addr(bind, ports[1]),
-                                advertise=raddr, tracer=self.tracer))
+                    open_driver(
+                        self.node_id,
+                        self.raft_core,
+                        _addr(bind, ports[1]),
+                        advertise=raddr,
+                        tracer=self.tracer,
+                    )
+                )
             d_gossip = await stack.enter_async_context(
-                open_driver(self.node_id, self.gossip_core, _addr(bind, ports[0]),
-                            advertise=gaddr, tracer=self.tracer,
-                            max_datagram=self.gossip_config.udp_buffer_size))
+                open_driver(
+                    self.node_id,
+                    self.gossip_core,
+                    _addr(bind, ports[0]),
+                    advertise=gaddr,
+                    tracer=self.tracer,
+                    max_datagram=self.gossip_config.udp_buffer_size,
+                )
+            )
             self._drivers = {"coord": d_coord, "raft": d_raft, "gossip": d_gossip}
             glue = NodeGlue(d_coord, d_raft, d_gossip, self._defer)
             glue.on_state.append(self._on_state)

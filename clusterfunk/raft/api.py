@@ -34,7 +34,6 @@ import heapq
 import itertools
 import math
 import random
-import socket
 import weakref
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -47,7 +46,7 @@ from clusterfunk.raft import errors as _errors
 from clusterfunk.raft import events as _core_events
 from clusterfunk.runtime.api import split_address
 from clusterfunk.runtime.driver import Driver
-from clusterfunk.runtime.net import format_address
+from clusterfunk.runtime.net import format_address, free_port
 
 NotLeader = _errors.NotLeader
 LeadershipLost = _errors.LeadershipLost
@@ -281,7 +280,7 @@ class RaftNode:
         host, port = split_address(self.bind)
         mine = self.peers.get(self.server_id)
         if port == 0:
-            port = _free_port(host)
+            port = free_port(host)
             self.bind = format_address(host, port)
         if self.bootstrap and (not self.peers or (mine is not None and mine.endswith(":0"))):
             self.peers[self.server_id] = self.advertise or self.bind
@@ -628,22 +627,6 @@ class RaftNode:
         waits = self._applied_waits
         while waits and waits[0][0] <= index:
             heapq.heappop(waits)[2].set(None)
-
-
-def _free_port(host: str) -> int:
-    """A port on ``host`` free for both TCP and UDP right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
-        with socket.socket(family, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = t.getsockname()[1]
-            with socket.socket(family, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind((host, port))
-                except OSError:
-                    continue
-        return port
-    raise OSError(f"no free TCP+UDP port on {host}")
 
 
 def _role_name(role: Any) -> str:

@@ -67,6 +67,23 @@ log = logging.getLogger("clusterfunk.net")
 _RECV_BATCH = 64
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` free for both TCP and UDP right now (probed, then released:
+    another process may still take it before it is bound again)."""
+    family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
+    for _ in range(100):
+        with stdsocket.socket(family, stdsocket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            with stdsocket.socket(family, stdsocket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise OSError(f"no free TCP+UDP port on {host}")
+
+
 class StreamReader:
     """Reads a :class:`trio.SocketStream` with one scheduler pass per wake-up.
 

@@ -8,13 +8,28 @@ import subprocess
 import sys
 import time
 
-from clusterfunk.node import _free_port
+from clusterfunk.runtime.net import free_port
 
 
 def _start(node_id: str, ports: list[int], join: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "clusterfunk", "cluster-node", "--id", node_id,
-           "--shards", "100", "--gossip-port", str(ports[0]), "--raft-port", str(ports[1]),
-           "--coord-port", str(ports[2]), "--endpoint", f"web=127.0.0.1:{ports[0] + 1}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clusterfunk",
+        "cluster-node",
+        "--id",
+        node_id,
+        "--shards",
+        "100",
+        "--gossip-port",
+        str(ports[0]),
+        "--raft-port",
+        str(ports[1]),
+        "--coord-port",
+        str(ports[2]),
+        "--endpoint",
+        f"web=127.0.0.1:{ports[0] + 1}",
+    ]
     if join:
         cmd += ["--join", join]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -35,8 +50,8 @@ def _until_operational(p: subprocess.Popen, nodes: list[str], timeout: float = 2
 
 
 def test_two_processes_form_a_cluster():
-    pa = [_free_port("127.0.0.1") for _ in range(3)]
-    pb = [_free_port("127.0.0.1") for _ in range(3)]
+    pa = [free_port() for _ in range(3)]
+    pb = [free_port() for _ in range(3)]
     a = _start("a", pa, None)
     b = None
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from contextlib import AsyncExitStack
 
 import pytest
@@ -13,26 +12,9 @@ from clusterfunk.raft import kv
 from clusterfunk.raft.api import NotLeader, RaftNode, Timeout
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.runtime.net import free_port
 
 CFG = RaftConfig(election_timeout=0.3, heartbeat_interval=0.03)
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(50):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-        return port
-    raise RuntimeError("no free port")
 
 
 def addresses(n: int) -> dict[str, str]:

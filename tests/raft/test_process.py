@@ -17,23 +17,7 @@ import pytest
 from clusterfunk.raft import kv
 from clusterfunk.raft.checkers import SafetyChecker
 from clusterfunk.raft.client import ClientError, SyncClient
-
-
-def free_port() -> int:
-    for _ in range(50):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-        return port
-    raise RuntimeError("no free port")
+from clusterfunk.runtime.net import free_port
 
 
 class Cluster:
