@@ -678,6 +678,27 @@ class GossipCore:
         elif changed or old_status == SUSPECT:
             self._out.events.append(MemberUpdated(rec.snapshot()))
 
+    def _accused(self, now: float, msg: Suspect | Dead, refute: bool) -> MemberRecord | None:
+        """The screening shared by suspicion and death claims: drop (and count) a claim
+        with an impossible incarnation, about an unknown member, or older than what we
+        know (or about a member already dead or gone); a claim about ourselves is
+        refuted when ``refute``. Returns the member record to act on, else None."""
+        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+            self.stats["invalid"] += 1
+            return None
+        if msg.node == self.name:
+            if refute:
+                self._refute(now, msg.incarnation)
+            return None
+        rec = self.table.get(msg.node)
+        if rec is None:
+            self.stats["unknown_member"] += 1
+            return None
+        if msg.incarnation < rec.incarnation or rec.status in (DEAD, LEFT):
+            self.stats["stale"] += 1
+            return None
+        return rec
+
     def _on_suspect(
         self, now: float, src: str, msg: Suspect, raw: bytes | None, stream: bool
     ) -> None:
@@ -686,19 +707,8 @@ class GossipCore:
         suspicions from other members confirm it and shorten the timer. A suspicion
         about ourselves is refuted."""
         name = msg.node
-        if not 0 <= msg.incarnation <= MAX_INCARNATION:
-            self.stats["invalid"] += 1
-            return
-        if name == self.name:
-            if msg.incarnation >= self.incarnation:
-                self._refute(now, msg.incarnation)
-            return
-        rec = self.table.get(name)
+        rec = self._accused(now, msg, refute=msg.incarnation >= self.incarnation)
         if rec is None:
-            self.stats["unknown_member"] += 1
-            return
-        if msg.incarnation < rec.incarnation or rec.status in (DEAD, LEFT):
-            self.stats["stale"] += 1
             return
         if rec.status == SUSPECT and msg.incarnation == rec.incarnation:
             s = self._suspicions.get(name)
@@ -740,19 +750,8 @@ class GossipCore:
         current (or a newer) incarnation is failed; a claim that we are dead is
         refuted."""
         name = msg.node
-        if not 0 <= msg.incarnation <= MAX_INCARNATION:
-            self.stats["invalid"] += 1
-            return
-        if name == self.name:
-            if not self.leaving:
-                self._refute(now, msg.incarnation)
-            return
-        rec = self.table.get(name)
+        rec = self._accused(now, msg, refute=not self.leaving)
         if rec is None:
-            self.stats["unknown_member"] += 1
-            return
-        if msg.incarnation < rec.incarnation or rec.status in (DEAD, LEFT):
-            self.stats["stale"] += 1
             return
         rec.incarnation = msg.incarnation
         self.table.set_status(rec, DEAD, now)
