@@ -16,6 +16,7 @@ claim a huge array. Every field is type-checked against the class's annotations.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -28,6 +29,26 @@ WIRE_VERSION = 1
 
 #: Hard cap on one encoded message (stream frames). Datagrams are smaller still.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+#: Every ``int`` field on the wire lies in ``[0, MAX_WIRE_INT]`` unless its class
+#: declares another range with :func:`int_range`. The bound is a signed 64-bit
+#: integer (what msgpack, SQLite ``INTEGER`` and every peer can hold); protocols keep
+#: their own counters (terms, incarnations, Lamport times) well below it, so one
+#: more increment always still encodes and stores.
+MAX_WIRE_INT = 2**63 - 1
+MIN_WIRE_INT = -(2**63)
+
+_RANGE_KEY = "wire_range"
+
+
+def int_range(lo: int, hi: int = MAX_WIRE_INT) -> dict[str, tuple[int, int]]:
+    """Field metadata declaring the inclusive range a decoded ``int`` field must lie in::
+
+        conflict_term: int = attrs.field(default=-1, metadata=wire.int_range(-1))
+    """
+    if not MIN_WIRE_INT <= lo <= hi <= MAX_WIRE_INT:
+        raise ValueError(f"bad wire range [{lo}, {hi}]")
+    return {_RANGE_KEY: (lo, hi)}
 
 
 class WireError(ValueError):
@@ -87,10 +108,10 @@ _PRIMITIVE_NAMES = {int: "int", str: "str", bytes: "bytes", bool: "bool"}
 def _compile(cls: type) -> None:
     """Generate a straight-line encoder and a validating decoder for ``cls``.
 
-    The generated code checks primitive fields inline (``type(v) is int`` and so
-    on; ``bool`` is never accepted for ``int``) and calls a converter only for
-    composite fields, which keeps decoding of large push-pull states and log
-    batches cheap.
+    The generated code checks primitive fields inline (``type(v) is int`` and its
+    range, ``bool`` never accepted for ``int``, floats finite) and calls a
+    converter only for composite fields, which keeps decoding of large push-pull
+    states and log batches cheap.
     """
     if cls in _ENCODERS:
         return
@@ -100,7 +121,9 @@ def _compile(cls: type) -> None:
     fields = attrs.fields(cls)
     cname = cls.__name__
     n = len(fields)
-    ns: dict[str, Any] = {"_cls": cls, "_E": WireError, "int": int, "float": float}
+    ns: dict[str, Any] = {
+        "_cls": cls, "_E": WireError, "int": int, "float": float, "_fin": math.isfinite,
+    }
 
     parts = []
     for i, f in enumerate(fields):
@@ -124,7 +147,15 @@ def _compile(cls: type) -> None:
         v = names[i]
         where = f"{cname}.{f.name}"
         tp = f.type
-        if tp in _PRIMITIVE_NAMES:
+        if _RANGE_KEY in f.metadata and tp is not int:
+            raise TypeError(f"{where}: int_range on a field that is not an int")
+        if tp is int:
+            lo, hi = f.metadata.get(_RANGE_KEY, (0, MAX_WIRE_INT))
+            lines.append(f"    if type({v}) is not int:")
+            lines.append(f"        raise _E('{where}: expected int')")
+            lines.append(f"    if not {lo} <= {v} <= {hi}:")
+            lines.append(f"        raise _E('{where}: out of range [{lo}, {hi}]')")
+        elif tp in _PRIMITIVE_NAMES:
             tname = _PRIMITIVE_NAMES[tp]
             lines.append(f"    if type({v}) is not {tname}:")
             lines.append(f"        raise _E('{where}: expected {tname}')")
@@ -133,6 +164,8 @@ def _compile(cls: type) -> None:
             lines.append(f"        if type({v}) is not int:")
             lines.append(f"            raise _E('{where}: expected float')")
             lines.append(f"        {v} = float({v})")
+            lines.append(f"    if not _fin({v}):")
+            lines.append(f"        raise _E('{where}: not a finite number')")
         elif tp is Any:
             pass
         else:
@@ -183,17 +216,21 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
         def dec_int(v: Any) -> int:
             if type(v) is not int:
                 raise WireError(f"{where}: expected int")
+            if not 0 <= v <= MAX_WIRE_INT:
+                raise WireError(f"{where}: out of range")
             return v
 
         return dec_int
     if tp is float:
 
         def dec_float(v: Any) -> float:
-            if type(v) is float:
-                return v
             if type(v) is int:
-                return float(v)
-            raise WireError(f"{where}: expected float")
+                v = float(v)
+            elif type(v) is not float:
+                raise WireError(f"{where}: expected float")
+            if not math.isfinite(v):
+                raise WireError(f"{where}: not a finite number")
+            return v
 
         return dec_float
     if tp is bool:
@@ -234,7 +271,7 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"{where}: only tuple[X, ...] is supported")
         elem = args[0]
-        if elem in _PRIMITIVE_NAMES:  # validate in one pass, no call per element
+        if elem in (str, bytes, bool):  # validate in one pass, no call per element
 
             def dec_prim_tuple(v: Any) -> tuple[Any, ...]:
                 if type(v) is not list:
@@ -255,7 +292,7 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
         return dec_tuple
     if origin is dict:
         kt, vt = args
-        if kt in _PRIMITIVE_NAMES and vt in _PRIMITIVE_NAMES:
+        if kt in (str, bytes, bool) and vt in (str, bytes, bool):
 
             def dec_prim_dict(v: Any) -> dict[Any, Any]:
                 if type(v) is not dict:

@@ -90,9 +90,18 @@ _SETTLE = 11
 #: Compound framing overhead beyond its parts (version, tag, array headers).
 _COMPOUND_OVERHEAD = 8
 MAX_NAME = 128
-#: Incarnations and Lamport times beyond this are refused: one more increment must
-#: still encode (msgpack integers are 64-bit), and no honest member gets near it.
+#: The highest incarnation or Lamport time a member may hold (far below the wire's
+#: 64-bit bound, and no honest member gets near it). A *claim* that a member must
+#: answer by going one higher (suspect, dead, leave, an Alive about itself) or a
+#: Lamport time a clock must move past is accepted only *below* this bound, so the
+#: answer (at most ``MAX_INCARNATION``) is itself always accepted by every peer:
+#: one forged datagram can never put a member beyond refutation.
 MAX_INCARNATION = 2**62
+
+
+def _refutable(n: int) -> bool:
+    """An incarnation or Lamport time that can still be answered by ``n + 1``."""
+    return 0 <= n < MAX_INCARNATION
 
 
 def _valid_name(name: str) -> bool:
@@ -603,7 +612,9 @@ class GossipCore:
         having to refute lowers our health)."""
         if self.leaving:
             return
-        self.incarnation = max(self.incarnation, incarnation) + 1
+        # Capped: peers accept no incarnation above the bound (claims are accepted
+        # only below it, so the cap always still beats the claim being answered).
+        self.incarnation = min(max(self.incarnation, incarnation) + 1, MAX_INCARNATION)
         me = self.table.by_name[self.name]
         me.incarnation = self.incarnation
         self.stats["refutes"] += 1
@@ -633,7 +644,9 @@ class GossipCore:
         member, and carries new tags / address). About ourselves: refute any claim
         at a higher incarnation, or at ours with other tags or address."""
         name = msg.node
-        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+        if not 0 <= msg.incarnation <= MAX_INCARNATION or (
+            name == self.name and not _refutable(msg.incarnation)
+        ):
             self.stats["invalid"] += 1
             return
         rec = self.table.by_name.get(name)
@@ -683,7 +696,7 @@ class GossipCore:
         with an impossible incarnation, about an unknown member, or older than what we
         know (or about a member already dead or gone); a claim about ourselves is
         refuted when ``refute``. Returns the member record to act on, else None."""
-        if not 0 <= msg.incarnation <= MAX_INCARNATION:
+        if not _refutable(msg.incarnation):
             self.stats["invalid"] += 1
             return None
         if msg.node == self.name:
@@ -769,7 +782,7 @@ class GossipCore:
         ``tombstone_timeout``. A leave claimed for us while we are not leaving is
         refuted."""
         name = msg.node
-        if not 0 <= msg.incarnation <= MAX_INCARNATION or not 0 <= msg.ltime <= MAX_INCARNATION:
+        if not _refutable(msg.incarnation) or not _refutable(msg.ltime):
             self.stats["invalid"] += 1
             return
         self.member_clock.witness(msg.ltime)
@@ -908,7 +921,7 @@ class GossipCore:
         """Rule (memberlist push-pull): answer an initiating push-pull with our state,
         then merge the remote state."""
         clocks = (msg.member_ltime, msg.event_ltime, msg.query_ltime)
-        if not stream or not all(0 <= t <= MAX_INCARNATION for t in clocks):
+        if not stream or not all(_refutable(t) for t in clocks):
             self.stats["invalid"] += 1  # full state only travels on streams
             return
         if not msg.reply:

@@ -151,7 +151,7 @@ class Serf:
         if (
             not msg.name
             or len(msg.name.encode()) + len(msg.payload) > cfg.user_event_size_limit
-            or not 0 <= msg.ltime <= MAX_LTIME
+            or not 0 <= msg.ltime < MAX_LTIME
         ):
             self.stats["events_invalid"] += 1
             return
@@ -291,7 +291,7 @@ class Serf:
             or len(msg.name.encode()) + len(msg.payload) > cfg.query_size_limit
             or not (0 < msg.timeout <= MAX_QUERY_TIMEOUT)
             or not msg.source
-            or not 0 <= msg.ltime <= MAX_LTIME
+            or not 0 <= msg.ltime < MAX_LTIME
         ):
             self.stats["queries_invalid"] += 1
             return

@@ -56,6 +56,7 @@ from clusterfunk.raft.messages import (
     ENTRY_COMMAND,
     ENTRY_CONFIG,
     ENTRY_NOOP,
+    MAX_TERM,
     NO_TERM,
     AppendEntries,
     AppendEntriesResponse,
@@ -336,6 +337,9 @@ class RaftCore:
             self._drop("message from self")
             return
         term = msg.term
+        if term > MAX_TERM:
+            self._drop("term out of range")
+            return
         if term > self.term:
             if kind is RequestVote:
                 if not msg.transfer and self._in_lease(now):

@@ -24,6 +24,11 @@ ENTRY_KINDS = (ENTRY_COMMAND, ENTRY_NOOP, ENTRY_CONFIG)
 #: ``conflict_term`` value meaning "no entry at the rejected index".
 NO_TERM = -1
 
+#: Terms and indexes above this are refused by the core (dropped, counted): a node
+#: must always be able to store ``term + 1`` (SQLite INTEGER and msgpack hold
+#: signed 64 bits), and no honest cluster gets near it.
+MAX_TERM = 2**62
+
 
 @wire.struct
 @attrs.frozen
@@ -86,6 +91,8 @@ def unpack_entries(batch: bytes) -> tuple[Entry, ...]:
     for term, kind, data in zip(it, it, it, strict=True):
         if type(term) is not int or type(kind) is not int or type(data) is not bytes:
             raise ValueError("malformed entry in batch")
+        if not 0 <= term <= MAX_TERM or kind not in ENTRY_KINDS:
+            raise ValueError("entry term or kind out of range")
         out.append(Entry(term, kind, data))
     return tuple(out)
 
@@ -128,7 +135,7 @@ class AppendEntriesResponse:
     match_index: int
     reject_index: int = 0
     conflict_index: int = 0
-    conflict_term: int = NO_TERM
+    conflict_term: int = attrs.field(default=NO_TERM, metadata=wire.int_range(NO_TERM))
 
 
 @wire.message(36)

@@ -154,6 +154,9 @@ class TransportStats:
     bad_frame: int = 0
     hello_timeouts: int = 0
     handler_errors: int = 0
+    write_errors: int = 0  # outgoing connections that broke mid-write (EPIPE, reset)
+    peer_task_errors: int = 0  # unexpected errors in a peer's writer task (a bug)
+    serve_errors: int = 0  # unexpected errors serving an incoming connection (a bug)
     bytes_sent: int = 0
     bytes_received: int = 0
 
@@ -517,8 +520,12 @@ class NetTransport:
             else:
                 stats.bad_frame += 1
             log.info("%s: closing connection: %s", self.local_address, exc)
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        except Exception as exc:  # a bug here must cost one connection, not the node
+            stats.serve_errors += 1
+            log.error("%s: serving a connection failed: %r", self.local_address, exc,
+                      exc_info=exc)
         finally:
             self._incoming -= 1
             with trio.CancelScope(shield=True):
@@ -582,6 +589,12 @@ class NetTransport:
                 if await self._connect_and_write(peer):
                     stats.idle_closed += 1
                     return
+        except Exception as exc:  # a bug here must cost one peer's queue, not the node
+            stats.peer_task_errors += 1
+            log.error("%s: writer for %s failed: %r", self.local_address, peer.dest, exc,
+                      exc_info=exc)
+            peer.queue.clear()
+            peer.queued_bytes = 0
         finally:
             if self._peers.get(peer.dest) is peer and not peer.queue:
                 del self._peers[peer.dest]
@@ -613,12 +626,18 @@ class NetTransport:
         peer.idle = False
         peer.last_write = started
         try:
+            # Under strict exception groups an error escaping a nursery arrives
+            # wrapped; so the writer catches its own errors (a peer that dies
+            # mid-write, EPIPE/ECONNRESET) and ends the connection by cancelling.
+            # Nothing a peer does may propagate out of this method.
             async with trio.open_nursery() as conn:
                 conn.start_soon(self._watch_eof, stream, conn.cancel_scope)
                 conn.start_soon(self._watch_idle, peer, conn.cancel_scope)
-                await self._write_loop(peer, stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                try:
+                    await self._write_loop(peer, stream)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    stats.write_errors += 1
+                    conn.cancel_scope.cancel()
         finally:
             peer.connected = False
             peer.writing = False

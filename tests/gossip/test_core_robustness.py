@@ -122,7 +122,10 @@ def test_random_messages_never_crash_the_core(batch):
             encoded = wire.encode(msg)
         except Exception:
             continue
-        msg = wire.decode(encoded)  # what a receiver would really see
+        try:
+            msg = wire.decode(encoded)  # what a receiver would really see
+        except wire.WireError:
+            continue  # out of range or not finite: the driver drops it
         c.on_message(now, "b:7946", msg, stream)
         c.on_message(
             now, "b:7946", Compound((encoded, b"\xc1garbage", wire.encode(Compound(())))), False
@@ -212,3 +215,30 @@ def test_same_seed_same_trace_under_any_hash_seed():
     assert (
         '"ev":"gossip.member"' in text and '"status":"dead"' in text and '"status":"left"' in text
     )
+
+
+def test_no_claim_puts_a_member_beyond_refutation(cluster_factory):
+    """Regression: a Dead at incarnation 2**62 evicted a live member for good (its
+    refutation, 2**62 + 1, was above every peer's maximum). Now a claim is accepted
+    only below MAX_INCARNATION, so the answer (at most MAX_INCARNATION) always
+    decodes and is accepted."""
+    from clusterfunk.gossip.core import MAX_INCARNATION
+
+    c = cluster_factory(3, seed=43)
+    c.run(5.0)
+    n1 = c.core("n1")
+    before = n1.stats["invalid"]
+    c.call("n1", lambda core, now: core.on_message(
+        now, "x:1", Dead(MAX_INCARNATION, "n2", "mallory"), False))
+    assert n1.member("n2").status == "alive" and n1.stats["invalid"] == before + 1
+    # just below the bound: accepted, spread, refuted at the bound itself
+    c.call("n1", lambda core, now: core.on_message(
+        now, "x:1", Dead(MAX_INCARNATION - 1, "n2", "mallory"), False))
+    c.run(c.sim.now + 10.0)
+    assert c.core("n2").incarnation == MAX_INCARNATION
+    for name in ("n1", "n3"):
+        m = c.core(name).member("n2")
+        assert m.status == "alive" and m.incarnation == MAX_INCARNATION
+    alive = Alive(MAX_INCARNATION, "n2", "n2:7946", {})
+    assert wire.decode(wire.encode(alive)) == alive
+    assert c.all_alive()

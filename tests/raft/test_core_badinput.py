@@ -145,3 +145,34 @@ def test_forged_match_index_and_oversized_snapshot_are_dropped(make_net):
         f.on_message(net.now, "n1:8300",
                      InstallSnapshot(f.term, "n1", 50, f.term, b"", off, bytes(50), False), True)
     assert f.dropped["snapshot too large"] == 1 and len(f._snap_buf) <= 100
+
+
+def test_terms_beyond_the_bound_are_dropped_and_the_bound_itself_stores(make_net, tmp_path):
+    """Regression: one Heartbeat with term 2**63 killed every SQLite node
+    (OverflowError in save_hard_state). The wire refuses > 2**63-1; the core refuses
+    terms above MAX_TERM, so term + 1 always fits a signed 64-bit column."""
+    from clusterfunk import wire
+    from clusterfunk.raft.messages import MAX_TERM, Heartbeat
+    from clusterfunk.raft.sqlite_store import SQLiteStorage
+    from clusterfunk.raft.storage import HardState
+
+    import msgpack
+
+    tag = {c: t for t, c in wire.registered_tags().items()}[Heartbeat]
+    with pytest.raises(wire.WireError, match="out of range"):
+        wire.decode(msgpack.packb([wire.WIRE_VERSION, tag, 2**63, "n1", 0, 0]))
+    net = make_net(["n1", "n2", "n3"])
+    net.elect("n1")
+    f = net["n2"]
+    t = f.term
+    for term in (MAX_TERM + 1, wire.MAX_WIRE_INT):
+        f.on_message(net.now, "x:1", Heartbeat(term, "n1", 0, 0), True)
+    assert f.term == t and f.dropped["term out of range"] == 2
+    # the largest accepted term, plus one election, still stores
+    store = SQLiteStorage(str(tmp_path / "raft.db"))
+    store.save_hard_state(HardState(MAX_TERM + 1, "n2", 0))
+    store.sync()
+    store.close()
+    again = SQLiteStorage(str(tmp_path / "raft.db"))
+    assert again.recover().hard_state.term == MAX_TERM + 1
+    again.close()

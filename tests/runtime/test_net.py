@@ -317,3 +317,32 @@ async def test_a_busy_connection_is_never_idle_closed() -> None:
         await wait_for(lambda: len(rb.frames) == 30)
         assert a.stats.connects == 1 and a.stats.idle_closed == 0
         await wait_for(lambda: a.stats.idle_closed == 1)
+
+
+async def test_a_peer_killed_mid_write_never_ends_the_endpoint() -> None:
+    """Regression: SIGKILLing one raft-node made its peers exit (EPIPE from
+    send_all escaped the connection's nursery inside an ExceptionGroup). Here the
+    peer accepts, reads a little, then resets the connection while a large frame is
+    being written; the endpoint counts it, keeps running and reconnects."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    dest = format_address("127.0.0.1", listener.getsockname()[1])
+    async with open_transport(LOOP) as a:
+        a.bind(Recorder())
+        for _ in range(3):  # three kills in a row, like the kill -9 loop
+            a.send_frame(dest, bytes(8_000_000))  # far more than the socket buffers hold
+            conn, _ = await listener.accept()
+            await conn.recv(65536)  # the write is under way
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST: the writer's send_all fails with EPIPE / ECONNRESET
+            await wait_for(lambda: a.stats.write_errors + a.stats.disconnects >= 1)
+        await wait_for(lambda: a.stats.write_errors >= 1)
+        assert a.stats.peer_task_errors == 0
+        # and it still works: a well-behaved peer on a new port gets frames
+        async with open_transport(LOOP) as b:
+            rb = Recorder()
+            b.bind(rb)
+            a.send_frame(b.local_address, b"still here")
+            await wait_for(lambda: rb.frames == [(a.local_address, b"still here")])
+    listener.close()
