@@ -151,12 +151,12 @@ def test_terms_beyond_the_bound_are_dropped_and_the_bound_itself_stores(make_net
     """Regression: one Heartbeat with term 2**63 killed every SQLite node
     (OverflowError in save_hard_state). The wire refuses > 2**63-1; the core refuses
     terms above MAX_TERM, so term + 1 always fits a signed 64-bit column."""
+    import msgpack
+
     from clusterfunk import wire
     from clusterfunk.raft.messages import MAX_TERM, Heartbeat
     from clusterfunk.raft.sqlite_store import SQLiteStorage
     from clusterfunk.raft.storage import HardState
-
-    import msgpack
 
     tag = {c: t for t, c in wire.registered_tags().items()}[Heartbeat]
     with pytest.raises(wire.WireError, match="out of range"):
