@@ -27,10 +27,10 @@ import statistics
 import sys
 import time
 
-from clusterfunk.cluster.simwork import ClusterWorkload
 from clusterfunk.sharding import ShardMap
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.cluster import ClusterWorkload
 from clusterfunk.trace import Tracer
 
 

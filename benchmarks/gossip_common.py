@@ -14,9 +14,9 @@ import time
 from queue import Empty, Queue
 from typing import Any
 
-from clusterfunk.gossip.simwork import GossipWorkload
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.gossip import GossipWorkload
 
 #: Serf (LAN profile) measured on this machine, median over survivors (issue 4).
 SERF_LAN = {"5": "6.9-8.8 s", "50": "9.6 s (8.0 s in another run)"}

@@ -12,7 +12,7 @@ exhausted handles its messages late):
 
 All links lose 1 % of datagrams. A false positive is a ``dead`` verdict about a
 member that was up (the slow member included: it is slow, not dead), counted by
-:func:`clusterfunk.gossip.metrics.false_positives` with no excuse windows except
+:func:`clusterfunk.sim.checkers.gossip.false_positives` with no excuse windows except
 right after the slow member's pauses (grace: the detection bound). We also count
 suspicions of live members (they are legitimate SWIM behaviour; Lifeguard's aim
 is that they get refuted in time) and refutations.

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from clusterfunk.sim.simulation import Simulation
 
 WORKLOADS: dict[str, str] = {
-    "ping": "clusterfunk.demo.workload:PingWorkload",
-    "raft": "clusterfunk.raft.simwork:RaftWorkload",
-    "gossip": "clusterfunk.gossip.simwork:GossipWorkload",
-    "cluster": "clusterfunk.cluster.simwork:ClusterWorkload",
+    "ping": "clusterfunk.sim.workloads.ping:PingWorkload",
+    "raft": "clusterfunk.sim.workloads.raft:RaftWorkload",
+    "gossip": "clusterfunk.sim.workloads.gossip:GossipWorkload",
+    "cluster": "clusterfunk.sim.workloads.cluster:ClusterWorkload",
 }
 
 

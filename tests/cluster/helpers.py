@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from clusterfunk.cluster.simwork import ClusterWorkload
 from clusterfunk.sim.nemesis import Nemesis, NemesisConfig
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.cluster import ClusterWorkload
 from clusterfunk.trace import Tracer
 
 

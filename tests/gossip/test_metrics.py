@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clusterfunk.gossip import metrics
+from clusterfunk.sim.checkers import gossip as metrics
 from clusterfunk.runtime.driver import DriverStats
 
 

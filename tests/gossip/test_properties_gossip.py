@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterfunk.gossip.events import UserEvent
-from clusterfunk.gossip.simwork import GossipWorkload
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.gossip import GossipWorkload
 
 #: ``GOSSIP_EXAMPLES=200`` for a deeper (random) search than CI's fixed 8 examples.
 _DEEP = int(os.environ.get("GOSSIP_EXAMPLES", "0"))
@@ -115,7 +115,7 @@ def test_key_rotation_keeps_every_member(seed, nodes, loss, start) -> None:
     """install -> use -> remove, each step retried until every member applied it:
     afterwards every keyring holds only the new key and nobody was declared dead."""
     from clusterfunk.gossip.keyring import INSTALL, REMOVE, USE
-    from clusterfunk.gossip.simwork import SIM_KEY
+    from clusterfunk.sim.workloads.gossip import SIM_KEY
 
     new = bytes(range(7, 39))
     sim = Simulation(seed, link=LinkConfig(loss=loss))

@@ -12,9 +12,9 @@ import sys
 from clusterfunk.gossip.config import LAN
 from clusterfunk.gossip.events import UserEvent
 from clusterfunk.gossip.keyring import INSTALL, REMOVE, USE
-from clusterfunk.gossip.simwork import PORT, SIM_KEY, GossipWorkload, detection_bound
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.gossip import PORT, SIM_KEY, GossipWorkload, detection_bound
 
 
 def workload(nodes: int, **kw: object) -> GossipWorkload:
@@ -156,7 +156,7 @@ def test_a_node_with_a_foreign_key_cannot_join() -> None:
     sim = Simulation(7)
     wl = workload(4, gossip_keyring=True)
     wl.setup(sim)
-    from clusterfunk.gossip.simwork import build_node
+    from clusterfunk.sim.workloads.gossip import build_node
 
     sim.add_node("x1", lambda host: build_node(host, LAN, [f"n1:{PORT}"], keyring_keys=[bytes(16)]))
     sim.run_until(30.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from clusterfunk.raft.checkers import SafetyChecker
+from clusterfunk.sim.checkers.raft import SafetyChecker
 
 
 @attrs.define

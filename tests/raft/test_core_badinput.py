@@ -106,7 +106,7 @@ def test_garbage_bytes_through_the_driver_in_simulation():
     import random
 
     from clusterfunk.raft.core import RaftCore
-    from clusterfunk.raft.sim_store import SimStorage
+    from clusterfunk.sim.raft_storage import SimStorage
     from clusterfunk.sim.simulation import Simulation
 
     sim = Simulation(3)

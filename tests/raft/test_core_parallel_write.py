@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from clusterfunk.raft import kv
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.messages import AppendEntries
-from clusterfunk.raft.sim_store import SimStorage
 from clusterfunk.sim.disk import SimDisk
+from clusterfunk.sim.raft_storage import SimStorage
 
 PAR = RaftConfig(election_timeout=1.0, heartbeat_interval=0.1, parallel_leader_write=True)
 

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterfunk.raft.linearizability import (
+from clusterfunk.sim.checkers.linearizability import (
     FAIL,
     OK,
     UNKNOWN,

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from clusterfunk.raft import kv
-from clusterfunk.raft.checkers import SafetyChecker
 from clusterfunk.raft.client import ClientError, SyncClient
 from clusterfunk.runtime.net import free_port
+from clusterfunk.sim.checkers.raft import SafetyChecker
 
 
 class Cluster:

@@ -15,7 +15,7 @@ from clusterfunk.raft.client import (
     ProtocolError,
     frame,
 )
-from clusterfunk.raft.process import parse_peers
+from clusterfunk.raft.kv_server import parse_peers
 
 
 @settings(max_examples=60, deadline=None)
@@ -66,7 +66,7 @@ def test_parse_peers():
 
 def test_batching_state_machine_applies_commands_in_order_at_one_index():
     from clusterfunk.raft import kv
-    from clusterfunk.raft.process import BATCH_MAGIC, BatchingStateMachine, encode_batch
+    from clusterfunk.raft.kv_server import BATCH_MAGIC, BatchingStateMachine, encode_batch
 
     sm = BatchingStateMachine(kv.KVStore())
     batch = encode_batch(
@@ -86,7 +86,7 @@ def test_batching_state_machine_applies_commands_in_order_at_one_index():
 def test_client_address_options():
     import argparse
 
-    from clusterfunk.raft.process import _client_bind, add_parser
+    from clusterfunk.cli.raft_node import _client_bind, add_parser
 
     ap = argparse.ArgumentParser()
     add_parser(ap.add_subparsers())

@@ -19,8 +19,8 @@ from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader
 from clusterfunk.raft.events import Applied
-from clusterfunk.raft.sim_store import SimStorage
 from clusterfunk.sim.netmodel import LinkConfig
+from clusterfunk.sim.raft_storage import SimStorage
 from clusterfunk.sim.simulation import Simulation
 from clusterfunk.trace import Tracer
 

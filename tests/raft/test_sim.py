@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from clusterfunk.raft import kv
-from clusterfunk.raft.simwork import RaftWorkload
 from clusterfunk.sim.nemesis import KINDS, Nemesis, NemesisConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.raft import RaftWorkload
 from clusterfunk.trace import Tracer
 
 

@@ -25,9 +25,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from clusterfunk.raft.simwork import RaftWorkload
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
+from clusterfunk.sim.workloads.raft import RaftWorkload
 
 ELECTION = 1.0
 LIVENESS_TIMEOUTS = 10

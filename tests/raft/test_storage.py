@@ -15,10 +15,10 @@ from clusterfunk.raft.config import Configuration, RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import StorageCorrupt
 from clusterfunk.raft.messages import ENTRY_COMMAND, Entry
-from clusterfunk.raft.sim_store import SimStorage
 from clusterfunk.raft.sqlite_store import SQLiteStorage
 from clusterfunk.raft.storage import HardState, MemoryStorage, SnapshotMeta
 from clusterfunk.sim.disk import SimDisk
+from clusterfunk.sim.raft_storage import SimStorage
 
 CFG = Configuration.make({"n1": "n1:8300"})
 

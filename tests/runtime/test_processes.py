@@ -18,7 +18,7 @@ def test_three_processes_ping_each_other(tmp_path) -> None:  # type: ignore[no-u
     try:
         for i, addr in enumerate(addrs, 1):
             # n1 goes through the main CLI, the others through the module's own entry.
-            entry = ["clusterfunk"] if i == 1 else ["clusterfunk.demo.process"]
+            entry = ["clusterfunk"] if i == 1 else ["clusterfunk.cli.ping"]
             cmd = [
                 sys.executable,
                 "-m",

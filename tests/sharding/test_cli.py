@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterfunk.sharding import cli
+from clusterfunk.cli import shards as cli
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

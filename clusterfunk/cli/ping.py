@@ -7,7 +7,7 @@ then prints one JSON summary line::
     {"id": "n1", "address": "127.0.0.1:7001", "pings": 40, "pongs": 38,
      "hellos_back": 7, "rtt_median": 0.00021, ...}
 
-Also runnable as ``python -m clusterfunk.demo.process ping-node ...``.
+Also runnable as ``python -m clusterfunk.cli.ping ping-node ...``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clusterfunk.demo.process")
+    parser = argparse.ArgumentParser(prog="python -m clusterfunk.cli.ping")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

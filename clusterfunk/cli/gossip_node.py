@@ -171,7 +171,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m clusterfunk.gossip.process")
+    parser = argparse.ArgumentParser(prog="python -m clusterfunk.cli.gossip_node")
     add_parser(parser.add_subparsers(dest="command"))
     ns = parser.parse_args()
     sys.exit(ns.func(ns))

@@ -30,7 +30,7 @@ through ReadIndex on the node (``read_index`` then the local KV after
 ``last_applied`` reaches the read index); a failed read is retried, since a read
 has no effect.
 
-Checking: the :class:`~clusterfunk.raft.checkers.SafetyChecker` listens to the
+Checking: the :class:`~clusterfunk.sim.checkers.raft.SafetyChecker` listens to the
 trace online and inspects the logs every ``--check-every`` seconds; at the end the
 KV history is checked for linearizability (by key). Violations of either fail the
 run. ``node`` of ``kv.call`` / ``kv.return`` records is the client id (``c1``..).
@@ -43,19 +43,19 @@ from typing import Any
 
 from clusterfunk.raft import events as rev
 from clusterfunk.raft import kv
-from clusterfunk.raft.checkers import SafetyChecker
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
-from clusterfunk.raft.linearizability import HistoryBuilder, check_history
-from clusterfunk.raft.sim_store import SimStorage
+from clusterfunk.sim.checkers.linearizability import HistoryBuilder, check_history
+from clusterfunk.sim.checkers.raft import SafetyChecker
+from clusterfunk.sim.raft_storage import SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
 
 PORT = 8300
 
 
 class CoreLogView:
-    """:class:`~clusterfunk.raft.checkers.LogView` over a live core's log."""
+    """:class:`~clusterfunk.sim.checkers.raft.LogView` over a live core's log."""
 
     __slots__ = ("core", "log")
 
@@ -463,7 +463,7 @@ class RaftWorkload:
     def final_reads(self, leader: str) -> list[Any]:
         """Reads of every key from ``leader``'s state machine, as history operations
         at the current instant (call once the leader has applied its commit index)."""
-        from clusterfunk.raft.linearizability import Op
+        from clusterfunk.sim.checkers.linearizability import Op
 
         assert self.sim is not None
         app = self.sim.app(leader)

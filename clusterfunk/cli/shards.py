@@ -2,7 +2,7 @@
 
 The main CLI registers the subcommand with ``add_parser(subparsers)``; the handler is
 set with ``parser.set_defaults(func=handler)`` and returns the exit status. It can also
-run on its own: ``python -m clusterfunk.sharding.cli --shards 1000 --nodes 5``.
+run on its own: ``python -m clusterfunk.cli.shards --shards 1000 --nodes 5``.
 
 Examples::
 
@@ -226,7 +226,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m clusterfunk.sharding.cli``)."""
+    """Stand-alone entry point (``python -m clusterfunk.cli.shards``)."""
     parser = argparse.ArgumentParser(prog="clusterfunk-shards")
     _add_arguments(parser)
     return handler(parser.parse_args(argv))

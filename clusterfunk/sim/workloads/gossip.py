@@ -3,7 +3,7 @@
 Every node ``n1 .. nN`` runs a :class:`~clusterfunk.gossip.core.GossipCore` on
 port 7946 and joins through the first three nodes (the seeds). Faults come from
 the global options (``--crash n7@300``, ``--nemesis``, ``--loss``, ...); online
-trackers (:mod:`clusterfunk.gossip.metrics`) watch the trace as it is written.
+trackers (:mod:`clusterfunk.sim.checkers.gossip`) watch the trace as it is written.
 
 Summary: failure detection times (crash -> ``dead`` at each survivor: median and
 max, and the time until *every* survivor decided), false positives, packets and
@@ -12,7 +12,7 @@ bytes per member per second, convergence time after each partition heals.
 Violations:
 
 * a **false positive**: a live, reachable member declared ``dead`` by anyone
-  (outside the excuse windows of :mod:`clusterfunk.gossip.metrics`, whose grace
+  (outside the excuse windows of :mod:`clusterfunk.sim.checkers.gossip`, whose grace
   is the detection bound below);
 * a **missed detection**: a crashed member not declared ``dead`` by a survivor
   within the detection bound, checked only when the bound's whole window fits in
@@ -52,14 +52,14 @@ from clusterfunk.gossip.keyring import (
     register_key_queries,
     seeded_nonces,
 )
-from clusterfunk.gossip.metrics import (
+from clusterfunk.runtime.driver import Driver
+from clusterfunk.sim.checkers.gossip import (
     ConvergenceTracker,
     DetectionTracker,
     FalsePositiveTracker,
     detection_summary,
     load,
 )
-from clusterfunk.runtime.driver import Driver
 from clusterfunk.sim.simulation import SimHost, Simulation
 
 PORT = 7946

@@ -1,8 +1,9 @@
 """The ``clusterfunk`` command line.
 
-Subcommands come from their packages, each module exposing
-``add_parser(subparsers)``; a package that fails to import only loses its own
-subcommands.
+Every entry point lives in this package (or names its module in :data:`PLUGINS`),
+each module exposing ``add_parser(subparsers)``. A module that fails to import
+loses only its own subcommands, with a warning on stderr naming it (never
+silently).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from clusterfunk import __version__
 
 #: Modules contributing subcommands (beside ``simulate``, defined here).
 PLUGINS = (
-    "clusterfunk.sharding.cli",
-    "clusterfunk.raft.process",
-    "clusterfunk.gossip.process",
-    "clusterfunk.demo.process",
-    "clusterfunk.cluster.process",
+    "clusterfunk.cli.shards",
+    "clusterfunk.cli.raft_node",
+    "clusterfunk.cli.gossip_node",
+    "clusterfunk.cli.ping",
+    "clusterfunk.cli.cluster_node",
 )
 
 
@@ -43,9 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in PLUGINS:
         try:
             mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        except Exception as exc:  # a broken plugin must not take the other commands down
+        except Exception as exc:  # a broken plugin must not take the other commands down,
+            # and must not vanish silently either: every plugin here is in-tree
             print(f"clusterfunk: warning: {name} failed to load: {exc!r}", file=sys.stderr)
             continue
         add = getattr(mod, "add_parser", None)

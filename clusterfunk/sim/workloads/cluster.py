@@ -13,7 +13,7 @@ merges through gossip's reconnect, every 30 s on each side), ``--election-timeou
 
 Checkers (violations fail the run):
 
-* Raft safety (:class:`clusterfunk.raft.checkers.SafetyChecker`, online, logs
+* Raft safety (:class:`clusterfunk.sim.checkers.raft.SafetyChecker`, online, logs
   inspected every ``check_every`` seconds);
 * every committed map (first ``cluster.shardmap`` ``committed`` record of an index)
   decodes to its digest, owns every shard exactly once with a node of its list,
@@ -53,13 +53,13 @@ from clusterfunk.cluster.messages import map_digest
 from clusterfunk.cluster.statemachine import ClusterStateMachine
 from clusterfunk.gossip.config import GossipConfig, profile
 from clusterfunk.gossip.core import GossipCore
-from clusterfunk.raft.checkers import SafetyChecker
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
-from clusterfunk.raft.sim_store import SimStorage
-from clusterfunk.raft.simwork import CoreLogView
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
+from clusterfunk.sim.checkers.raft import SafetyChecker
+from clusterfunk.sim.raft_storage import SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
+from clusterfunk.sim.workloads.raft import CoreLogView
 
 GOSSIP_PORT = 7946
 RAFT_PORT = 8300
