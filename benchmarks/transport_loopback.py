@@ -8,7 +8,10 @@ bound for two processes), each running a tiny core:
 * ``throughput``: a window of pings outstanding over TCP frames; messages per
   second counts both pings and pongs (each is one message handled by a core).
 
-    python benchmarks/transport_loopback.py [--json] [--count N] [--window W]
+``--tls`` adds the frame cases over mutual TLS (certificates from
+``clusterfunk certs`` in a temporary directory), to compare with plain TCP.
+
+    python benchmarks/transport_loopback.py [--json] [--count N] [--window W] [--tls]
 """
 
 from __future__ import annotations
@@ -16,14 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import trio
 
 from clusterfunk.demo.ping import Ping, Pong
-from clusterfunk.runtime.api import Output
-from clusterfunk.runtime.trio_host import open_driver
+from clusterfunk.runtime.api import Core, Output
+from clusterfunk.runtime.driver import Driver
+from clusterfunk.runtime.net import open_transport
+from clusterfunk.runtime.tls import TLSConfig, load_tls_dir
+from clusterfunk.runtime.trio_host import TrioClock
+from clusterfunk.security.certs import write_certs
 
 
 class Echo:
@@ -75,10 +87,27 @@ class Client(Echo):
                 self.done.set()
 
 
-async def run_case(count: int, window: int, stream: bool) -> dict[str, float]:
-    async with open_driver("echo", Echo(), "127.0.0.1:0") as server:
+@asynccontextmanager
+async def serve(node: str, core: Core, tls: TLSConfig | None) -> AsyncIterator[Driver]:
+    """A driver on loopback (plain TCP, or mutual TLS with ``tls``)."""
+    async with open_transport("127.0.0.1:0", rng=random.Random(), tls=tls) as transport, \
+            trio.open_nursery() as nursery:
+        driver = Driver(node, core, transport, TrioClock(nursery))
+        driver.start()
+        try:
+            yield driver
+        finally:
+            driver.stop()
+            nursery.cancel_scope.cancel()
+
+
+async def run_case(count: int, window: int, stream: bool,
+                   tls_dir: Path | None = None) -> dict[str, float]:
+    tls_s = load_tls_dir(tls_dir, "echo") if tls_dir else None
+    tls_c = load_tls_dir(tls_dir, "client-node") if tls_dir else None
+    async with serve("echo", Echo(), tls_s) as server:
         client = Client(server.transport.local_address, count, window, stream)
-        async with open_driver("client", client, "127.0.0.1:0") as drv:
+        async with serve("client-node", client, tls_c) as drv:
             t0 = time.perf_counter()
             drv.call(lambda core, now: core.go(now))
             with trio.fail_after(120):
@@ -95,11 +124,18 @@ async def run_case(count: int, window: int, stream: bool) -> dict[str, float]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    return {
+    results = {
         "rtt_tcp_frames": await run_case(args.rtt_count, 1, True),
         "rtt_udp_datagrams": await run_case(args.rtt_count, 1, False),
         "throughput_tcp_frames": await run_case(args.count, args.window, True),
     }
+    if args.tls:
+        with tempfile.TemporaryDirectory() as d:
+            write_certs(Path(d), ["echo", "client-node"])
+            results["rtt_tls_frames"] = await run_case(args.rtt_count, 1, True, Path(d))
+            results["throughput_tls_frames"] = await run_case(args.count, args.window, True,
+                                                              Path(d))
+    return results
 
 
 def main() -> None:
@@ -108,6 +144,7 @@ def main() -> None:
     p.add_argument("--count", type=int, default=100_000, help="pings in the throughput case")
     p.add_argument("--rtt-count", type=int, default=5_000, help="pings in the latency cases")
     p.add_argument("--window", type=int, default=512, help="pings in flight (throughput)")
+    p.add_argument("--tls", action="store_true", help="also run the frame cases over mutual TLS")
     args = p.parse_args()
     results = trio.run(main_async, args)
     if args.json:

@@ -4,7 +4,11 @@ A TCP connection carries, from the dialer to the acceptor only:
 
 1. a hello: ``MAGIC`` (4 bytes: ``b"CFK"`` + stream version 1), a 2-byte
    big-endian length ``n`` (1 .. :data:`MAX_HELLO_ADDRESS`), then ``n`` bytes of
-   UTF-8: the dialer's advertised ``host:port`` (its listening address);
+   UTF-8: the dialer's advertised ``host:port`` (its listening address).
+   Version 2 (``MAGIC_V2``, ``b"CFK\x02"``) adds the dialer's node id after the
+   address: a 2-byte length ``m`` (1 .. :data:`MAX_NODE_ID`) and ``m`` bytes of
+   UTF-8. Under TLS the acceptor checks the id against the dialer's certificate.
+   A dialer with a node id sends version 2; acceptors read both;
 2. frames: a 4-byte big-endian length ``n`` (1 .. ``max_frame``), then ``n`` bytes.
 
 The acceptor never writes. Lengths are checked *before* any buffer for the body
@@ -23,12 +27,15 @@ from clusterfunk import wire
 from clusterfunk.runtime.api import split_address
 
 MAGIC = b"CFK\x01"
-STREAM_VERSION = 1
+MAGIC_V2 = b"CFK\x02"
+STREAM_VERSION = 2
 MAX_HELLO_ADDRESS = 1024
+MAX_NODE_ID = 255
 DEFAULT_MAX_FRAME = wire.MAX_MESSAGE_BYTES  # 64 MiB
 
 _HEADER = struct.Struct(">I")
 _HELLO_HEADER = struct.Struct(">4sH")
+_U16 = struct.Struct(">H")
 pack_length = _HEADER.pack
 
 
@@ -36,11 +43,17 @@ class FramingError(Exception):
     """The peer broke the stream protocol; the connection must be closed."""
 
 
-def encode_hello(address: str) -> bytes:
+def encode_hello(address: str, node_id: str | None = None) -> bytes:
+    """The hello: version 1 without ``node_id``, version 2 with it."""
     raw = address.encode("utf-8")
     if not 0 < len(raw) <= MAX_HELLO_ADDRESS:
         raise ValueError(f"advertised address too long or empty: {address!r}")
-    return _HELLO_HEADER.pack(MAGIC, len(raw)) + raw
+    if node_id is None:
+        return _HELLO_HEADER.pack(MAGIC, len(raw)) + raw
+    ident = node_id.encode("utf-8")
+    if not 0 < len(ident) <= MAX_NODE_ID:
+        raise ValueError(f"node id too long or empty: {node_id!r}")
+    return _HELLO_HEADER.pack(MAGIC_V2, len(raw)) + raw + _U16.pack(len(ident)) + ident
 
 
 def encode_frames(frames: list[bytes]) -> bytes:
@@ -60,12 +73,13 @@ class FrameReader:
     read's worth of following data).
     """
 
-    __slots__ = ("_buf", "_need", "error", "max_frame", "peer")
+    __slots__ = ("_buf", "_need", "error", "max_frame", "node_id", "peer")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
         self.peer: str | None = None  # the advertised address, once the hello is read
+        self.node_id: str | None = None  # the claimed node id (hello version 2 only)
         self._need = 0
         #: A framing error found after some good frames of the same chunk: those
         #: frames are returned first, the error is raised by :meth:`check`.
@@ -77,11 +91,22 @@ class FrameReader:
             raise self.error
 
     @property
+    def held(self) -> int:
+        """Bytes this reader holds or has been told to expect for the item it is
+        reading (the declared size of a partly received frame): its memory charge."""
+        return max(self._need, len(self._buf))
+
+    @property
+    def partial(self) -> bool:
+        """True while a frame (or the hello) has begun but is not complete."""
+        return bool(self._buf)
+
+    @property
     def wanted(self) -> int:
         """How many more bytes complete the item being read (a hint for read sizes)."""
         return max(self._need - len(self._buf), 0)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         """Append received bytes; return the complete frames now available, in order.
 
         Raises :class:`FramingError` when the stream is broken; if good frames
@@ -135,22 +160,42 @@ class FrameReader:
     def _read_hello(self, src: bytes | bytearray) -> int:
         """Parse the hello at the start of ``src``; 0 means "need more bytes"."""
         n = len(src)
-        if n >= 4 and src[:4] != MAGIC:
+        if n >= 4 and src[:4] not in (MAGIC, MAGIC_V2):
             raise FramingError("bad hello magic")
         if n < _HELLO_HEADER.size:
             self._need = _HELLO_HEADER.size
             return 0
-        _, length = _HELLO_HEADER.unpack_from(src, 0)
+        magic, length = _HELLO_HEADER.unpack_from(src, 0)
         if not 0 < length <= MAX_HELLO_ADDRESS:
             raise FramingError(f"bad hello address length {length}")
         end = _HELLO_HEADER.size + length
-        if n < end:
-            self._need = end
-            return 0
+        node_id: str | None = None
+        if magic == MAGIC_V2:
+            if n < end + 2:
+                self._need = end + 2
+                return 0
+            (id_len,) = _U16.unpack_from(src, end)
+            if not 0 < id_len <= MAX_NODE_ID:
+                raise FramingError(f"bad hello node id length {id_len}")
+            id_end = end + 2 + id_len
+            if n < id_end:
+                self._need = id_end
+                return 0
+            try:
+                node_id = bytes(src[end + 2 : id_end]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise FramingError("bad hello node id") from None
+            address_end, end = end, id_end
+        else:
+            if n < end:
+                self._need = end
+                return 0
+            address_end = end
         try:
-            address = bytes(src[_HELLO_HEADER.size : end]).decode("utf-8")
+            address = bytes(src[_HELLO_HEADER.size : address_end]).decode("utf-8")
             split_address(address)
         except (UnicodeDecodeError, ValueError):
             raise FramingError("bad hello address") from None
         self.peer = address
+        self.node_id = node_id
         return end

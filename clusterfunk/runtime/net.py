@@ -26,6 +26,23 @@ Streams (framing and hello in :mod:`clusterfunk.runtime.framing`)
     handed to the kernel when a connection breaks may be lost (protocols above
     retry); frames still queued are sent on the next connection.
 
+Mutual TLS (``tls=``, a :class:`clusterfunk.runtime.tls.TLSConfig`)
+    Every connection is wrapped in a :class:`trio.SSLStream`: the dialer is the
+    TLS client, the acceptor the TLS server, and both show a certificate from the
+    cluster CA. The hello then carries the dialer's node id (hello version 2),
+    which must be a name of its certificate; otherwise the connection is closed
+    and its frames dropped (``identity_mismatch``). A failed handshake is counted
+    (``tls_failures``). The TLS handshake and the hello share one time limit,
+    ``hello_timeout``. :meth:`TLSConfig.reload` changes the certificates used by
+    connections opened afterwards.
+
+Identity of incoming frames
+    A handler that defines ``on_frame_from(src, identity, data)`` gets it called
+    instead of ``on_frame(src, data)``: ``identity`` is the node id the peer's
+    certificate authenticates, or ``None`` without TLS (a hello's node id is
+    only a claim then, and is never passed on as an identity). Handlers with
+    only ``on_frame`` work as before. Datagrams carry no identity.
+
 Bad input (bad hello, bad frame length) closes that one connection and is
 counted; nothing a peer sends can crash the endpoint.
 
@@ -60,6 +77,7 @@ from clusterfunk.runtime.framing import (
     encode_hello,
     pack_length,
 )
+from clusterfunk.runtime.tls import TLSConfig, peer_identity
 
 log = logging.getLogger("clusterfunk.net")
 
@@ -152,7 +170,10 @@ class TransportStats:
     rejected: int = 0  # incoming connections over max_incoming
     bad_hello: int = 0
     bad_frame: int = 0
-    hello_timeouts: int = 0
+    hello_timeouts: int = 0  # no complete TLS handshake + hello within hello_timeout
+    tls_failures: int = 0  # TLS handshakes that failed (either side): no/bad certificate
+    identity_mismatch: int = 0  # TLS connections whose hello claims a name not in the cert
+    frames_dropped_identity: int = 0  # frames that came with such a false claim
     handler_errors: int = 0
     write_errors: int = 0  # outgoing connections that broke mid-write (EPIPE, reset)
     peer_task_errors: int = 0  # unexpected errors in a peer's writer task (a bug)
@@ -269,6 +290,8 @@ class NetTransport:
         user_timeout: float = 15.0,
         fail_stop: bool = True,
         on_handler_error: Callable[[BaseException], None] | None = None,
+        tls: TLSConfig | None = None,
+        node_id: str | None = None,
     ) -> None:
         self._udp = udp
         self._listener = listener
@@ -290,8 +313,13 @@ class NetTransport:
         self.on_handler_error = on_handler_error
         self.stats = TransportStats()
         self.handler: Any = None
+        self._on_frame_from: Callable[[Address, str | None, bytes], None] | None = None
         self._bound = trio.Event()
-        self._hello = encode_hello(local_address)
+        #: TLS material (None: plain TCP). Its contexts are read per new connection.
+        self.tls = tls
+        #: The node id sent in the hello (the TLS certificate's name by default).
+        self.node_id = node_id if node_id is not None else (tls.node_id if tls else None)
+        self._hello = encode_hello(local_address, self.node_id)
         self._peers: dict[Address, _Peer] = {}
         self._dgram_addr: dict[Address, tuple[Any, ...] | None] = {}
         self._resolving: set[Address] = set()
@@ -303,6 +331,7 @@ class NetTransport:
 
     def bind(self, handler: Any) -> None:
         self.handler = handler
+        self._on_frame_from = getattr(handler, "on_frame_from", None)
         self._bound.set()
 
     def send_datagram(self, dest: Address, data: bytes) -> None:
@@ -485,10 +514,23 @@ class NetTransport:
 
     async def _serve(self, sock: trio.socket.SocketType) -> None:
         stats = self.stats
-        stream = trio.SocketStream(sock)
+        plain = trio.SocketStream(sock)
+        stream: trio.abc.Stream = plain
         reader = FrameReader(self.max_frame)
+        tls = self.tls
+        identity: str | None = None
         try:
             with trio.move_on_after(self.hello_timeout) as scope:
+                if tls is not None:
+                    secure = trio.SSLStream(plain, tls.server_context, server_side=True)
+                    stream = secure
+                    try:
+                        await secure.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        stats.tls_failures += 1
+                        log.info("%s: TLS handshake failed: %s", self.local_address,
+                                 exc.__cause__ or exc)
+                        return
                 while reader.peer is None:
                     data = await stream.receive_some(4096)
                     if not data:
@@ -496,23 +538,33 @@ class NetTransport:
                     stats.bytes_received += len(data)
                     frames = reader.feed(data)
                     if reader.peer is not None:
-                        self._deliver(reader.peer, frames)
+                        if tls is not None:
+                            assert isinstance(stream, trio.SSLStream)
+                            identity = peer_identity(stream.getpeercert(), reader.node_id)
+                            if identity is None:
+                                stats.identity_mismatch += 1
+                                stats.frames_dropped_identity += len(frames)
+                                log.info("%s: closing connection: hello claims %r, not a "
+                                         "name of its certificate", self.local_address,
+                                         reader.node_id)
+                                return
+                        self._deliver(reader.peer, identity, frames)
                         reader.check()
             if scope.cancelled_caught:
                 stats.hello_timeouts += 1
                 return
             src = reader.peer
             assert src is not None
-            incoming = StreamReader(stream)
+            receive = StreamReader(plain).receive if tls is None else stream.receive_some
             while True:
                 size = min(max(65536, reader.wanted), 4 << 20)
-                data = await incoming.receive(size)
+                data = await receive(size)
                 if not data:
                     return
                 stats.bytes_received += len(data)
                 frames = reader.feed(data)
                 if frames:
-                    self._deliver(src, frames)
+                    self._deliver(src, identity, frames)
                     reader.check()
         except FramingError as exc:
             if reader.peer is None:
@@ -528,22 +580,26 @@ class NetTransport:
                       exc_info=exc)
         finally:
             self._incoming -= 1
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            # The acceptor never writes: close the socket itself (no TLS close_notify).
+            await trio.aclose_forcefully(plain)
 
-    def _deliver(self, src: Address, frames: list[bytes]) -> None:
+    def _deliver(self, src: Address, identity: str | None, frames: list[bytes]) -> None:
         stats = self.stats
         handler = self.handler
+        with_identity = self._on_frame_from
         for f in frames:
             stats.frames_received += 1
             try:
-                handler.on_frame(src, f)
+                if with_identity is not None:
+                    with_identity(src, identity, f)
+                else:
+                    handler.on_frame(src, f)
             except Exception as exc:
                 self._handler_failed(exc, f"frame from {src}")
 
     # -- TCP: dialing side -----------------------------------------------
 
-    async def _connect(self, dest: Address) -> trio.SocketStream | None:
+    async def _connect(self, dest: Address) -> trio.abc.Stream | None:
         try:
             host, port = split_address(dest)
         except ValueError:
@@ -563,7 +619,20 @@ class NetTransport:
                 sock.close()
                 continue
             self._tune(sock)
-            return trio.SocketStream(sock)  # sets TCP_NODELAY
+            stream = trio.SocketStream(sock)  # sets TCP_NODELAY
+            if self.tls is None:
+                return stream
+            secure = trio.SSLStream(stream, self.tls.client_context)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await secure.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                self.stats.tls_failures += 1
+                log.info("%s: TLS handshake with %s failed: %s", self.local_address, dest,
+                         exc.__cause__ or exc)
+                await trio.aclose_forcefully(stream)
+                continue
+            return secure
         return None
 
     def _tune(self, sock: trio.socket.SocketType) -> None:
@@ -643,8 +712,8 @@ class NetTransport:
             peer.writing = False
             peer.raw = None
             peer.partial = b""  # a partly sent frame dies with its connection
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            # Forcefully: a TLS close_notify could block on a peer that stopped reading.
+            await trio.aclose_forcefully(stream)
         if peer.idle:
             return True
         stats.disconnects += 1
@@ -656,12 +725,14 @@ class NetTransport:
             peer.failures = 0
         return False
 
-    async def _write_loop(self, peer: _Peer, stream: trio.SocketStream) -> None:
+    async def _write_loop(self, peer: _Peer, stream: trio.abc.Stream) -> None:
         """Write queued frames until the connection breaks: an exception, or a
         cancellation by the EOF or idle watcher."""
         stats = self.stats
         first = self._hello
-        raw = getattr(stream.socket, "_sock", None)
+        # The direct-write fast path needs the plain socket (never under TLS).
+        raw = getattr(stream.socket, "_sock", None) if isinstance(stream, trio.SocketStream) \
+            else None
         while True:
             while not peer.queue and not peer.partial:
                 peer.wake = trio.Event()
@@ -703,7 +774,7 @@ class NetTransport:
             else:
                 deadline = peer.last_write + self.idle_timeout
 
-    async def _watch_eof(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _watch_eof(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         """The acceptor never writes: EOF, an error or any data means the connection is over."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.receive_some(1)
@@ -770,6 +841,7 @@ async def open_transport(
     *,
     rng: random.Random | None = None,
     linger: float = 0.25,
+    tls: TLSConfig | None = None,
     **options: Any,
 ) -> AsyncIterator[NetTransport]:
     """Bind UDP and TCP on ``bind`` (``host:port``; port 0 picks a free port for both)
@@ -782,7 +854,10 @@ async def open_transport(
     task is cancelled and every socket closed. Other keyword ``options`` go to
     :class:`NetTransport` (``max_frame``, ``queue_frames``, ``queue_bytes``,
     ``connect_timeout``, ``hello_timeout``, ``backoff_base``, ``backoff_cap``,
-    ``max_incoming``, ``fail_stop``, ``on_handler_error``).
+    ``max_incoming``, ``fail_stop``, ``on_handler_error``, ``node_id``).
+
+    ``tls``: a :class:`~clusterfunk.runtime.tls.TLSConfig` for mutual TLS on every
+    stream connection (see the module docstring); None keeps plain TCP.
     """
     host, port = split_address(bind)
     if advertise is None and _is_unspecified(host):
@@ -794,7 +869,8 @@ async def open_transport(
     else:
         ahost, aport = split_address(advertise)
         local = format_address(ahost, aport or actual)
-    transport = NetTransport(udp, tcp, local, max_datagram=max_datagram, rng=rng, **options)
+    transport = NetTransport(udp, tcp, local, max_datagram=max_datagram, rng=rng, tls=tls,
+                             **options)
     try:
         async with trio.open_nursery() as nursery:
             transport._nursery = nursery

@@ -1,0 +1,1 @@
+"""Security tooling: certificates for mutual TLS (:mod:`clusterfunk.security.certs`)."""
