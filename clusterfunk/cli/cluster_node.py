@@ -4,10 +4,19 @@
 
     clusterfunk cluster-node --id a --bind-host 127.0.0.1                 # bootstraps
     clusterfunk cluster-node --id b --bind-host 127.0.0.1 --gossip-port 7947 \\
-        --raft-port 8301 --coord-port 8401 --join 127.0.0.1:7946
+        --raft-port 8301 --coord-port 8401 --management-port 8501 --join 127.0.0.1:7946
+    clusterfunk cluster-node --config node.toml --print-config
 
 Prints one JSON line per (state, role) change on stdout (``{"t", "node", "state",
-"role", "leader", "nodes"}``) until interrupted (Ctrl-C leaves gracefully).
+"role", "leader", "nodes", "management"}``; ``management`` is the bound ``HOST:PORT``
+of the management API) until interrupted (Ctrl-C or SIGTERM leave gracefully). Logs go
+to stderr through :mod:`logging` (``--log-format human|json``, ``--log-level``).
+
+Configuration (docs/operations.md): every option can come from a TOML file
+(``--config FILE`` or ``$CLUSTERFUNK_CONFIG``; keys are the long option names with
+``_`` for ``-``), from ``CLUSTERFUNK_<KEY>`` environment variables, or from flags.
+Flags win over the environment, which wins over the file, which wins over defaults.
+``--print-config`` prints the effective configuration as TOML and exits.
 """
 
 from __future__ import annotations
@@ -15,89 +24,384 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import os
 import signal
 import sys
 import time
+import tomllib
 from typing import Any
 
+import attrs
 import trio
+
+log = logging.getLogger("clusterfunk.node")
+
+ENV_PREFIX = "CLUSTERFUNK_"
+LOG_FORMATS = ("human", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# -- the configuration schema --------------------------------------------------------
+
+
+@attrs.frozen
+class Option:
+    """One configuration key: TOML key ``name``, flag ``--name-with-dashes``,
+    environment variable ``env`` (default ``CLUSTERFUNK_<NAME>``)."""
+
+    name: str
+    kind: str  # str | int | list | dict | choice
+    default: Any
+    help: str
+    env: str = ""
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("id", "str", None, "this node's id (required)"),
+    Option("bind_host", "str", "127.0.0.1", "address to bind"),
+    Option("advertise_host", "str", None, "address others reach us at (default: bind host)"),
+    Option("join", "list", [], "gossip seed to join through (repeatable; env: comma-separated); "
+           "none: bootstrap", metavar="HOST:PORT"),
+    Option("data_dir", "str", None, "directory for the Raft SQLite database (default: memory)"),
+    Option("shards", "int", 10_000, "number of shards"),
+    Option("voters", "int", 3, "target Raft voters"),
+    Option("gossip_port", "int", 7946, "gossip port (UDP + TCP; 0 = a free port)"),
+    Option("raft_port", "int", 8300, "Raft port (0 = a free port)"),
+    Option("coord_port", "int", 8400, "coordination port (0 = a free port)"),
+    Option("management_port", "int", 8500, "management API port (HTTP; 0 = a free port)"),
+    Option("management_host", "str", None, "address the management API binds "
+           "(default: bind host)"),
+    Option("management_token", "str", None, "bearer token that management writes need "
+           "(none: writes refused unless TLS client certificates are verified)",
+           env="CLUSTERFUNK_TOKEN", secret=True),
+    Option("endpoint", "dict", {}, "publish a user endpoint (repeatable; TOML: an "
+           "[endpoint] table; env: comma-separated)", metavar="NAME=HOST:PORT"),
+    Option("trace", "str", None, "write the JSON Lines trace here"),
+    Option("log_format", "choice", "human", "log format on stderr", choices=LOG_FORMATS),
+    Option("log_level", "choice", "info", "log level", choices=LOG_LEVELS),
+    # TLS (issue 11): the TLS work adds its options here (e.g. tls_dir, insecure) and
+    # builds the contexts in _management_ssl_context below.
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line for the user."""
+
+
+def _parse_pairs(items: list[str], where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, addr = item.partition("=")
+        if not sep or not name.strip() or not addr.strip():
+            raise ConfigError(f"{where} takes NAME=HOST:PORT, not {item!r}")
+        out[name.strip()] = addr.strip()
+    return out
+
+
+def _check(opt: Option, value: Any, where: str) -> Any:
+    """``value`` (from TOML, or already converted) checked against ``opt``'s kind."""
+    if value is None:
+        return None
+    if opt.kind in ("str", "choice"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {opt.name} must be a string, not {value!r}")
+        if opt.kind == "choice" and value not in opt.choices:
+            raise ConfigError(f"{where}: {opt.name} must be one of {', '.join(opt.choices)}, "
+                              f"not {value!r}")
+    elif opt.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {opt.name} must be an integer, not {value!r}")
+    elif opt.kind == "list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {opt.name} must be a list of strings, not {value!r}")
+    elif opt.kind == "dict" and (not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )):
+        raise ConfigError(f"{where}: {opt.name} must be a table of strings, not {value!r}")
+    return value
+
+
+def _from_env(opt: Option, raw: str) -> Any:
+    where = f"${opt.env_name}"
+    if opt.kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, not {raw!r}") from None
+    if opt.kind == "list":
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if opt.kind == "dict":
+        return _parse_pairs([s for s in raw.split(",") if s.strip()], where)
+    return _check(opt, raw, where)
+
+
+def load_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        opt = BY_NAME.get(key.replace("-", "_"))
+        if opt is None:
+            raise ConfigError(f"config file {path}: unknown key {key!r} (known: "
+                              f"{', '.join(sorted(BY_NAME))})")
+        out[opt.name] = _check(opt, value, f"config file {path}")
+    return out
+
+
+def resolve(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> tuple[
+        dict[str, Any], dict[str, str]]:
+    """The effective configuration and where each value came from (``default``,
+    ``file``, ``env`` or ``flag``). Flags > environment > file > defaults."""
+    cfg: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    source = dict.fromkeys(cfg, "default")
+    path = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        for k, v in load_file(path).items():
+            cfg[k], source[k] = v, "file"
+    for o in OPTIONS:
+        raw = environ.get(o.env_name)
+        if raw is not None and raw != "":
+            cfg[o.name], source[o.name] = _from_env(o, raw), "env"
+    for o in OPTIONS:
+        v = getattr(args, o.name, None)
+        if v is None:
+            continue
+        if o.kind == "dict":
+            v = _parse_pairs(v, o.flag)
+        cfg[o.name], source[o.name] = v, "flag"
+    if not cfg["id"]:
+        raise ConfigError("the node id is required: --id, $CLUSTERFUNK_ID or id in the "
+                          "config file")
+    for name in ("gossip_port", "raft_port", "coord_port", "management_port"):
+        if not 0 <= cfg[name] <= 65535:
+            raise ConfigError(f"{name} must be 0..65535, not {cfg[name]}")
+    return cfg, source
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(v)
+
+
+def format_config(cfg: dict[str, Any], source: dict[str, str]) -> str:
+    """The configuration as TOML (loadable with ``--config``), each line commented with
+    its source; a secret is shown as ``"<set>"``; unset values as comments."""
+    lines = ["# clusterfunk cluster-node: effective configuration"]
+    tables = []
+    for o in OPTIONS:
+        v, src = cfg[o.name], source[o.name]
+        if o.kind == "dict":
+            tables.append((o, v, src))
+            continue
+        if v is None:
+            lines.append(f"# {o.name} = (unset)  # {src}")
+        elif o.secret:
+            lines.append(f'{o.name} = "<set>"  # {src}; not printed')
+        else:
+            lines.append(f"{o.name} = {_toml_value(v)}  # {src}")
+    for o, v, src in tables:
+        lines.append(f"\n[{o.name}]  # {src}")
+        lines += [f"{json.dumps(k)} = {json.dumps(a)}" for k, a in sorted(v.items())]
+    return "\n".join(lines) + "\n"
+
+
+# -- logging -------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``t`` (Unix seconds), ``level``, ``logger``, ``msg``,
+    plus ``exc`` with the traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"t": round(record.created, 6), "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str, level: str, stream: Any = None) -> logging.Handler:
+    """Route the ``clusterfunk`` loggers to ``stream`` (stderr) in ``fmt``."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    return handler
+
+
+# -- the command ---------------------------------------------------------------------
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "cluster-node",
-        help="run one cluster node (gossip + Raft + shard map)",
-        description="Run one clusterfunk cluster node; prints state changes as JSON lines.",
+        help="run one cluster node (gossip + Raft + shard map + management API)",
+        description="Run one clusterfunk cluster node; prints state changes as JSON lines "
+        "on stdout and serves the management API (docs/operations.md). Every option can "
+        "also be set in a TOML file (--config) or a CLUSTERFUNK_<OPTION> environment "
+        "variable; flags win over the environment, which wins over the file.",
     )
-    p.add_argument("--id", required=True, help="this node's id")
-    p.add_argument("--bind-host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p.add_argument("--advertise-host", help="address others reach us at (default: bind host)")
-    p.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
-                   help="gossip seed to join through (repeatable); none: bootstrap")
-    p.add_argument("--data-dir", help="directory for the Raft SQLite database (default: memory)")
-    p.add_argument("--shards", type=int, default=10_000, help="number of shards (10000)")
-    p.add_argument("--voters", type=int, default=3, help="target Raft voters (3)")
-    p.add_argument("--gossip-port", type=int, default=7946)
-    p.add_argument("--raft-port", type=int, default=8300)
-    p.add_argument("--coord-port", type=int, default=8400)
-    p.add_argument("--endpoint", action="append", default=[], metavar="NAME=HOST:PORT",
-                   help="publish a user endpoint (repeatable)")
-    p.add_argument("--trace", help="write the JSON Lines trace here")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML configuration file (default: $CLUSTERFUNK_CONFIG)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (TOML) and exit")
+    for o in OPTIONS:
+        env = f"${o.env_name}"
+        default = "" if o.default in (None, [], {}) else f"; default {o.default}"
+        helptext = f"{o.help} ({env}{default})"
+        if o.kind == "list" or o.kind == "dict":
+            p.add_argument(o.flag, action="append", default=None, metavar=o.metavar,
+                           help=helptext)
+        elif o.kind == "int":
+            p.add_argument(o.flag, type=int, default=None, help=helptext)
+        elif o.kind == "choice":
+            p.add_argument(o.flag, choices=o.choices, default=None, help=helptext)
+        else:
+            p.add_argument(o.flag, default=None, help=helptext)
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
-    endpoints = {}
-    for item in args.endpoint:
-        name, sep, addr = item.partition("=")
-        if not sep or not name or not addr:
-            print(f"clusterfunk cluster-node: error: --endpoint takes NAME=HOST:PORT, "
-                  f"not {item!r}", file=sys.stderr)
-            return 2
-        endpoints[name] = addr
-    interrupted = False
     try:
-        trio.run(serve, args, endpoints)
+        cfg, source = resolve(args, os.environ)
+    except ConfigError as exc:
+        print(f"clusterfunk cluster-node: error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(format_config(cfg, source))
+        return 0
+    setup_logging(cfg["log_format"], cfg["log_level"])
+    interrupted = False
+    errors: list[BaseException] = []
+    try:
+        trio.run(serve, cfg)
     except* KeyboardInterrupt:  # a Ctrl-C before the signal handler is installed
         interrupted = True
+    except* StartError as group:
+        errors.extend(group.exceptions)
+    for err in errors:
+        print(f"clusterfunk cluster-node: error: {err}", file=sys.stderr)
+    if errors:
+        return 2
     return 130 if interrupted else 0
 
 
-async def serve(args: argparse.Namespace, endpoints: dict[str, str]) -> None:
-    from clusterfunk.node import Cluster
+class StartError(Exception):
+    """The node cannot start (a port in use, ...): one line for the user."""
+
+
+def _management_ssl_context(cfg: dict[str, Any]) -> Any:
+    """The management server's TLS context. TLS (issue 11) plugs in here: with a
+    certificate directory, a server context that requires client certificates of the
+    cluster CA. Today: None (plain HTTP)."""
+    return None
+
+
+async def serve(cfg: dict[str, Any]) -> None:
+    from clusterfunk.management.adapter import ClusterManaged
+    from clusterfunk.management.server import open_management_server
+    from clusterfunk.node import Cluster, ClusterError
     from clusterfunk.trace import Tracer
 
+    mhost = cfg["management_host"] or cfg["bind_host"]
+    port = cfg["management_port"]
+    bind = f"[{mhost}]:{port}" if ":" in mhost else f"{mhost}:{port}"
     with contextlib.ExitStack() as files:
         tracer = None
-        if args.trace:
-            out = files.enter_context(open(args.trace, "w", encoding="utf-8", newline="\n"))
+        if cfg["trace"]:
+            out = files.enter_context(open(cfg["trace"], "w", encoding="utf-8", newline="\n"))
             tracer = Tracer(time.time, out)
-        async with Cluster(
-            args.id, bind_host=args.bind_host, advertise_host=args.advertise_host,
-            seeds=args.join, data_dir=args.data_dir, shards=args.shards, voters=args.voters,
-            gossip_port=args.gossip_port, raft_port=args.raft_port,
-            coord_port=args.coord_port, tracer=tracer,
-        ) as cluster:
-            for name, addr in endpoints.items():
-                cluster.set_endpoint(name, addr)
-            events = cluster.events()
-            _print(cluster, cluster.state(), cluster.role())
-            # SIGINT / SIGTERM end the loop below; leaving the ``async with`` then
-            # leaves the cluster gracefully (a KeyboardInterrupt could land anywhere).
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with trio.open_nursery() as nursery:
-
-                    async def stop_on_signal() -> None:
-                        async for _ in signals:
-                            nursery.cancel_scope.cancel()
-                            return
-
-                    nursery.start_soon(stop_on_signal)
-                    async for state, role in events:
-                        _print(cluster, state, role)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                cluster = await stack.enter_async_context(Cluster(
+                    cfg["id"], bind_host=cfg["bind_host"],
+                    advertise_host=cfg["advertise_host"], seeds=cfg["join"],
+                    data_dir=cfg["data_dir"], shards=cfg["shards"], voters=cfg["voters"],
+                    gossip_port=cfg["gossip_port"], raft_port=cfg["raft_port"],
+                    coord_port=cfg["coord_port"], tracer=tracer,
+                ))
+            except (ValueError, OSError, ClusterError) as exc:
+                raise StartError(f"cannot start the node: {exc}") from None
+            managed = ClusterManaged(cluster)
+            try:
+                server = await stack.enter_async_context(open_management_server(
+                    managed, bind, token=cfg["management_token"],
+                    ssl_context=_management_ssl_context(cfg)))
+            except OSError as exc:
+                raise StartError(f"cannot serve the management API on {bind}: "
+                                 f"{exc.strerror or exc}") from None
+            await _run(cluster, cfg, managed, server.address)
 
 
-def _print(cluster: Any, state: str, role: str) -> None:
+async def _run(cluster: Any, cfg: dict[str, Any], managed: Any, management: str) -> None:
+    port = management.rpartition(":")[2]
+    ahost = cfg["advertise_host"] or cfg["management_host"] or cfg["bind_host"]
+    advertised = f"[{ahost}]:{port}" if ":" in ahost else f"{ahost}:{port}"
+    managed.publish_management(advertised)
+    for name, addr in cfg["endpoint"].items():
+        cluster.set_endpoint(name, addr)
+    log.info("node %s: gossip %s, raft %s, coord %s, management %s", cluster.node_id,
+             cluster.addresses.get("gossip"), cluster.addresses.get("raft"),
+             cluster.addresses.get("coord"), management)
+    if not cfg["management_token"] and _management_ssl_context(cfg) is None:
+        log.warning("management writes are disabled: no management token "
+                    "(--management-token or $CLUSTERFUNK_TOKEN)")
+    events = cluster.events()
+    _print(cluster, cluster.state(), cluster.role(), management)
+    last = (cluster.state(), cluster.role(), cluster.leader())
+    # SIGINT / SIGTERM end the loop below; leaving the ``async with`` then leaves the
+    # cluster gracefully (a KeyboardInterrupt could land anywhere).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for sig in signals:
+                    log.info("signal %s: leaving the cluster", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            async for state, role in events:
+                _print(cluster, state, role, management)
+                now = (state, role, cluster.leader())
+                if now != last:
+                    log.info("state %s, role %s, leader %s, map nodes %d", state, role,
+                             now[2], len(cluster.nodes()))
+                    last = now
+    log.info("node %s stopped", cluster.node_id)
+
+
+def _print(cluster: Any, state: str, role: str, management: str) -> None:
     line = {"t": round(time.time(), 6), "node": cluster.node_id, "state": state, "role": role,
-            "leader": cluster.leader(), "nodes": cluster.nodes()}
+            "leader": cluster.leader(), "nodes": cluster.nodes(), "management": management}
     print(json.dumps(line), flush=True)

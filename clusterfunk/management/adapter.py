@@ -20,6 +20,7 @@ from typing import Any
 
 from clusterfunk import __version__
 from clusterfunk.management.api import (
+    MANAGEMENT_ENDPOINT,
     CountersView,
     DiagView,
     EndpointView,
@@ -34,6 +35,12 @@ from clusterfunk.management.api import (
 )
 
 _LIVE = ("alive", "suspect")
+
+#: While the coordinator's address holds the gossip tag ``ep.clusterfunk.management``
+#: (it does today: the LeaveRequest goes there), :meth:`ClusterManaged.publish_management`
+#: publishes the HTTP address as this endpoint instead, and :meth:`endpoint_of` looks
+#: it up first. Once ``Cluster`` lets the management API have its tag, this goes.
+INTERIM_ENDPOINT = "clusterfunk.http"
 _RAFT_TAG = "ep.raft"
 
 
@@ -127,8 +134,19 @@ class ClusterManaged:
         return out
 
     def endpoint_of(self, node: str, name: str) -> str | None:
-        addr = self.cluster.get_endpoint(node, name)
+        addr = None
+        if name == MANAGEMENT_ENDPOINT:
+            addr = self.cluster.get_endpoint(node, INTERIM_ENDPOINT)
+        if not addr:
+            addr = self.cluster.get_endpoint(node, name)
         return str(addr) if addr else None
+
+    def publish_management(self, address: str) -> None:
+        """Publish this node's management API address (see :data:`INTERIM_ENDPOINT`)."""
+        try:
+            self.cluster.set_endpoint(MANAGEMENT_ENDPOINT, address)
+        except ValueError:  # reserved today: the coordinator's address holds the tag
+            self.cluster.set_endpoint(INTERIM_ENDPOINT, address)
 
     def shards(self) -> ShardsView:
         m = self._map()

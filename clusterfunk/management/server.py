@@ -43,7 +43,8 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from clusterfunk.management.api import MANAGEMENT_ENDPOINT, ManagedNode, ManagementError
@@ -355,13 +356,22 @@ async def open_management_server(
     config.accesslog = None
     config.errorlog = logging.getLogger("clusterfunk.management.http")
     config.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
-        bound = binds[0].split("://", 1)[1]
-        try:
-            yield ManagementServer(bound, f"{scheme}://{bound}", app)
-        finally:
-            nursery.cancel_scope.cancel()
+    # bind here, before any task starts, so that a port in use is a plain OSError
+    sockets = config.create_sockets()
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        sock.listen(config.backlog)
+    try:
+        async with trio.open_nursery() as nursery:
+            wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+            binds = await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
+            bound = binds[0].split("://", 1)[1]
+            try:
+                yield ManagementServer(bound, f"{scheme}://{bound}", app)
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.close()
 
 
 __all__ = ["FORWARDED_HEADER", "ManagementApp", "ManagementServer", "open_management_server"]

@@ -27,6 +27,8 @@ def _start(node_id: str, ports: list[int], join: str | None) -> subprocess.Popen
         str(ports[1]),
         "--coord-port",
         str(ports[2]),
+        "--management-port",
+        "0",
         "--endpoint",
         f"web=127.0.0.1:{ports[0] + 1}",
     ]
