@@ -340,6 +340,22 @@ class RaftCore:
         if term > MAX_TERM:
             self._drop("term out of range")
             return
+        # Membership first (issue 11): act only on servers of the latest configuration,
+        # or of the committed one (a leader that removes itself replicates until the
+        # removal commits); votes only from its voters. A server that knows no
+        # configuration yet (waiting to be added) accepts a leader's messages. Checked
+        # before the term rules, so a stranger's term is never adopted and its
+        # transfer flag never skips the lease.
+        c = self.configuration
+        if kind is RequestVote:
+            known = sender in c.voters
+        else:
+            known = sender in c.voters or sender in c.nonvoters \
+                or (kind in _LEADER_MSGS and not c.voters and not c.nonvoters) \
+                or self._config_at(self.commit_index)[1].address(sender) is not None
+        if not known:
+            self._drop("unknown server")
+            return
         if term > self.term:
             if kind is RequestVote:
                 if not msg.transfer and self._in_lease(now):

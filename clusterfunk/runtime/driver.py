@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from clusterfunk import wire
 from clusterfunk.runtime.api import Clock, Core, Output, Persister, Tracer, Transport
+
+if TYPE_CHECKING:
+    from clusterfunk.runtime.auth import Authorizer
 
 
 @attrs.define
@@ -42,6 +45,7 @@ class DriverStats:
     malformed: int = 0
     oversize: int = 0
     handler_errors: int = 0
+    unauthorized: int = 0  # refused by the authorizer: never seen by the core
 
 
 Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
@@ -61,6 +65,7 @@ class Driver:
         persister: Persister | None = None,
         encode: Callable[[Any], bytes] = wire.encode,
         decode: Callable[[bytes], Any] = wire.decode,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.node = node
         self.core = core
@@ -70,6 +75,8 @@ class Driver:
         self.persister = persister
         self.encode = encode
         self.decode = decode
+        #: asked before the core sees a message (None: everything is allowed)
+        self.authorizer = authorizer
         self.stats = DriverStats()
         self._subscribers: list[Callable[[Any], None]] = []
         self._deadline = math.inf
@@ -113,13 +120,22 @@ class Driver:
             self.stats.frames_in += 1
             self._receive(src, data, True)
 
-    def _receive(self, src: str, data: bytes, stream: bool) -> None:
+    def on_frame_from(self, src: str, identity: str | None, data: bytes) -> None:
+        """A frame with the authenticated identity of its connection (None: none)."""
+        if self.running:
+            self.stats.frames_in += 1
+            self._receive(src, data, True, identity)
+
+    def _receive(self, src: str, data: bytes, stream: bool, identity: str | None = None) -> None:
         self.stats.bytes_in += len(data)
         try:
             msg = self.decode(data)
         except wire.WireError as exc:
             self.stats.malformed += 1
             self._trace("net.malformed", {"src": src, "reason": str(exc)})
+            return
+        if self.authorizer is not None and not self.authorizer.allow(identity, msg, stream):
+            self.stats.unauthorized += 1
             return
         self.core.on_message(self.clock.now(), src, msg, stream)
         self._flush()

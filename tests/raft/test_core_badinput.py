@@ -31,11 +31,13 @@ def test_unknown_servers_and_stale_responses_are_dropped_and_counted(make_net):
     c.on_message(net.now, "x:1", "not a raft message", True)
     c.on_message(net.now, "x:1", AppendEntriesResponse(t, "n1", True, 99), True)
     assert c.role == "leader" and c.term == t and c.commit_index == before
-    assert c.dropped["unknown server"] == 2
+    # strangers are dropped before any term rule (the vote request's higher term
+    # is never adopted, not even considered against the lease)
+    assert c.dropped["unknown server"] == 3
     assert c.dropped["stale term"] == 1
     assert c.dropped["unexpected message type"] == 1
     assert c.dropped["message from self"] == 1
-    assert c.dropped.get("vote request during leader lease", 0) == 1
+    assert c.dropped.get("vote request during leader lease", 0) == 0
 
 
 def test_malformed_entries_are_dropped(make_net):
