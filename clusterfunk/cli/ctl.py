@@ -124,7 +124,7 @@ def request(args: argparse.Namespace) -> Any:
     node = getattr(args, "node", None) or os.environ.get(ENV_NODE) or DEFAULT_NODE
     tls_dir = getattr(args, "tls_dir", None)
     scheme = "https" if tls_dir else "http"
-    verify: ssl.SSLContext | bool = _ssl_context(tls_dir) if tls_dir else True
+    verify: ssl.SSLContext | bool = _ssl_context(tls_dir) if tls_dir else False  # http
     timeout = getattr(args, "timeout", None) or (30.0 if method == "POST" else 10.0)
     token = getattr(args, "token", None) or os.environ.get(ENV_TOKEN)
     headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -177,10 +177,10 @@ def run(args: argparse.Namespace) -> int:
 # -- tables ------------------------------------------------------------------------
 
 
-def _table(*columns: str, title: str | None = None) -> Any:
+def _table(*columns: str) -> Any:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table()
     for c in columns:
         t.add_column(c, justify="right" if c in _NUMERIC else "left")
     return t
@@ -194,7 +194,8 @@ def _pct(x: float) -> str:
 
 
 def _status(console: Any, st: dict[str, Any], args: argparse.Namespace) -> None:
-    t = _table("field", "value", title=f"node {st.get('node')}")
+    console.print(f"node {st.get('node')}")
+    t = _table("field", "value")
     for key in ("node", "state", "role", "leader", "term", "commit_index", "applied_index",
                 "map_index", "created", "uptime", "version"):
         v = st.get(key)
@@ -206,8 +207,8 @@ def _status(console: Any, st: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _nodes(console: Any, nodes: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    t = _table("node", "worker id", "shards", "weight", "share",
-               title=f"{len(nodes)} nodes in the committed map")
+    console.print(f"{len(nodes)} nodes in the committed map")
+    t = _table("node", "worker id", "shards", "weight", "share")
     for n in nodes:
         t.add_row(n["node"], str(n["worker_id"]), str(n["shards"]), f"{n['weight']:g}",
                   _pct(n["share"]))
@@ -215,8 +216,8 @@ def _nodes(console: Any, nodes: list[dict[str, Any]], args: argparse.Namespace) 
 
 
 def _members(console: Any, members: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    t = _table("node", "address", "status", "incarnation", "RTT ms", "tags",
-               title=f"{len(members)} gossip members")
+    console.print(f"{len(members)} gossip members")
+    t = _table("node", "address", "status", "incarnation", "RTT ms", "tags")
     for m in members:
         rtt = "-" if m.get("rtt") is None else f"{1000 * m['rtt']:.2f}"
         tags = " ".join(f"{k}={v}" for k, v in sorted(m.get("tags", {}).items()))
@@ -225,16 +226,17 @@ def _members(console: Any, members: list[dict[str, Any]], args: argparse.Namespa
 
 
 def _endpoints(console: Any, eps: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    t = _table("node", "name", "address", title=f"{len(eps)} endpoints")
+    console.print(f"{len(eps)} endpoints")
+    t = _table("node", "name", "address")
     for e in eps:
         t.add_row(e["node"], e["name"], e["address"])
     console.print(t)
 
 
 def _shards(console: Any, sh: dict[str, Any], args: argparse.Namespace) -> None:
-    t = _table("node", "shards", "weight", "share",
-               title=f"{sh['shards']} shards, total weight {sh['total_weight']:g}, "
-               f"map index {sh['map_index']}")
+    console.print(f"{sh['shards']} shards, total weight {sh['total_weight']:g}, "
+                  f"map index {sh['map_index']}")
+    t = _table("node", "shards", "weight", "share")
     for n in sh["nodes"]:
         t.add_row(n["node"], str(n["shards"]), f"{n['weight']:g}", _pct(n["share"]))
     console.print(t)

@@ -288,7 +288,8 @@ class ManagementApp:
         out_headers = {"content-type": "application/json", FORWARDED_HEADER: node.node_id}
         if "authorization" in headers:
             out_headers["authorization"] = headers["authorization"]
-        verify: ssl.SSLContext | bool = self.forward_ssl_context or True
+        # plain HTTP: no CA bundle to load (verify applies to https only)
+        verify: ssl.SSLContext | bool = self.forward_ssl_context or self.scheme == "https"
         url = f"{self.scheme}://{addr}{path}"
         try:
             async with httpx.AsyncClient(verify=verify, timeout=FORWARD_TIMEOUT) as client:
