@@ -22,6 +22,8 @@ PLUGINS = (
     "clusterfunk.cli.ping",
     "clusterfunk.cli.cluster_node",
     "clusterfunk.cli.ctl",
+    "clusterfunk.audit.cli",
+    "clusterfunk.sweep.cli",
 )
 
 
