@@ -23,7 +23,6 @@ PLUGINS = (
     "clusterfunk.cli.cluster_node",
     "clusterfunk.cli.ctl",
     "clusterfunk.audit.cli",
-    "clusterfunk.sweep.cli",
 )
 
 
