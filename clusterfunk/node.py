@@ -11,47 +11,47 @@
 
 A node runs three drivers in one process (``docs/cluster.md``): gossip (port 7946),
 Raft (8300) and the coordination core (8400, shard-map acks), joined by
-:class:`clusterfunk.cluster.glue.NodeGlue`. The glue's pump runs in one task, woken
-after every driver step that queued work for it, so no driver handler ever runs
-inside another.
+:class:`clusterfunk.cluster.glue.NodeGlue`. They are wired by
+:class:`clusterfunk.cluster.assembly.ClusterNode`, the same assembly the simulator
+runs, on a :class:`~clusterfunk.runtime.trio_host.TrioHost`; the glue's pump runs
+as deferred work of the host, after the driver step that queued it, so no driver
+handler ever runs inside another.
 
 Without ``seeds`` (and unless ``bootstrap=False``) the node bootstraps a new
 one-voter Raft cluster (on an empty store only); with seeds it joins through them
-and waits for the leader to add it. Ports set to 0 are replaced by free ports
-(probed for TCP and UDP at start; another process could take one in between).
+and waits for the leader to add it. Ports set to 0 are bound to free ports
+before anything else starts (no probing, no race).
 ``member=False`` makes a gossip-only client (role ``nonmember``): it can look up
 endpoints but holds no shards.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-import attrs
 import trio
 
 from clusterfunk.cluster import coordinator as co
-from clusterfunk.cluster.glue import NodeGlue
+from clusterfunk.cluster.assembly import DEFAULT_PORTS, ClusterNode
 from clusterfunk.cluster.statemachine import ClusterStateMachine
 from clusterfunk.gossip.config import LAN, GossipConfig
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
-from clusterfunk.raft.errors import RaftError
+from clusterfunk.raft.errors import NotLeader, RaftError
 from clusterfunk.raft.storage import MemoryStorage
-from clusterfunk.runtime.net import free_port
-from clusterfunk.runtime.trio_host import open_driver
+from clusterfunk.runtime.events import EventHub, EventStream
+from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
+from clusterfunk.runtime.trio_host import TrioHost, open_host
 from clusterfunk.sharding import ShardMap
 
-GOSSIP_PORT = 7946
-RAFT_PORT = 8300
-COORD_PORT = co.PORT
+GOSSIP_PORT = DEFAULT_PORTS[GOSSIP]
+RAFT_PORT = DEFAULT_PORTS[RAFT]
+COORD_PORT = DEFAULT_PORTS[COORD]
 
 
 class ClusterError(RuntimeError):
@@ -60,25 +60,6 @@ class ClusterError(RuntimeError):
 
 def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _EventStream:
-    """An async iterator of ``(state, role)`` with its own unbounded queue."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self._send, self._recv = trio.open_memory_channel[tuple[str, str]](math.inf)
-        self._cluster = cluster
-
-    def __aiter__(self) -> AsyncIterator[tuple[str, str]]:
-        return self._recv.__aiter__()
-
-    async def receive(self) -> tuple[str, str]:
-        return await self._recv.receive()
-
-    def close(self) -> None:
-        self._send.close()
-        if self in self._cluster._streams:
-            self._cluster._streams.remove(self)
 
 
 class Cluster:
@@ -116,7 +97,7 @@ class Cluster:
         self.shards = shards if isinstance(shards, int) else list(shards)
         ShardMap(self.shards)  # validates the weights now, not in the leader later
         self.voters = voters
-        self.ports = [gossip_port, raft_port, coord_port]
+        self.ports = {GOSSIP: gossip_port, RAFT: raft_port, COORD: coord_port}
         self.bootstrap = (not self.seeds) if bootstrap is None else bootstrap
         self.member = member
         self.service_name = service_name
@@ -125,43 +106,55 @@ class Cluster:
         self.coord_config = coord_config
         self.tracer = tracer
         self.rng = rng if rng is not None else random.Random()
+        self.addresses: dict[str, str] = {}
         self._endpoints: dict[str, str] = {}
-        self._streams: list[_EventStream] = []
+        self._events: EventHub[tuple[str, str]] = EventHub()
         self._stack: AsyncExitStack | None = None
-        self._wake = trio.Event()
-        self._glue: NodeGlue | None = None
-        self.gossip_core: GossipCore | None = None
-        self.raft_core: RaftCore | None = None
-        self.coord: co.CoordinatorCore | None = None
+        self._host: TrioHost | None = None
+        self.node: ClusterNode | None = None
         self.sm = ClusterStateMachine()
-        self._drivers: dict[str, Any] = {}
+
+    # -- the parts (read-only views for tools: management API, tests) ---------------
+
+    @property
+    def gossip_core(self) -> GossipCore | None:
+        return self.node.gossip if self.node is not None else None
+
+    @property
+    def raft_core(self) -> RaftCore | None:
+        return self.node.raft if self.node is not None else None
+
+    @property
+    def coord(self) -> co.CoordinatorCore | None:
+        return self.node.coord if self.node is not None else None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Cluster:
-        host = self.advertise_host
-        try:
-            ports = [p if p else free_port(self.bind_host) for p in self.ports]
-        except OSError as exc:
-            raise ClusterError(str(exc)) from None
-        gaddr, raddr, caddr = (_addr(host, p) for p in ports)
-        self.addresses = {"gossip": gaddr, "raft": raddr, "coord": caddr}
-        tags = {co.TAG_SERF: gaddr, co.TAG_MANAGEMENT: caddr, co.TAG_SERVICE: self.service_name}
-        if self.member:
-            tags[co.TAG_RAFT] = raddr
-        self._tags = tags
+        names = [GOSSIP, COORD] + ([RAFT] if self.member else [])
+        binds = {n: _addr(self.bind_host, self.ports[n]) for n in names}
+        advertise = {n: _addr(self.advertise_host, self.ports[n]) for n in names}
         seed = self.rng.random
-
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            stack.callback(nursery.cancel_scope.cancel)
-            self.gossip_core = GossipCore(
-                self.node_id, gaddr, random.Random(seed()), self.gossip_config, self._all_tags()
-            )
+            try:
+                host = await stack.enter_async_context(
+                    open_host(
+                        self.node_id,
+                        binds,
+                        advertise=advertise,
+                        max_datagram={GOSSIP: self.gossip_config.udp_buffer_size},
+                        tracer=self.tracer,
+                        rng=random.Random(seed()),
+                    )
+                )
+            except OSError as exc:
+                raise ClusterError(f"{self.node_id}: cannot bind: {exc}") from None
+            self._host = host
+            self.addresses = {n: host.address(n) for n in names}
+            storage: Any = None
             if self.member:
-                storage: Any
                 if self.data_dir is not None:
                     from clusterfunk.raft.sqlite_store import SQLiteStorage
 
@@ -170,69 +163,27 @@ class Cluster:
                     stack.callback(getattr(storage, "close", lambda: None))
                 else:
                     storage = MemoryStorage()
-                boot = {self.node_id: raddr} if self.bootstrap else None
-                self.raft_core = RaftCore(
-                    self.node_id,
-                    storage,
-                    self.sm,
-                    random.Random(seed()),
-                    config=self.raft_config,
-                    bootstrap=boot,
-                )
-            cfg = self.coord_config or co.CoordinatorConfig(voters=self.voters)
-            cfg = attrs.evolve(cfg, wall_offset=time.time() - trio.current_time())
-            self.coord = co.CoordinatorCore(
-                self.node_id,
-                caddr,
-                random.Random(seed()),
-                raft=self.raft_core,
-                gossip=self.gossip_core,
-                sm=self.sm,
+            boot = {self.node_id: host.address(RAFT)} if self.bootstrap and self.member else None
+            node = ClusterNode(
+                host,
+                storage=storage,
+                rng=lambda _what: random.Random(seed()),
                 weights=self.shards,
-                config=cfg,
+                gossip_config=self.gossip_config,
+                raft_config=self.raft_config,
+                coord_config=self.coord_config or co.CoordinatorConfig(voters=self.voters),
+                bootstrap=boot,
+                member=self.member,
+                seeds=self.seeds,
+                service_name=self.service_name,
+                tags=self._endpoint_tags(),
             )
-            bind = self.bind_host
-            d_coord = await stack.enter_async_context(
-                open_driver(
-                    self.node_id,
-                    self.coord,
-                    _addr(bind, ports[2]),
-                    advertise=caddr,
-                    tracer=self.tracer,
-                )
-            )
-            d_raft = None
-            if self.raft_core is not None:
-                d_raft = await stack.enter_async_context(
-                    open_driver(
-                        self.node_id,
-                        self.raft_core,
-                        _addr(bind, ports[1]),
-                        advertise=raddr,
-                        tracer=self.tracer,
-                    )
-                )
-            d_gossip = await stack.enter_async_context(
-                open_driver(
-                    self.node_id,
-                    self.gossip_core,
-                    _addr(bind, ports[0]),
-                    advertise=gaddr,
-                    tracer=self.tracer,
-                    max_datagram=self.gossip_config.udp_buffer_size,
-                )
-            )
-            self._drivers = {"coord": d_coord, "raft": d_raft, "gossip": d_gossip}
-            glue = NodeGlue(d_coord, d_raft, d_gossip, self._defer)
-            glue.on_state.append(self._on_state)
-            self._glue = glue
-            stack.callback(glue.close)
-            nursery.start_soon(self._pump_task)
-            glue.kick()
-            seeds = [s for s in self.seeds if s != gaddr]
-            if seeds:
-                d_gossip.call(lambda core, now: core.join(now, seeds))
+            self.sm = node.sm
+            node.glue.on_state.append(self._on_state)
+            self.node = node
+            host.start()
         except BaseException:
+            self.node = None
             await stack.aclose()
             raise
         self._stack = stack
@@ -246,55 +197,54 @@ class Cluster:
             with trio.move_on_after(2.0):
                 await self._leave()
         finally:
-            for s in list(self._streams):
-                s.close()
+            self._events.close()
             await stack.aclose()
 
     async def _leave(self) -> None:
         """Graceful stop: state ``stopping``, hand leadership over, leave gossip."""
-        d = self._drivers
-        d["coord"].call(lambda c, now: c.set_stopping(now))
-        raft = d.get("raft")
-        if raft is not None and self.raft_core is not None and self.raft_core.role == "leader":
+        node = self.node
+        assert node is not None
+        node.coord_driver.call(lambda c, now: c.set_stopping(now))
+        raft = node.raft_driver
+        if raft is not None and node.raft is not None and node.raft.role == "leader":
             try:
                 raft.call(lambda core, now: core.transfer_leadership(now))
             except RaftError:
                 pass  # no other voter: nothing to hand over
             else:
                 with trio.move_on_after(self.raft_config.election_timeout):
-                    while self.raft_core.role == "leader":
-                        await trio.sleep(0.01)
+                    await self._wait_state(lambda: node.raft is None or node.raft.role != "leader")
         if raft is not None:
             # ask the leader to remove us from Raft while we can still vote for it
             with trio.move_on_after(2 * self.raft_config.election_timeout):
-                while not d["coord"].call(lambda c, now: c.request_leave(now)):
+                while not node.coord_driver.call(lambda c, now: c.request_leave(now)):
                     await trio.sleep(self.raft_config.heartbeat_interval)
-        d["gossip"].call(lambda core, now: core.leave(now))
+        node.gossip_driver.call(lambda core, now: core.leave(now))
         with trio.move_on_after(5 * self.gossip_config.gossip_interval + 0.5):
-            while d["gossip"].call(lambda core, now: core.pending_broadcasts()) > 0:
+            while node.gossip_driver.call(lambda core, now: core.pending_broadcasts()) > 0:
                 await trio.sleep(self.gossip_config.gossip_interval / 2)
 
-    def _defer(self, fn: Any) -> None:
-        # the glue only ever defers its pump: wake the pump task
-        self._wake.set()
-
-    async def _pump_task(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            if self._glue is not None:
-                self._glue.pump()
+    async def _wait_state(self, done: Any) -> None:
+        """Wait until ``done()`` holds, re-checked after every step of any driver."""
+        node = self.node
+        assert node is not None
+        changed = trio.Event()
+        removers = [d.on_step_end(changed.set) for d in node.drivers.values() if d is not None]
+        try:
+            while not done():
+                await changed.wait()
+                changed = trio.Event()
+        finally:
+            for r in removers:
+                r()
 
     def _on_state(self, ev: co.StateChanged) -> None:
-        for s in tuple(self._streams):
-            try:
-                s._send.send_nowait((ev.state, ev.role))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._streams.remove(s)
+        self._events.publish((ev.state, ev.role))
 
-    def _running(self) -> None:
-        if self._stack is None or self.coord is None:
+    def _running(self) -> ClusterNode:
+        if self._stack is None or self.node is None:
             raise ClusterError(f"cluster node {self.node_id} is not running")
+        return self.node
 
     # -- observable state ----------------------------------------------------------
 
@@ -342,29 +292,59 @@ class Cluster:
         """The gossip member list (every known member, with status and tags)."""
         return self.gossip_core.members() if self.gossip_core is not None else []
 
-    def events(self) -> _EventStream:
+    def events(self) -> EventStream[tuple[str, str]]:
         """Every later ``(state, role)`` change, in order, on its own unbounded queue
-        (a slow reader costs memory, never an event). ``close()`` it when done."""
-        s = _EventStream(self)
-        self._streams.append(s)
-        return s
+        (a slow reader costs memory, never an event). Use ``async with`` or
+        ``close()`` it when done; it ends when the node stops."""
+        return self._events.subscribe()
+
+    # -- operations ------------------------------------------------------------------
+
+    async def transfer_leadership(self, target: str | None = None) -> str:
+        """Hand Raft leadership from this node (the leader) to ``target`` or the most
+        up-to-date voter; returns the new leader's id once this node sees it. Raises
+        :class:`~clusterfunk.raft.errors.NotLeader` on a follower, and
+        :class:`~clusterfunk.raft.errors.RaftError` when there is no other voter.
+        Bound it with ``trio.fail_after``."""
+        node = self._running()
+        if node.raft_driver is None or node.raft is None:
+            raise ClusterError(f"{self.node_id} is not a Raft member")
+        node.raft_driver.call(lambda core, now: core.transfer_leadership(now, target))
+        raft = node.raft
+        await self._wait_state(
+            lambda: raft.leader_id is not None and raft.leader_id != self.node_id
+        )
+        assert raft.leader_id is not None
+        return raft.leader_id
+
+    async def remove_node(self, node_id: str) -> int:
+        """Remove ``node_id`` from the Raft configuration (on the leader; a follower
+        raises :class:`~clusterfunk.raft.errors.NotLeader` naming the leader); the
+        coordinator then commits a map without it. Returns the configuration
+        entry's index once committed here. Bound it with ``trio.fail_after``."""
+        node = self._running()
+        if node.raft_driver is None or node.raft is None:
+            raise ClusterError(f"{self.node_id} is not a Raft member")
+        raft = node.raft
+        if raft.role != "leader":
+            raise NotLeader(raft.leader_id, raft.leader_address)
+        index = node.raft_driver.call(lambda core, now: core.remove_server(now, node_id))
+        await self._wait_state(lambda: raft.commit_index >= index)
+        return int(index)
 
     # -- endpoints -------------------------------------------------------------------
 
-    def _all_tags(self) -> dict[str, str]:
-        tags = dict(self._tags)
-        for name, addr in self._endpoints.items():
-            tags[f"ep.{name}"] = addr
-        return tags
+    def _endpoint_tags(self) -> dict[str, str]:
+        return {f"ep.{name}": addr for name, addr in self._endpoints.items()}
 
     def set_endpoint(self, name: str, address: str) -> None:
         """Publish endpoint ``name`` (tag ``ep.<name>``) to every member."""
         if not name or name in ("raft", "serf", "clusterfunk.management"):
             raise ValueError(f"reserved or empty endpoint name {name!r}")
-        self._running()
+        node = self._running()
         self._endpoints[name] = address
-        tags = self._all_tags()
-        self._drivers["gossip"].call(lambda core, now: core.set_tags(now, tags))
+        tags = {**node.base_tags, **self._endpoint_tags()}
+        node.gossip_driver.call(lambda core, now: core.set_tags(now, tags))
 
     def get_endpoint(self, node_id: str, name: str) -> str | None:
         """Endpoint ``name`` of member ``node_id`` (None if unknown)."""

@@ -29,19 +29,22 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import trio
 
 from clusterfunk.gossip import keyring as kr
+from clusterfunk.gossip.assembly import GossipMember
 from clusterfunk.gossip.config import LAN, GossipConfig, query_timeout
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.gossip.events import QueryAck, QueryDone, QueryResponse
 from clusterfunk.gossip.keyring import KeyResult, Keyring, SecureCodec
 from clusterfunk.runtime.api import Tracer
-from clusterfunk.runtime.trio_host import open_driver
+from clusterfunk.runtime.events import EventHub, EventStream
+from clusterfunk.runtime.host import GOSSIP
+from clusterfunk.runtime.trio_host import open_host
 
 
 class GossipError(RuntimeError):
@@ -82,14 +85,15 @@ class GossipNode:
         self.config = config
         self.tags = dict(tags or {})
         self.keyring = keyring
-        self.codec = SecureCodec(keyring, encrypt=encrypt) if keyring is not None else None
+        self.encrypt = encrypt
+        self.codec: SecureCodec | None = None
         self.advertise = advertise
         self.tracer = tracer
         self.rng = rng if rng is not None else random.Random()
         self.join_timeout = join_timeout
         self._driver: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._subscribers: list[trio.MemorySendChannel[Any]] = []
+        self._events: EventHub[Any] = EventHub()
         self._queries: dict[int, _Collector] = {}
         self._unsubscribe: Any = None
         self.core: GossipCore | None = None
@@ -100,32 +104,29 @@ class GossipNode:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
-            kw: dict[str, Any] = {}
-            if self.codec is not None:
-                kw = {"encode": self.codec.encode, "decode": self.codec.decode}
-            # The real address is known only once bound (port 0): the core starts with
-            # the requested one and is told the bound one before anyone hears of it.
-            core = GossipCore(
-                self.name, self.advertise or self.bind, self.rng, self.config, self.tags
-            )
-            if self.keyring is not None:
-                kr.register_key_queries(core, self.keyring)
-            self.core = core
-            self._driver = await stack.enter_async_context(
-                open_driver(
+            host = await stack.enter_async_context(
+                open_host(
                     self.name,
-                    core,
-                    self.bind,
-                    advertise=self.advertise,
+                    {GOSSIP: self.bind},
+                    advertise={GOSSIP: self.advertise} if self.advertise else None,
+                    max_datagram={GOSSIP: self.config.udp_buffer_size},
                     tracer=self.tracer,
-                    max_datagram=self.config.udp_buffer_size,
-                    **kw,
+                    rng=random.Random(self.rng.random()),
                 )
             )
+            member = GossipMember(
+                host,
+                rng=self.rng,
+                config=self.config,
+                tags=self.tags,
+                keyring=self.keyring,
+                encrypt=self.encrypt,
+            )
+            self.core = member.core
+            self.codec = member.codec
+            self._driver = member.driver
             self._unsubscribe = self._driver.subscribe(self._on_event)
-            addr = self._driver.transport.local_address
-            if addr != core.addr:
-                self._driver.call(lambda c, now: c.set_address(now, addr))
+            host.start()
             stack.callback(self._close_streams)
             self._stack = stack
             if self.seeds:
@@ -141,9 +142,7 @@ class GossipNode:
             await stack.aclose()
 
     def _close_streams(self) -> None:
-        for ch in self._subscribers:
-            ch.close()
-        self._subscribers.clear()
+        self._events.close()
         for c in self._queries.values():
             c.done.set()
 
@@ -159,11 +158,7 @@ class GossipNode:
             c = self._queries.get(ev.id)
             if c is not None:
                 c.feed(ev)
-        for ch in tuple(self._subscribers):
-            try:
-                ch.send_nowait(ev)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._subscribers.remove(ch)
+        self._events.publish(ev)
 
     # -- public API ----------------------------------------------------------
 
@@ -279,14 +274,14 @@ class GossipNode:
         """Lifeguard local health score (0 = healthy)."""
         return self._call(lambda core, now: core.health_score)
 
-    def events(self, *, buffer: float = math.inf) -> _EventStream:
-        """A new subscription to every public event from now on (unbounded queue).
+    def events(self, *, buffer: float = math.inf) -> EventStream[Any]:
+        """A new subscription to every public event from now on (unbounded queue by
+        default; a finite ``buffer`` that overflows ends the stream, with
+        ``overflowed`` set: nothing is dropped silently).
 
         Use as ``async for ev in node.events()`` or ``async with node.events() as s``.
         """
-        send, recv = trio.open_memory_channel[Any](buffer)
-        self._subscribers.append(send)
-        return _EventStream(recv, send, self)
+        return self._events.subscribe(buffer)
 
     # -- keys ----------------------------------------------------------------
 
@@ -349,33 +344,3 @@ class _Collector:
             self.responses[ev.node] = ev.payload
             if self.enough is not None and len(self.responses) >= self.enough:
                 self.done.set()
-
-
-class _EventStream:
-    """An unbounded subscription to a node's public events."""
-
-    def __init__(self, recv: Any, send: Any, node: GossipNode) -> None:
-        self._recv = recv
-        self._send = send
-        self._node = node
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._recv.__aiter__()
-
-    async def receive(self) -> Any:
-        return await self._recv.receive()
-
-    def receive_nowait(self) -> Any:
-        return self._recv.receive_nowait()
-
-    def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self._node._subscribers.remove(self._send)
-        self._send.close()
-        self._recv.close()
-
-    async def __aenter__(self) -> _EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()

@@ -10,8 +10,17 @@ public events and trace records, in that order of obligations:
 3. make ``persist`` records durable (before anything that depends on them leaves);
 4. encode and hand ``sends`` to the transport (oversized datagrams are refused,
    counted and reported as ``net.oversize``);
-5. publish ``events`` to subscribers, write ``trace`` records;
+5. publish ``events`` to subscribers, write ``trace`` records; after a step that
+   published events, call the step-end hooks once (so work can be done once per
+   step instead of once per event);
 6. re-arm the clock at the core's next deadline.
+
+Timer re-arming is exact by default. With ``lazy_timer=True`` it is lazy: a core
+whose deadline moves later on almost every step (a Raft follower's election
+deadline moves on every AppendEntries) keeps the armed, earlier wake-up; when it
+fires before the core's deadline the core is not ticked and the timer is re-armed
+at the real deadline. A deadline that moves earlier is armed at once. Invariant:
+armed <= the core's deadline, so a core is never ticked later than it asked.
 
 All handlers are synchronous: the trio runtime calls them from its receive and
 timer tasks, the simulator calls them from its event loop one at a time.
@@ -65,6 +74,7 @@ class Driver:
         persister: Persister | None = None,
         encode: Callable[[Any], bytes] = wire.encode,
         decode: Callable[[bytes], Any] = wire.decode,
+        lazy_timer: bool = False,
         authorizer: Authorizer | None = None,
     ) -> None:
         self.node = node
@@ -79,7 +89,9 @@ class Driver:
         self.authorizer = authorizer
         self.stats = DriverStats()
         self._subscribers: list[Callable[[Any], None]] = []
+        self._step_end: list[Callable[[], None]] = []
         self._deadline = math.inf
+        self.lazy_timer = lazy_timer
         self.running = False
         transport.bind(self)
 
@@ -99,6 +111,12 @@ class Driver:
         """Receive every public event the core emits, in order. Returns an unsubscriber."""
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
+
+    def on_step_end(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after every step whose events were published (once per
+        step, after the last subscriber saw the last event). Returns a remover."""
+        self._step_end.append(callback)
+        return lambda: self._step_end.remove(callback)
 
     def call(self, fn: Callable[[Any, float], Any]) -> Any:
         """Run ``fn(core, now)`` as a local input (an API call) and flush its output."""
@@ -145,7 +163,9 @@ class Driver:
     def on_timer(self) -> None:
         if not self.running:
             return
-        self._deadline = -math.inf  # the armed timer is spent: always re-arm below
+        # The armed timer is spent: re-arm below (exact mode re-arms even at infinity,
+        # which a clock treats as a cancel; lazy mode arms only a finite deadline).
+        self._deadline = math.inf if self.lazy_timer else -math.inf
         now = self.clock.now()
         if now >= self.core.next_deadline():
             self.core.on_tick(now)
@@ -195,6 +215,8 @@ class Driver:
             for ev in out.events:
                 for cb in tuple(self._subscribers):
                     cb(ev)
+            for hook in tuple(self._step_end):
+                hook()
         if out.trace and self.tracer is not None:
             emit = self.tracer.emit
             node = self.node
@@ -203,7 +225,9 @@ class Driver:
 
     def _arm(self, force: bool = False) -> None:
         deadline = self.core.next_deadline()
-        if force or deadline != self._deadline:
+        if force or deadline < self._deadline or (
+            deadline != self._deadline and not self.lazy_timer
+        ):
             self._deadline = deadline
             self.clock.schedule(self, deadline)
 

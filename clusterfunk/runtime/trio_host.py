@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
@@ -105,6 +106,154 @@ class TrioClock:
                     raise
 
 
+class TrioHost:
+    """A node's machine on the real network (:class:`~clusterfunk.runtime.host.Host`).
+
+    Made by :func:`open_host`, which binds every named endpoint first; drivers made
+    by :meth:`driver` start together at :meth:`start`. Deferred work runs in one
+    task owned by the host's ``async with``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        transports: dict[str, NetTransport],
+        clock: TrioClock,
+        tracer: Tracer | None,
+    ) -> None:
+        self._name = name
+        self.transports = transports
+        self.clock = clock
+        self.tracer = tracer
+        self.drivers: list[Driver] = []
+        self.on_stop: list[Callable[[], None]] = []
+        self._deferred: list[Callable[[], None]] = []
+        self._wake = trio.Event()
+        self._wall_offset = time.time() - trio.current_time()
+        self.stopped = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def address(self, port: str) -> str:
+        return self.transports[port].local_address
+
+    def driver(
+        self,
+        core: Core,
+        port: str,
+        *,
+        persister: Persister | None = None,
+        lazy_timer: bool = False,
+        encode: Callable[[Any], bytes] = wire.encode,
+        decode: Callable[[bytes], Any] = wire.decode,
+    ) -> Driver:
+        d = Driver(
+            self._name,
+            core,
+            self.transports[port],
+            self.clock,
+            tracer=self.tracer,
+            persister=persister,
+            encode=encode,
+            decode=decode,
+            lazy_timer=lazy_timer,
+        )
+        self.drivers.append(d)
+        return d
+
+    def start(self) -> None:
+        """Start every driver, in creation order."""
+        for d in self.drivers:
+            if not d.running:
+                d.start()
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        if not self.stopped:
+            self._deferred.append(fn)
+            self._wake.set()
+
+    def wall_offset(self) -> float:
+        return self._wall_offset
+
+    def _count_error(self, exc: BaseException) -> None:
+        for d in self.drivers:  # the error came from one of them; count it once
+            d.stats.handler_errors += 1
+            break
+
+    async def _run_deferred(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch, self._deferred = self._deferred, []
+            for fn in batch:
+                if self.stopped:
+                    return
+                fn()
+
+    def _stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        callbacks, self.on_stop = self.on_stop, []
+        for cb in callbacks:
+            cb()
+        for d in self.drivers:
+            d.stop()
+
+
+@asynccontextmanager
+async def open_host(
+    name: str,
+    binds: dict[str, str],
+    *,
+    advertise: dict[str, str] | None = None,
+    max_datagram: dict[str, int] | None = None,
+    tracer: Tracer | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[TrioHost]:
+    """Bind one UDP + TCP endpoint per named port (``binds``: name -> ``host:port``,
+    port 0 picks a free port, race-free: the socket is bound before anyone learns
+    the address), then run the host until the block exits. Build the node
+    assembly on the yielded host and call :meth:`TrioHost.start`.
+
+    ``advertise`` gives, per port name, the address peers should use (an advertised
+    port of 0 means the bound port). On exit the host's ``on_stop`` callbacks run,
+    every driver stops and every socket closes.
+    """
+    rng = rng if rng is not None else random.Random()
+    advertise = advertise or {}
+    max_datagram = max_datagram or {}
+    holder: list[TrioHost] = []
+
+    def count(exc: BaseException) -> None:
+        if holder:
+            holder[0]._count_error(exc)
+
+    async with AsyncExitStack() as stack:
+        transports: dict[str, NetTransport] = {}
+        for port, bind in binds.items():
+            transports[port] = await stack.enter_async_context(
+                open_transport(
+                    bind,
+                    advertise=advertise.get(port),
+                    max_datagram=max_datagram.get(port, DEFAULT_DATAGRAM_BUDGET),
+                    rng=random.Random(rng.random()),
+                    on_handler_error=count,
+                )
+            )
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        host = TrioHost(name, transports, TrioClock(nursery, on_handler_error=count), tracer)
+        holder.append(host)
+        nursery.start_soon(host._run_deferred, name=f"cf-deferred {name}")
+        try:
+            yield host
+        finally:
+            host._stop()
+            nursery.cancel_scope.cancel()
+
+
 @asynccontextmanager
 async def open_driver(
     node: str,
@@ -117,53 +266,37 @@ async def open_driver(
     encode: Callable[[Any], bytes] = wire.encode,
     decode: Callable[[bytes], Any] = wire.decode,
     max_datagram: int = DEFAULT_DATAGRAM_BUDGET,
+    lazy_timer: bool = False,
 ) -> AsyncIterator[Driver]:
-    """Run ``core`` as ``node`` on UDP + TCP ``bind`` (``host:port``) until the block exits.
+    """Run one ``core`` as ``node`` on UDP + TCP ``bind`` (``host:port``) until the
+    block exits: a one-port :func:`open_host`.
 
     ``driver.transport.local_address`` is the advertised ``host:port`` (``advertise``,
     or the bound address with the real port when ``bind`` asked for port 0).
-
     ``core`` may also be a factory ``core(local_address) -> Core``: it is called
-    once the sockets are bound, so a core that must know its own address (gossip
-    members, Raft servers) can be built with the real port when ``bind`` used
-    port 0, without a race for a free port.
+    once the socket is bound, so a core that must know its own address can be
+    built with the real port when ``bind`` used port 0, without a race.
     """
-    holder: list[Driver] = []
-
-    def count(exc: BaseException) -> None:
-        if holder:
-            holder[0].stats.handler_errors += 1
-
-    async with (
-        open_transport(
-            bind,
-            advertise=advertise,
-            max_datagram=max_datagram,
-            rng=random.Random(),
-            on_handler_error=count,
-        ) as transport,
-        trio.open_nursery() as nursery,
-    ):
-        clock = TrioClock(nursery, on_handler_error=count)
+    port = "main"
+    async with open_host(
+        node,
+        {port: bind},
+        advertise={port: advertise} if advertise else None,
+        max_datagram={port: max_datagram},
+        tracer=tracer,
+    ) as host:
         if not hasattr(core, "on_message"):  # a factory, waiting for the bound address
-            core = core(transport.local_address)
-        driver = Driver(
-            node,
-            core,
-            transport,
-            clock,
-            tracer=tracer,
+            core = core(host.address(port))
+        driver = host.driver(
+            core,  # type: ignore[arg-type]
+            port,
             persister=persister,
             encode=encode,
             decode=decode,
+            lazy_timer=lazy_timer,
         )
-        holder.append(driver)
-        try:
-            driver.start()
-            yield driver
-        finally:
-            driver.stop()
-            nursery.cancel_scope.cancel()
+        host.start()
+        yield driver
 
 
-__all__ = ["NetTransport", "TrioClock", "open_driver", "open_transport"]
+__all__ = ["NetTransport", "TrioClock", "TrioHost", "open_driver", "open_host", "open_transport"]

@@ -26,7 +26,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from clusterfunk.runtime.api import DEFAULT_DATAGRAM_BUDGET, Core, Persister
 from clusterfunk.runtime.driver import Driver
@@ -123,8 +123,29 @@ class SimHost:
     def tracer(self) -> Tracer:
         return self.sim.tracer
 
-    def address(self, port: int) -> str:
-        return f"{self.name}:{port}"
+    #: Port numbers of the named ports of a node assembly (:mod:`clusterfunk.runtime.host`).
+    PORT_NUMBERS: ClassVar[dict[str, int]] = {"gossip": 7946, "raft": 8300, "coord": 8400}
+
+    def _port(self, port: int | str) -> int:
+        return port if isinstance(port, int) else self.PORT_NUMBERS[port]
+
+    def address(self, port: int | str) -> str:
+        return f"{self.name}:{self._port(port)}"
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` as its own simulator event at the current time, unless this
+        incarnation of the node has stopped by then."""
+        incarnation = self.incarnation
+
+        def run() -> None:
+            if self.alive and self.incarnation == incarnation:
+                fn()
+
+        self.sim.at(self.sim.now, run)
+
+    def wall_offset(self) -> float:
+        """Simulated wall clock = virtual local clock (offset 0)."""
+        return 0.0
 
     def endpoint(self, port: int) -> SimEndpoint:
         if port in self.endpoints:
@@ -137,14 +158,15 @@ class SimHost:
     def driver(
         self,
         core: Core,
-        port: int,
+        port: int | str,
         *,
         persister: Persister | None = None,
+        lazy_timer: bool = False,
         encode: Callable[[Any], bytes] | None = None,
         decode: Callable[[bytes], Any] | None = None,
     ) -> Driver:
         """Create a driver for ``core`` on ``host:port``; it starts with the host."""
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"lazy_timer": lazy_timer}
         if encode is not None:
             kw["encode"] = encode
         if decode is not None:
@@ -152,7 +174,7 @@ class SimHost:
         d = Driver(
             self.name,
             core,
-            self.endpoint(port),
+            self.endpoint(self._port(port)),
             self.clock,
             tracer=self.sim.tracer,
             persister=persister,

@@ -38,23 +38,14 @@ import statistics
 import time
 from typing import Any
 
+from clusterfunk.cluster.assembly import ClusterNode
 from clusterfunk.cluster.coordinator import (
     OPERATIONAL,
-    PORT,
-    TAG_MANAGEMENT,
-    TAG_RAFT,
-    TAG_SERF,
-    TAG_SERVICE,
     CoordinatorConfig,
-    CoordinatorCore,
 )
-from clusterfunk.cluster.glue import NodeGlue
 from clusterfunk.cluster.messages import map_digest
-from clusterfunk.cluster.statemachine import ClusterStateMachine
-from clusterfunk.gossip.config import GossipConfig, profile
-from clusterfunk.gossip.core import GossipCore
+from clusterfunk.gossip.config import profile
 from clusterfunk.raft.config import RaftConfig
-from clusterfunk.raft.core import RaftCore
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 from clusterfunk.sim.checkers.raft import SafetyChecker
 from clusterfunk.sim.raft_storage import SimStorage
@@ -64,73 +55,6 @@ from clusterfunk.sim.workloads.raft import CoreLogView
 GOSSIP_PORT = 7946
 RAFT_PORT = 8300
 SEEDS = 3
-
-
-class ClusterSimNode:
-    """One incarnation of a simulated cluster node (what ``sim.app(name)`` returns)."""
-
-    def __init__(
-        self,
-        host: SimHost,
-        *,
-        gossip_config: GossipConfig,
-        raft_config: RaftConfig,
-        coord_config: CoordinatorConfig,
-        weights: Any,
-        seeds: list[str],
-        bootstrap: dict[str, str] | None,
-        member: bool = True,
-    ) -> None:
-        name = host.name
-        sim = host.sim
-        self.host = host
-
-        def rng(what: str) -> random.Random:
-            return random.Random(f"{sim.seed}/cluster/{name}/{host.incarnation}/{what}")
-
-        tags = {
-            TAG_SERF: host.address(GOSSIP_PORT),
-            TAG_MANAGEMENT: host.address(PORT),
-            TAG_SERVICE: "clusterfunk",
-        }
-        if member:
-            tags[TAG_RAFT] = host.address(RAFT_PORT)
-        self.gossip = GossipCore(name, host.address(GOSSIP_PORT), rng("gossip"), gossip_config,
-                                 tags)
-        self.gossip_driver = host.driver(self.gossip, GOSSIP_PORT)
-        self.sm = ClusterStateMachine()
-        self.raft: RaftCore | None = None
-        self.raft_driver = None
-        if member:
-            boot = bootstrap if host.incarnation == 1 and bootstrap and name in bootstrap else None
-            self.raft = RaftCore(name, SimStorage(host.disk), self.sm, rng("raft"),
-                                 config=raft_config, bootstrap=boot)
-            self.raft_driver = host.driver(self.raft, RAFT_PORT)
-        self.coord = CoordinatorCore(
-            name, host.address(PORT), rng("coord"), raft=self.raft, gossip=self.gossip,
-            sm=self.sm, weights=weights, config=coord_config,
-        )
-        self.coord_driver = host.driver(self.coord, PORT)
-        incarnation = host.incarnation
-
-        def defer(fn: Any) -> None:
-            def run() -> None:
-                if host.alive and host.incarnation == incarnation:
-                    fn()
-
-            sim.at(sim.now, run)
-
-        self.glue = NodeGlue(self.coord_driver, self.raft_driver, self.gossip_driver, defer)
-        host.on_stop.append(self.glue.close)
-        self.glue.kick()  # first pump: resync from the recovered state machine
-        others = [s for s in seeds if s != host.address(GOSSIP_PORT)]
-        if others:
-            sim.at(sim.now, _join, host, incarnation, others)
-
-
-def _join(host: SimHost, incarnation: int, seeds: list[str]) -> None:
-    if host.alive and host.incarnation == incarnation and host.app is not None:
-        host.app.gossip_driver.call(lambda core, now: core.join(now, seeds))
 
 
 class MapChecker:
@@ -282,16 +206,23 @@ class ClusterWorkload:
             return None
         return CoreLogView(app.raft)
 
-    def factory(self, host: SimHost) -> ClusterSimNode:
-        return ClusterSimNode(
+    def factory(self, host: SimHost) -> ClusterNode:
+        name, seed, incarnation = host.name, host.sim.seed, host.incarnation
+
+        def rng(what: str) -> random.Random:
+            return random.Random(f"{seed}/cluster/{name}/{incarnation}/{what}")
+
+        return ClusterNode(
             host,
+            storage=SimStorage(host.disk),
+            rng=rng,
+            weights=self.weights,
             gossip_config=self.gossip_config,
             raft_config=self.raft_config,
             coord_config=self.coord_config,
-            weights=self.weights,
+            bootstrap=self.bootstrap if incarnation == 1 else None,
+            member=name in self.members,
             seeds=self.seeds,
-            bootstrap=self.bootstrap,
-            member=host.name in self.members,
         )
 
     def setup(self, sim: Simulation) -> None:

@@ -39,6 +39,7 @@ import math
 import random
 from typing import Any
 
+from clusterfunk.gossip.assembly import GossipMember
 from clusterfunk.gossip.config import GossipConfig, profile
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.gossip.events import QueryDone, QueryResponse
@@ -134,28 +135,13 @@ def build_node(
     whose nonces come from a seeded RNG (per host and incarnation), so runs stay
     deterministic. A restarted node starts from ``keyring_keys`` again.
     """
-    addr = host.address(PORT)
-    core = GossipCore(host.name, addr, host.rng, config, tags)
-    codec = None
-    kw: dict[str, Any] = {}
-    if keyring_keys is not None:
-        ring = Keyring(keyring_keys)
-        nonce_rng = random.Random(f"{host.sim.seed}/keyring/{host.name}/{host.incarnation}")
-        codec = SecureCodec(ring, encrypt=encrypt, nonce=seeded_nonces(nonce_rng))
-        register_key_queries(core, ring)
-        kw = {"encode": codec.encode, "decode": codec.decode}
-    driver = host.driver(core, PORT, **kw)
-    node = GossipSimNode(core, driver, codec)
-    others = [s for s in seeds if s != addr]
-    if others:
-        # Join once the driver runs (the host starts its drivers after the factory).
-        host.sim.at(host.sim.now, _join, host, host.incarnation, others)
-    return node
-
-
-def _join(host: SimHost, incarnation: int, seeds: list[str]) -> None:
-    if host.alive and host.incarnation == incarnation and host.app is not None:
-        host.app.call(lambda core, now: core.join(now, seeds))
+    ring = Keyring(keyring_keys) if keyring_keys is not None else None
+    nonce_rng = random.Random(f"{host.sim.seed}/keyring/{host.name}/{host.incarnation}")
+    member = GossipMember(
+        host, rng=host.rng, config=config, tags=tags, keyring=ring, encrypt=encrypt,
+        nonce=seeded_nonces(nonce_rng), seeds=seeds,
+    )
+    return GossipSimNode(member.core, member.driver, member.codec)
 
 
 class GossipWorkload:

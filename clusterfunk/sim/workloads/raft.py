@@ -41,17 +41,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from clusterfunk.raft import events as rev
 from clusterfunk.raft import kv
+from clusterfunk.raft.assembly import RaftServer
 from clusterfunk.raft.config import RaftConfig
-from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
+
 from clusterfunk.sim.checkers.linearizability import HistoryBuilder, check_history
 from clusterfunk.sim.checkers.raft import SafetyChecker
 from clusterfunk.sim.raft_storage import SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
 
 PORT = 8300
+PORT_NAME = "raft"  # SimHost.PORT_NUMBERS["raft"] == PORT
 
 
 class CoreLogView:
@@ -83,41 +84,17 @@ class CoreLogView:
 
 
 class RaftApp:
-    """One incarnation of a simulated Raft node: core, driver, KV, and the
-    dispatch of the core's events to waiting client requests."""
+    """One incarnation of a simulated Raft node: the Raft server assembly that ships
+    (:class:`~clusterfunk.raft.assembly.RaftServer`: core, driver, request waiters)
+    on the simulated host, plus its KV store and simulated store."""
 
-    def __init__(self, host: SimHost, core: RaftCore, store: Any, sm: kv.KVStore) -> None:
-        self.host = host
-        self.core = core
+    def __init__(self, server: RaftServer, store: Any, sm: kv.KVStore) -> None:
+        self.server = server
+        self.host = server.host
+        self.core = server.core
+        self.driver = server.driver
         self.store = store
         self.kv = sm
-        self.driver = host.driver(core, PORT)
-        self.applied_waiters: dict[int, list[Any]] = {}
-        self.read_waiters: dict[int, Any] = {}
-        self.index_waiters: list[tuple[int, Any]] = []
-        self.driver.subscribe(self._on_event)
-
-    def _on_event(self, ev: Any) -> None:
-        if isinstance(ev, rev.Applied):
-            for cb in self.applied_waiters.pop(ev.index, ()):
-                cb(ev.term, ev.result)
-            if self.index_waiters:
-                ready = [w for w in self.index_waiters if w[0] <= ev.index]
-                if ready:
-                    self.index_waiters = [w for w in self.index_waiters if w[0] > ev.index]
-                    for _i, cb in ready:
-                        cb()
-        elif isinstance(ev, rev.ReadReady):
-            cb = self.read_waiters.pop(ev.ctx, None)
-            if cb is not None:
-                if self.core.last_applied >= ev.index:
-                    cb(True)
-                else:
-                    self.index_waiters.append((ev.index, lambda: cb(True)))
-        elif isinstance(ev, rev.ReadFailed):
-            cb = self.read_waiters.pop(ev.ctx, None)
-            if cb is not None:
-                cb(False)
 
 
 class SimClient:
@@ -255,25 +232,22 @@ class SimClient:
             self._read_index(app, target, attempt)
             return
         cmd = op["cmd"]
+        where: list[tuple[int, int]] = []
 
-        def propose(core: Any, now: float) -> None:
-            index, term = core.propose(now, cmd)
+        def placed(index: int, term: int) -> None:
+            where.append((index, term))
             op["accepted"] = True
 
-            def applied(t: int, result: Any) -> None:
-                if t == term:
-                    if op["op"] != "get":
-                        self.wl.acked.append((index, term))
-                    self._reply(attempt, self._finish, "ok", result)
-                else:  # overwritten at that index: it can never commit
-                    self._reply(attempt, self._finish, "fail", None)
-
-            # Registered inside the step: a single voter applies before the step's
-            # events are dispatched.
-            app.applied_waiters.setdefault(index, []).append(applied)
+        def applied(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                if op["op"] != "get":
+                    self.wl.acked.append(where[0])
+                self._reply(attempt, self._finish, "ok", result)
+            else:  # overwritten at that index: it can never commit
+                self._reply(attempt, self._finish, "fail", None)
 
         try:
-            app.driver.call(propose)
+            app.server.propose(cmd, applied, placed)
         except NotLeader as exc:
             self._reply(attempt, self._redirect, target, exc.leader_id)
         except RaftError as exc:
@@ -287,20 +261,17 @@ class SimClient:
         ctx = self.wl.read_ctx
         key = op["key"]
 
-        def done(ok: bool) -> None:
-            if ok:
+        def done(_index: Any, error: BaseException | None) -> None:
+            if error is None:
                 self._reply(attempt, self._finish, "ok", app.kv.get(key))
             else:
                 self._reply(attempt, self._redirect, target, None)
 
-        app.read_waiters[ctx] = done  # before the call: it may be ready within it
         try:
-            app.driver.call(lambda core, now: core.read_index(now, ctx))
+            app.server.read_index(ctx, done)
         except NotLeader as exc:
-            app.read_waiters.pop(ctx, None)
             self._reply(attempt, self._redirect, target, exc.leader_id)
         except RaftError:
-            app.read_waiters.pop(ctx, None)
             self._reply(attempt, self._redirect, target, None)
 
     def _redirect(self, target: str, leader: str | None) -> None:
@@ -337,7 +308,7 @@ class RaftWorkload:
         # As the SQLite raft-node runs: the leader syncs its own entries after sending
         # them (10.2.1); the simulated disk loses un-synced writes at a crash.
         self.config = RaftConfig(
-            election_timeout=election, heartbeat_interval=election / 10, parallel_leader_write=True
+            election_timeout=election, heartbeat_interval=election / 10, parallel_leader_write=True,
         )
         self.names: list[str] = [f"n{i}" for i in range(1, self.nodes + 1)]
         self.addresses = {n: f"{n}:{PORT}" for n in self.names}
@@ -383,10 +354,13 @@ class RaftWorkload:
     def factory(self, host: SimHost) -> RaftApp:
         store = SimStorage(host.disk)
         sm = kv.KVStore()
-        core = RaftCore(
-            host.name, store, sm, host.rng, config=self.config, bootstrap=dict(self.addresses)
+        # A simulated client waits for its entry's fate (applied or overwritten)
+        # rather than giving up when the leader steps down: a fuller history.
+        server = RaftServer(
+            host, storage=store, state_machine=sm, rng=host.rng, config=self.config,
+            bootstrap=self.addresses, port=PORT_NAME, fail_on_step_down=False,
         )
-        return RaftApp(host, core, store, sm)
+        return RaftApp(server, store, sm)
 
     def setup(self, sim: Simulation) -> None:
         self.sim = sim
