@@ -13,7 +13,7 @@ from clusterfunk.sim import scenario as scenario_mod
 from clusterfunk.sim.nemesis import Nemesis, NemesisConfig, parse_kinds
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
-from clusterfunk.sim.workload import add_workload_arguments, load_workload
+from clusterfunk.sim.workload import WORKLOADS, add_workload_arguments, load_workload
 from clusterfunk.trace import Tracer
 
 #: The run is cut into this many slices, whatever the display: progress output can
@@ -45,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``simulate``. Defaults are None so a scenario file can supply them."""
-    p.add_argument("--protocol", help="workload: ping (stand-in), raft, gossip (default ping)")
+    p.add_argument(
+        "--protocol",
+        help=f"workload: {', '.join(WORKLOADS)} (default ping, a stand-in protocol)",
+    )
     p.add_argument("--nodes", type=int, help="number of nodes n1..nN (default 5)")
     p.add_argument("--seed", type=int, help="the seed; same seed, same run (default 1)")
     p.add_argument("--duration", type=float, help="virtual seconds to run (default 60)")
