@@ -12,15 +12,37 @@ so their size is known when a packet is packed within the budget.
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 
 from clusterfunk import wire
 
-#: Member statuses, as they appear on the wire and in traces.
-ALIVE = "alive"
-SUSPECT = "suspect"
-DEAD = "dead"
-LEFT = "left"
+
+class Status(enum.StrEnum):
+    """A member's status. A :class:`enum.StrEnum`: each member *is* the string that
+    appears on the wire and in traces (``gossip.member``, docs/trace.md)."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+    @property
+    def live(self) -> bool:
+        """Alive or suspected: still a member as far as this node knows."""
+        return self is Status.ALIVE or self is Status.SUSPECT
+
+    @property
+    def gone(self) -> bool:
+        """Declared dead, or left gracefully."""
+        return self is Status.DEAD or self is Status.LEFT
+
+
+ALIVE = Status.ALIVE
+SUSPECT = Status.SUSPECT
+DEAD = Status.DEAD
+LEFT = Status.LEFT
 STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
 
 

@@ -44,6 +44,8 @@ import trio
 from clusterfunk.raft import core as _core
 from clusterfunk.raft import errors as _errors
 from clusterfunk.raft import events as _core_events
+from clusterfunk.raft.events import ReadFailure
+from clusterfunk.raft.roles import Role
 from clusterfunk.runtime.api import split_address
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.net import format_address, free_port
@@ -294,7 +296,7 @@ class RaftNode:
     # -- observable state --------------------------------------------------------
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return _role_name(self.core.role)
 
     @property
@@ -324,7 +326,7 @@ class RaftNode:
 
     @property
     def is_leader(self) -> bool:
-        return self.role == "leader"
+        return self.role is Role.LEADER
 
     # -- commands ------------------------------------------------------------------
 
@@ -596,7 +598,7 @@ class RaftNode:
             if cb is not None:
                 cb(None, _read_error(ev, self.core))
             return
-        if isinstance(ev, _core_events.RoleChanged) and _role_name(ev.role) != "leader":
+        if isinstance(ev, _core_events.RoleChanged) and _role_name(ev.role) is not Role.LEADER:
             # A deposed leader cannot know the fate of what it proposed.
             pending, self._pending = self._pending, {}
             lost = LeadershipLost(f"{self.server_id} lost leadership in term {ev.term}")
@@ -629,16 +631,18 @@ class RaftNode:
             heapq.heappop(waits)[2].set(None)
 
 
-def _role_name(role: Any) -> str:
-    name = getattr(role, "value", role)
-    return str(name).lower()
+def _role_name(role: str) -> Role:
+    """The core's role as a :class:`Role` (its value is the name traces use)."""
+    return Role(role)
 
 
-def _read_error(ev: Any, core: Any) -> BaseException:
-    reason = str(getattr(ev, "reason", "read failed"))
-    if "leader" in reason.lower():
+def _read_error(ev: _core_events.ReadFailed, core: Any) -> BaseException:
+    """The exception a failed read raises, chosen by its typed reason: a server that
+    lost leadership answers :class:`NotLeader` (with the leader it knows of now, if
+    any), so the caller retries at the new leader."""
+    if ev.reason is ReadFailure.LEADERSHIP_LOST:
         return NotLeader(core.leader_id, core.leader_address)
-    return LeadershipLost(reason)
+    return LeadershipLost(f"read failed: {ev.reason}")
 
 
 def _make_core(

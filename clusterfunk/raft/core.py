@@ -71,15 +71,10 @@ from clusterfunk.raft.messages import (
 )
 from clusterfunk.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from clusterfunk.raft.quorum import has_quorum, quorum_index
+from clusterfunk.raft.roles import CANDIDATE, FOLLOWER, LEADER, NONVOTER, PRECANDIDATE
 from clusterfunk.raft.statemachine import ApplyError, StateMachine
 from clusterfunk.raft.storage import HardState, SnapshotMeta, Storage
 from clusterfunk.runtime.api import Output
-
-FOLLOWER = "follower"
-PRECANDIDATE = "precandidate"
-CANDIDATE = "candidate"
-LEADER = "leader"
-NONVOTER = "nonvoter"  # any server that is not a voter of its configuration
 
 _LEADER_MSGS = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 _RAFT_MSGS = frozenset(

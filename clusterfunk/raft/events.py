@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
+
+from clusterfunk.raft.roles import Role
 
 
 @attrs.frozen
@@ -21,7 +24,7 @@ class Applied:
 
 @attrs.frozen
 class RoleChanged:
-    role: str
+    role: Role
     term: int
     leader_id: str | None
 
@@ -48,10 +51,22 @@ class ReadReady:
     index: int
 
 
+class ReadFailure(enum.StrEnum):
+    """Why a ReadIndex read failed (the ``reason`` of :class:`ReadFailed`)."""
+
+    #: the server stopped being leader before the read's heartbeat round confirmed
+    #: it: the read may be retried at the new leader
+    LEADERSHIP_LOST = "leadership lost"
+
+
 @attrs.frozen
 class ReadFailed:
+    """The read with context ``ctx`` cannot be served here; ``reason`` is a
+    :class:`ReadFailure` (a string naming one is converted, unknown ones raise
+    ``ValueError``)."""
+
     ctx: int
-    reason: str
+    reason: ReadFailure = attrs.field(converter=ReadFailure)
 
 
 @attrs.frozen

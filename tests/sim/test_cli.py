@@ -186,3 +186,14 @@ def test_nemesis_faults_are_over_by_the_end_of_the_fault_window(
     begins = sum(r["ev"] in ("sim.crash", "sim.pause", "sim.partition") for r in recs)
     ends = sum(r["ev"] in ("sim.restart", "sim.resume", "sim.heal") for r in recs)
     assert begins == ends > 5
+
+
+def test_simulate_help_names_every_workload(capsys) -> None:
+    from clusterfunk.cli import main
+    from clusterfunk.sim.workload import WORKLOADS
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in WORKLOADS:
+        assert name in text.split("--protocol PROTOCOL workload:")[1][:120], name

@@ -53,6 +53,7 @@ from clusterfunk.gossip.keyring import (
     register_key_queries,
     seeded_nonces,
 )
+from clusterfunk.gossip.messages import Status
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.sim.checkers.gossip import (
     ConvergenceTracker,
@@ -116,7 +117,7 @@ class GossipSimNode:
         return self.query(query_name(op), check_key(key), timeout=timeout, want_ack=False)
 
     def key_result(self, op: str, qid: int) -> KeyResult:
-        expected = sum(1 for m in self.core.members() if m.status == "alive")
+        expected = sum(1 for m in self.core.members() if m.status == Status.ALIVE)
         return collect_key_result(op, self.responses(qid), expected)
 
 

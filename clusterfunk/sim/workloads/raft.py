@@ -45,7 +45,7 @@ from clusterfunk.raft import kv
 from clusterfunk.raft.assembly import RaftServer
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.errors import NotLeader, RaftError
-
+from clusterfunk.raft.roles import Role
 from clusterfunk.sim.checkers.linearizability import HistoryBuilder, check_history
 from clusterfunk.sim.checkers.raft import SafetyChecker
 from clusterfunk.sim.raft_storage import SimStorage
@@ -416,7 +416,7 @@ class RaftWorkload:
         assert self.sim is not None
         sim = self.sim
         live = [n for n in self.names if sim.app(n) is not None and not sim.hosts[n].paused]
-        leaders = [n for n in live if sim.app(n).core.role == "leader"]
+        leaders = [n for n in live if sim.app(n).core.role == Role.LEADER]
         if not leaders:
             return None
         top = max(leaders, key=lambda n: sim.app(n).core.term)
@@ -482,7 +482,7 @@ class RaftWorkload:
         sim.run_for(timeouts * T, stop=settled)
         app = sim.app(leader)
         problems: list[str] = []
-        if app is None or app.core.role != "leader":
+        if app is None or app.core.role != Role.LEADER:
             return [f"liveness: {leader} lost leadership while settling"]
         c = app.core
         if c.log.term_at(c.commit_index) != c.term:
