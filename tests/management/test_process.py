@@ -206,8 +206,10 @@ def test_writes_need_the_token_on_real_nodes(cluster):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs Cluster.transfer_leadership / remove_node "
-                   "(being added to clusterfunk/node.py by the lead)")
+@pytest.mark.xfail(strict=False, reason="Cluster's writes are being built in node.py: "
+                   "transfer_leadership() does not return (its wait is never woken), the "
+                   "coordinator re-adds a removed node while gossip still sees it alive, "
+                   "set_voters() does not exist yet")
 def test_step_down_and_remove_through_a_follower(cluster):
     """Runs last: it kills a node of the module's cluster."""
     nodes = cluster
@@ -241,3 +243,10 @@ def test_step_down_and_remove_through_a_follower(cluster):
     for n in nodes:
         if n is not victim:
             n.until(lambda r: r["nodes"] == rest)
+
+    code, out, err = ctl(asker.management, "voters", "1", token=TOKEN)
+    assert code == 0, err
+    deadline = time.monotonic() + 10
+    while len(ctl_json(asker.management, "raft")["voters"]) != 1:
+        assert time.monotonic() < deadline, "voter count not reconciled to 1"
+        time.sleep(0.2)
