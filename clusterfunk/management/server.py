@@ -57,6 +57,7 @@ MAX_BODY = 64 * 1024
 #: transfer); the server has no caller of its own to own this timeout
 FORWARD_TIMEOUT = 30.0
 FORWARDED_HEADER = "x-clusterfunk-forwarded-by"
+READ_TIMEOUT = 10
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -357,6 +358,9 @@ async def open_management_server(
     config.accesslog = None
     config.errorlog = logging.getLogger("clusterfunk.management.http")
     config.graceful_timeout = 0.5
+    # a connection that sends nothing for this long is closed (hostile until
+    # authenticated); idle keep-alive connections close after keep_alive_timeout (5 s)
+    config.read_timeout = READ_TIMEOUT
     # bind here, before any task starts, so that a port in use is a plain OSError
     sockets = config.create_sockets()
     for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:

@@ -139,3 +139,34 @@ def test_help_lists_every_command_and_each_has_its_own(capsys):
     with pytest.raises(SystemExit) as e:
         main(["ctl", "voters", "many"])
     assert e.value.code == 2
+
+
+async def test_tls_dir_talks_https_with_a_client_certificate(capsys, fake, tmp_path):
+    import ssl
+
+    import trustme
+
+    from clusterfunk.management.server import open_management_server
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client = ca.issue_cert("client")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client-key.pem"))
+    async with open_management_server(fake, "127.0.0.1:0", token=None,
+                                      ssl_context=server_ctx) as s:
+        code, out, err = await ctl(capsys, "--node", s.address, "--tls-dir", str(tmp_path),
+                                   "voters", "4")
+        assert (code, err) == (0, "") and "target voters set to 4" in out
+        # without the client certificate: no answer over plain HTTP or bare TLS
+        code, _, err = await ctl(capsys, "--node", s.address, "status")
+        assert code == 2 and err.count("\n") == 1
+    assert fake.calls == [("set_voters", 4)]
+    (tmp_path / "client-key.pem").unlink()
+    code, _, err = await ctl(capsys, "--node", "127.0.0.1:1", "--tls-dir", str(tmp_path),
+                             "status")
+    assert code == 2 and "client-key.pem does not exist" in err
