@@ -46,6 +46,28 @@ Identity of incoming frames
 Bad input (bad hello, bad frame length) closes that one connection and is
 counted; nothing a peer sends can crash the endpoint.
 
+Bounded resources (each limit has a counter in :class:`TransportStats`)
+    * ``max_incoming`` connections in total. When full, a new connection evicts
+      the one that has been idle longest among those past their hello, preferring
+      those that never delivered a frame (``evicted_idle``): idle connections
+      cannot lock a real peer out. If none is past its hello, the new one is
+      refused (``rejected``).
+    * ``max_handshakes`` connections still in their TLS handshake or hello; more
+      are refused (``rejected_handshakes``). Each has ``hello_timeout`` seconds
+      (``hello_timeouts``).
+    * ``max_incoming_per_peer`` connections per peer (its authenticated identity
+      under TLS, else the address in its hello): one more closes that peer's
+      oldest (``evicted_per_peer``; a restarted peer replaces its stale one).
+    * ``max_incoming_bytes``: one memory budget for partly received frames,
+      shared by all connections. A connection is charged a frame's declared size
+      when its header arrives; if the budget is spent, it stops reading until
+      other frames complete (``budget_waits``), within the frame's time limit.
+      Beyond the budget, each connection holds at most one 64 KiB read.
+    * ``frame_timeout``: a frame, once begun, must be complete within this many
+      seconds or the connection is closed (``frame_timeouts``, also when it was
+      waiting for the budget): a slow-loris sender holds nothing for long.
+    * Outgoing: ``queue_frames`` / ``queue_bytes`` per destination (see Streams).
+
 Handler errors (an exception raised by the core behind the handler) are logged
 with their traceback, counted in ``stats.handler_errors`` and, by default
 (``fail_stop=True``), re-raised: a core that raised mid-transition is in an
@@ -167,7 +189,12 @@ class TransportStats:
     disconnects: int = 0  # outgoing connections lost
     idle_closed: int = 0  # outgoing connections closed after idle_timeout
     accepted: int = 0
-    rejected: int = 0  # incoming connections over max_incoming
+    rejected: int = 0  # incoming connections over max_incoming (none could be evicted)
+    rejected_handshakes: int = 0  # incoming connections over max_handshakes
+    evicted_idle: int = 0  # idle connections closed to make room (max_incoming)
+    evicted_per_peer: int = 0  # a peer's oldest connection, over max_incoming_per_peer
+    budget_waits: int = 0  # frames that had to wait for the shared memory budget
+    frame_timeouts: int = 0  # connections closed: a frame not complete in frame_timeout
     bad_hello: int = 0
     bad_frame: int = 0
     hello_timeouts: int = 0  # no complete TLS handshake + hello within hello_timeout
@@ -267,6 +294,19 @@ class _Peer:
         self.partial = b""
 
 
+class _Conn:
+    """One incoming connection, for the limits: eviction and per-peer counts."""
+
+    __slots__ = ("frames", "key", "last", "scope", "seq")
+
+    def __init__(self, seq: int, now: float) -> None:
+        self.seq = seq
+        self.scope = trio.CancelScope()
+        self.key: str | None = None  # the peer (identity or hello address) after the hello
+        self.frames = 0
+        self.last = now  # last complete frame (or the hello)
+
+
 class NetTransport:
     """A bound UDP + TCP endpoint. Create it with :func:`open_transport`."""
 
@@ -286,6 +326,10 @@ class NetTransport:
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
         max_incoming: int = 1024,
+        max_handshakes: int = 256,
+        max_incoming_per_peer: int = 8,
+        max_incoming_bytes: int = 256 * 1024 * 1024,
+        frame_timeout: float = 30.0,
         idle_timeout: float = 120.0,
         user_timeout: float = 15.0,
         fail_stop: bool = True,
@@ -307,6 +351,13 @@ class NetTransport:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_incoming = max_incoming
+        self.max_handshakes = max_handshakes
+        self.max_incoming_per_peer = max_incoming_per_peer
+        if max_incoming_bytes < max_frame + 4:
+            raise ValueError(f"max_incoming_bytes ({max_incoming_bytes}) must hold one "
+                             f"frame of max_frame ({max_frame}) bytes")
+        self.max_incoming_bytes = max_incoming_bytes
+        self.frame_timeout = frame_timeout
         self.idle_timeout = idle_timeout
         self.user_timeout = user_timeout
         self.fail_stop = fail_stop
@@ -323,7 +374,19 @@ class NetTransport:
         self._peers: dict[Address, _Peer] = {}
         self._dgram_addr: dict[Address, tuple[Any, ...] | None] = {}
         self._resolving: set[Address] = set()
-        self._incoming = 0
+        # Incoming connections by accept order (insertion-ordered), and by peer.
+        self._conns: dict[int, _Conn] = {}
+        self._by_peer: dict[str, list[_Conn]] = {}
+        self._conn_seq = 0
+        self._incoming = 0  # serving tasks still running (evicted ones until they end)
+        self._handshaking = 0
+        # The shared budget for partly received frames (bytes charged), and the
+        # connections waiting for some of it.
+        self._mem_used = 0
+        self._mem_waiters = 0
+        self._mem_freed = trio.Event()
+        # A handler exception on its way out (fail_stop): not a connection's bug.
+        self._fatal: BaseException | None = None
         self._closing = False
         self._nursery: trio.Nursery | None = None
 
@@ -454,6 +517,7 @@ class NetTransport:
         if self.on_handler_error is not None:
             self.on_handler_error(exc)
         if self.fail_stop:
+            self._fatal = exc
             raise exc
 
     def _backoff(self, failures: int) -> float:
@@ -503,69 +567,183 @@ class NetTransport:
                     log.warning("%s: accept failed: %s", self.local_address, exc)
                     await trio.sleep(0.1)
                 continue
-            if self._incoming >= self.max_incoming:
+            if self._handshaking >= self.max_handshakes:
+                self.stats.rejected_handshakes += 1
+                sock.close()
+                continue
+            if len(self._conns) >= self.max_incoming and not self._evict_idle():
                 self.stats.rejected += 1
                 sock.close()
                 continue
             self.stats.accepted += 1
             self._tune(sock)
+            self._conn_seq += 1
+            conn = self._conns[self._conn_seq] = _Conn(self._conn_seq, trio.current_time())
+            self._handshaking += 1
             self._incoming += 1
-            nursery.start_soon(self._serve, sock, name="cf-conn")
+            nursery.start_soon(self._serve, sock, conn, name="cf-conn")
 
-    async def _serve(self, sock: trio.socket.SocketType) -> None:
+    def _evict_idle(self) -> bool:
+        """Close the incoming connection past its hello that has been idle longest,
+        those that never delivered a frame first. False if there is none."""
+        victim: _Conn | None = None
+        for c in self._conns.values():
+            if c.key is not None and (
+                victim is None or (c.frames > 0, c.last) < (victim.frames > 0, victim.last)
+            ):
+                victim = c
+        if victim is None:
+            return False
+        self.stats.evicted_idle += 1
+        self._forget(victim)
+        victim.scope.cancel()
+        return True
+
+    def _forget(self, conn: _Conn) -> None:
+        """Take ``conn`` out of the registries (idempotent)."""
+        if self._conns.pop(conn.seq, None) is not None and conn.key is not None:
+            same = self._by_peer.get(conn.key)
+            if same is not None:
+                with contextlib.suppress(ValueError):
+                    same.remove(conn)
+                if not same:
+                    del self._by_peer[conn.key]
+
+    def _register_peer(self, conn: _Conn, key: str) -> None:
+        """The hello named the peer: count the connection under it; over the limit,
+        close the peer's oldest connection."""
+        conn.key = key
+        conn.last = trio.current_time()
+        same = self._by_peer.setdefault(key, [])
+        while len(same) >= self.max_incoming_per_peer:
+            old = same[0]
+            self.stats.evicted_per_peer += 1
+            self._forget(old)
+            old.scope.cancel()
+        same.append(conn)
+
+    async def _admit(self, n: int, deadline: float) -> bool:
+        """Charge ``n`` bytes to the shared budget, waiting (until ``deadline``) for
+        other connections to release some. False if the deadline passed."""
+        if self._mem_used + n <= self.max_incoming_bytes:
+            self._mem_used += n
+            return True
+        self.stats.budget_waits += 1
+        self._mem_waiters += 1
+        try:
+            with trio.move_on_at(deadline):
+                while self._mem_used + n > self.max_incoming_bytes:
+                    await self._mem_freed.wait()
+                self._mem_used += n
+                return True
+        finally:
+            self._mem_waiters -= 1
+        return False
+
+    def _release(self, n: int) -> None:
+        self._mem_used -= n
+        if self._mem_waiters:
+            freed, self._mem_freed = self._mem_freed, trio.Event()
+            freed.set()
+
+    async def _serve(self, sock: trio.socket.SocketType, conn: _Conn) -> None:
         stats = self.stats
         plain = trio.SocketStream(sock)
         stream: trio.abc.Stream = plain
         reader = FrameReader(self.max_frame)
         tls = self.tls
         identity: str | None = None
+        handshaking = True
+        charged = 0  # bytes of the shared budget this connection holds
         try:
-            with trio.move_on_after(self.hello_timeout) as scope:
-                if tls is not None:
-                    secure = trio.SSLStream(plain, tls.server_context, server_side=True)
-                    stream = secure
-                    try:
-                        await secure.do_handshake()
-                    except trio.BrokenResourceError as exc:
-                        stats.tls_failures += 1
-                        log.info("%s: TLS handshake failed: %s", self.local_address,
-                                 exc.__cause__ or exc)
-                        return
-                while reader.peer is None:
-                    data = await stream.receive_some(4096)
+            with conn.scope:
+                with trio.move_on_after(self.hello_timeout) as scope:
+                    if tls is not None:
+                        secure = trio.SSLStream(plain, tls.server_context, server_side=True)
+                        stream = secure
+                        try:
+                            await secure.do_handshake()
+                        except trio.BrokenResourceError as exc:
+                            stats.tls_failures += 1
+                            log.info("%s: TLS handshake failed: %s", self.local_address,
+                                     exc.__cause__ or exc)
+                            return
+                    while reader.peer is None:
+                        data = await stream.receive_some(4096)
+                        if not data:
+                            return
+                        stats.bytes_received += len(data)
+                        frames = reader.feed(data)
+                        if reader.peer is not None:
+                            if tls is not None:
+                                assert isinstance(stream, trio.SSLStream)
+                                identity = peer_identity(stream.getpeercert(), reader.node_id)
+                                if identity is None:
+                                    stats.identity_mismatch += 1
+                                    stats.frames_dropped_identity += len(frames)
+                                    log.info("%s: closing connection: hello claims %r, not "
+                                             "a name of its certificate", self.local_address,
+                                             reader.node_id)
+                                    return
+                            handshaking = False
+                            self._handshaking -= 1
+                            self._register_peer(conn, identity or reader.peer)
+                            if frames:
+                                conn.frames += len(frames)
+                                self._deliver(reader.peer, identity, frames)
+                            reader.check()
+                if scope.cancelled_caught:
+                    stats.hello_timeouts += 1
+                    return
+                src = reader.peer
+                assert src is not None
+                receive = StreamReader(plain).receive if tls is None else stream.receive_some
+                frame_timeout = self.frame_timeout
+                budget = self.max_incoming_bytes
+                started = trio.current_time()  # when the frame being received began
+                while True:
+                    if reader.partial:
+                        # Charge the frame's declared size to the shared budget.
+                        deadline = started + frame_timeout
+                        held = reader.held
+                        if held > charged:
+                            if self._mem_used + held - charged <= budget:
+                                self._mem_used += held - charged
+                            elif not await self._admit(held - charged, deadline):
+                                stats.frame_timeouts += 1
+                                log.info("%s: closing connection from %s: no memory budget "
+                                         "for a %d-byte frame in %.1f s", self.local_address,
+                                         src, held, frame_timeout)
+                                return
+                            charged = held
+                        elif held < charged:
+                            self._release(charged - held)
+                            charged = held
+                        data = b""
+                        with trio.move_on_at(deadline) as fscope:
+                            data = await receive(min(max(65536, reader.wanted), 4 << 20))
+                        if fscope.cancelled_caught:
+                            stats.frame_timeouts += 1
+                            log.info("%s: closing connection from %s: frame not complete "
+                                     "in %.1f s", self.local_address, src, frame_timeout)
+                            return
+                    else:
+                        if charged:
+                            self._release(charged)
+                            charged = 0
+                        data = await receive(65536)
                     if not data:
                         return
                     stats.bytes_received += len(data)
+                    was_partial = reader.partial
                     frames = reader.feed(data)
-                    if reader.peer is not None:
-                        if tls is not None:
-                            assert isinstance(stream, trio.SSLStream)
-                            identity = peer_identity(stream.getpeercert(), reader.node_id)
-                            if identity is None:
-                                stats.identity_mismatch += 1
-                                stats.frames_dropped_identity += len(frames)
-                                log.info("%s: closing connection: hello claims %r, not a "
-                                         "name of its certificate", self.local_address,
-                                         reader.node_id)
-                                return
-                        self._deliver(reader.peer, identity, frames)
+                    if frames:
+                        conn.frames += len(frames)
+                        conn.last = trio.current_time()
+                        self._deliver(src, identity, frames)
                         reader.check()
-            if scope.cancelled_caught:
-                stats.hello_timeouts += 1
-                return
-            src = reader.peer
-            assert src is not None
-            receive = StreamReader(plain).receive if tls is None else stream.receive_some
-            while True:
-                size = min(max(65536, reader.wanted), 4 << 20)
-                data = await receive(size)
-                if not data:
-                    return
-                stats.bytes_received += len(data)
-                frames = reader.feed(data)
-                if frames:
-                    self._deliver(src, identity, frames)
-                    reader.check()
+                    if reader.partial and (frames or not was_partial):
+                        started = trio.current_time()  # a new frame began in this chunk
         except FramingError as exc:
             if reader.peer is None:
                 stats.bad_hello += 1
@@ -574,11 +752,19 @@ class NetTransport:
             log.info("%s: closing connection: %s", self.local_address, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        except Exception as exc:  # a bug here must cost one connection, not the node
+        except Exception as exc:
+            if exc is self._fatal:
+                raise  # the core behind the handler failed (fail_stop): not this connection
+            # a bug here must cost one connection, not the node
             stats.serve_errors += 1
             log.error("%s: serving a connection failed: %r", self.local_address, exc,
                       exc_info=exc)
         finally:
+            if handshaking:
+                self._handshaking -= 1
+            if charged:
+                self._release(charged)
+            self._forget(conn)
             self._incoming -= 1
             # The acceptor never writes: close the socket itself (no TLS close_notify).
             await trio.aclose_forcefully(plain)
@@ -854,7 +1040,9 @@ async def open_transport(
     task is cancelled and every socket closed. Other keyword ``options`` go to
     :class:`NetTransport` (``max_frame``, ``queue_frames``, ``queue_bytes``,
     ``connect_timeout``, ``hello_timeout``, ``backoff_base``, ``backoff_cap``,
-    ``max_incoming``, ``fail_stop``, ``on_handler_error``, ``node_id``).
+    ``max_incoming``, ``max_handshakes``, ``max_incoming_per_peer``,
+    ``max_incoming_bytes``, ``frame_timeout``, ``fail_stop``, ``on_handler_error``,
+    ``node_id``).
 
     ``tls``: a :class:`~clusterfunk.runtime.tls.TLSConfig` for mutual TLS on every
     stream connection (see the module docstring); None keeps plain TCP.
