@@ -72,8 +72,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("id", "str", None, "this node's id (required)"),
     Option("bind_host", "str", "127.0.0.1", "address to bind"),
     Option("advertise_host", "str", None, "address others reach us at (default: bind host)"),
-    Option("join", "list", [], "gossip seed to join through (repeatable; env: comma-separated); "
-           "none: bootstrap", metavar="HOST:PORT"),
+    Option("join", "list", [], "gossip seed to join through: an address or a DNS name, "
+           "resolved to all its addresses (repeatable; env: comma-separated); none: "
+           "bootstrap", metavar="HOST:PORT"),
     Option("data_dir", "str", None, "directory for the Raft SQLite database (default: memory)"),
     Option("shards", "int", 10_000, "number of shards"),
     Option("voters", "int", 3, "target Raft voters"),
@@ -327,6 +328,65 @@ def _management_ssl_context(cfg: dict[str, Any]) -> Any:
     return None
 
 
+#: seed name resolution: first retry after this many seconds, doubling up to the max
+RESOLVE_RETRY = 0.5
+RESOLVE_RETRY_MAX = 30.0
+
+
+async def _resolve_one(seed: str) -> list[str]:
+    """``HOST:PORT`` -> the addresses of HOST (A and AAAA), IP literals as they are."""
+    from clusterfunk.runtime.api import split_address
+    from clusterfunk.runtime.net import format_address
+
+    host, port = split_address(seed)
+    if _is_ip(host):
+        return [format_address(host, port)]
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+    out: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        addr = format_address(str(sockaddr[0]), port)
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve_seeds(seeds: list[str]) -> list[str]:
+    """The seed addresses to join through: DNS names (A/AAAA, e.g. from /etc/hosts)
+    resolved to every address they have. A seed that does not resolve is logged and
+    skipped; while none resolves, resolution is retried with exponential backoff
+    (0.5 s doubling to 30 s), logging each failure: a node given seeds never falls
+    back to bootstrapping a cluster of its own. A malformed seed raises StartError."""
+    delay = RESOLVE_RETRY
+    while True:
+        out: list[str] = []
+        for seed in seeds:
+            try:
+                addrs = await _resolve_one(seed)
+            except ValueError as exc:
+                raise StartError(f"--join {seed!r}: {exc}") from None
+            except OSError as exc:
+                log.warning("seed %s does not resolve: %s", seed, exc.strerror or exc)
+                continue
+            out += [a for a in addrs if a not in out]
+        if out or not seeds:
+            if out != seeds:
+                log.info("seeds %s resolved to %s", ", ".join(seeds), ", ".join(out))
+            return out
+        log.warning("no seed resolves; retrying in %.1f s", delay)
+        await trio.sleep(delay)
+        delay = min(delay * 2, RESOLVE_RETRY_MAX)
+
+
 async def serve(cfg: dict[str, Any]) -> None:
     from clusterfunk.management.adapter import ClusterManaged
     from clusterfunk.management.server import open_management_server
@@ -341,11 +401,12 @@ async def serve(cfg: dict[str, Any]) -> None:
         if cfg["trace"]:
             out = files.enter_context(open(cfg["trace"], "w", encoding="utf-8", newline="\n"))
             tracer = Tracer(time.time, out)
+        seeds = await resolve_seeds(cfg["join"])
         async with contextlib.AsyncExitStack() as stack:
             try:
                 cluster = await stack.enter_async_context(Cluster(
                     cfg["id"], bind_host=cfg["bind_host"],
-                    advertise_host=cfg["advertise_host"], seeds=cfg["join"],
+                    advertise_host=cfg["advertise_host"], seeds=seeds,
                     data_dir=cfg["data_dir"], shards=cfg["shards"], voters=cfg["voters"],
                     gossip_port=cfg["gossip_port"], raft_port=cfg["raft_port"],
                     coord_port=cfg["coord_port"], tracer=tracer,
