@@ -267,3 +267,20 @@ async def test_certs_command_output_runs_a_tls_cluster(tmp_path: Path) -> None:
             ("c", b"from c"), ("client", b"from client")]
     with pytest.raises(TLSError):
         load_tls_dir(out, "zz")
+
+
+async def test_a_failed_reload_keeps_the_old_certificates(ca: trustme.CA,
+                                                          tmp_path: Path) -> None:
+    ta = write_node(ca, tmp_path / "a", "n1")
+    tb = write_node(ca, tmp_path / "b", "n2")
+    old_server = tb.server_context
+    tb.key.write_text("not a key\n")
+    with pytest.raises(TLSError, match="cannot load TLS files"):
+        tb.reload()
+    assert tb.server_context is old_server and tb.reloads == 0
+    async with open_transport(LOOP, tls=ta) as a, open_transport(LOOP, tls=tb) as b:
+        rb = IdentityRecorder()
+        a.bind(IdentityRecorder())
+        b.bind(rb)
+        a.send_frame(b.local_address, b"still works")
+        await wait_for(lambda: rb.frames == [(a.local_address, "n1", b"still works")])
