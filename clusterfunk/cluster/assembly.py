@@ -39,6 +39,7 @@ from clusterfunk.cluster.coordinator import (
 )
 from clusterfunk.cluster.glue import NodeGlue
 from clusterfunk.cluster.statemachine import ClusterStateMachine
+from clusterfunk.cluster.views import GossipMembershipView, RaftCoreView
 from clusterfunk.gossip.config import GossipConfig
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.raft.config import RaftConfig
@@ -111,8 +112,8 @@ class ClusterNode:
             name,
             host.address(COORD),
             rng("coord"),
-            raft=self.raft,
-            gossip=self.gossip,
+            raft=None if self.raft is None else RaftCoreView(self.raft),
+            gossip=GossipMembershipView(self.gossip),
             sm=self.sm,
             weights=weights,
             config=cfg,

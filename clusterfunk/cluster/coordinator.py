@@ -1,21 +1,34 @@
 """The coordinator: one node's cluster logic as a pure, sans-I/O core (port 8400).
 
 It owns no protocol state of its own that another node depends on: the replicated
-part lives in the Raft log (:mod:`.statemachine`). It *reads* three things through
-read-only views the glue hands it at construction -- the Raft core (role, term,
-configuration, progress), the gossip core (member list, tags) and the cluster state
-machine -- and it *acts* only through its outputs:
+part lives in the Raft log (:mod:`.statemachine`). It *reads* three things -- its Raft
+server through a :class:`~.views.RaftView` (role, term, configuration, per-follower
+progress), gossip membership through a :class:`~.views.MembershipView` (member list,
+statuses, tags) and the cluster state machine -- and it *acts* only through its
+outputs:
 
 * public events: actions for the glue to carry out on the Raft driver
   (:class:`Propose`, :class:`AddNonVoter`, :class:`AddVoter`, :class:`RemoveServer`,
   :class:`TransferLeadership`) and :class:`StateChanged` for subscribers;
-* messages: :class:`~.messages.Ack` to the proposing leader's coordination port;
+* messages: :class:`~.messages.Ack` to the proposing leader's coordination port,
+  :class:`~.messages.LeaveRequest` to the leader's;
 * trace records: ``cluster.state``, ``cluster.shardmap``, ``cluster.ack``.
 
 Inputs (besides ``start``/``on_message``/``on_tick``), all through ``driver.call`` by
 the glue, in the order the other drivers produced them: :meth:`raft_changed`,
 :meth:`members_changed`, :meth:`applied` (cluster log results, strictly in log
-order), :meth:`resync`, :meth:`action_failed`.
+order), :meth:`resync`, :meth:`action_failed`; and from the node's owner
+:meth:`set_stopping` / :meth:`request_leave`.
+
+Every rule (docs/cluster.md) is one method whose docstring starts with its name:
+state and role derivation (:meth:`_raft_role`, :meth:`_update_state`), the apply
+rules (:meth:`_on_proposal`, :meth:`_on_commit`), membership reconciliation
+(:meth:`_reconcile` over :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`,
+with :meth:`_expire_quarantine`), the fast failure detector
+(:meth:`_check_responsive`), resharding (:meth:`_maybe_reshard`,
+:meth:`_propose_map`, :meth:`_bootstrap_entry`), acks (:meth:`_on_ack`,
+:meth:`_record_ack`), timeouts (:meth:`_ack_timeout`, :meth:`_round_timeout`) and
+leaving (:meth:`request_leave`, :meth:`_on_leave_request`).
 
 Invariants:
 
@@ -30,6 +43,7 @@ Invariants:
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 from typing import Any
@@ -52,37 +66,64 @@ from clusterfunk.cluster.statemachine import (
     MapRecord,
     ProposalApplied,
 )
+from clusterfunk.cluster.views import MemberInfo, MembershipView, RaftView
+from clusterfunk.gossip.messages import Status
+from clusterfunk.raft.roles import Role
 from clusterfunk.runtime.api import Output
 from clusterfunk.sharding import ShardMap
 
 PORT = 8400
 
-# Node states.
-INVALID = "invalid"
-STARTING = "starting"
-JOINING = "joining"
-OPERATIONAL = "operational"
-VOTING = "voting"
-RESHARDING = "resharding"
-STOPPING = "stopping"
-STATES = (INVALID, STARTING, JOINING, OPERATIONAL, VOTING, RESHARDING, STOPPING)
 
-# Roles.
-UNKNOWN = "unknown"
-FOLLOWER = "follower"
-LEADER = "leader"
-NONVOTER = "nonvoter"
-NONMEMBER = "nonmember"
-ROLES = (UNKNOWN, FOLLOWER, LEADER, NONVOTER, NONMEMBER)
+class NodeState(enum.StrEnum):
+    """A node's cluster state (docs/cluster.md; the ``state`` of ``cluster.state``)."""
+
+    INVALID = "invalid"  # reserved: nothing sets it (a corrupt store fails startup)
+    STARTING = "starting"
+    JOINING = "joining"
+    OPERATIONAL = "operational"
+    VOTING = "voting"
+    RESHARDING = "resharding"
+    STOPPING = "stopping"
+
+
+class NodeRole(enum.StrEnum):
+    """A node's cluster role (docs/cluster.md; the ``role`` of ``cluster.state``)."""
+
+    UNKNOWN = "unknown"  # not (yet) a server of the Raft configuration it knows
+    FOLLOWER = "follower"  # a voter that is not leader (campaigning included)
+    LEADER = "leader"
+    NONVOTER = "nonvoter"
+    NONMEMBER = "nonmember"  # a gossip-only client
+
+
+class Phase(enum.StrEnum):
+    """The phase of the leader's reshard round."""
+
+    PROPOSED = "proposed"  # the proposal entry is not applied yet
+    ACKING = "acking"  # collecting the acks of the proposal's nodes
+    COMMITTING = "committing"  # the commit entry is not applied yet
+
+
+INVALID = NodeState.INVALID
+STARTING = NodeState.STARTING
+JOINING = NodeState.JOINING
+OPERATIONAL = NodeState.OPERATIONAL
+VOTING = NodeState.VOTING
+RESHARDING = NodeState.RESHARDING
+STOPPING = NodeState.STOPPING
+
+UNKNOWN = NodeRole.UNKNOWN
+FOLLOWER = NodeRole.FOLLOWER
+LEADER = NodeRole.LEADER
+NONVOTER = NodeRole.NONVOTER
+NONMEMBER = NodeRole.NONMEMBER
 
 #: Gossip tag names.
 TAG_RAFT = "ep.raft"
 TAG_SERF = "ep.serf"
 TAG_MANAGEMENT = "ep.clusterfunk.management"
 TAG_SERVICE = "meta.serviceName"
-
-_LIVE = ("alive", "suspect")
-_GONE = ("dead", "left")
 
 
 @attrs.frozen
@@ -101,9 +142,10 @@ class CoordinatorConfig:
     * ``retry_interval`` (0.1): wait after a refused membership change.
     * ``quarantine_time`` (10.0): a quarantined node is tried again (included in the
       next proposal) after this long, unless an ack let it back in earlier.
-    * ``unresponsive_after`` (2.0): a Raft member whose heartbeat echoes (its
-      ``Progress.read_ack``) have not advanced for this long is left out of new maps
-      until they advance again (0 disables). Faster than gossip failure detection.
+    * ``unresponsive_after`` (2.0): a Raft member whose heartbeat echoes (the last
+      heartbeat round it echoed, :meth:`~.views.RaftView.heartbeat_echo`) have not
+      advanced for this long is left out of new maps until they advance again (0
+      disables). Faster than gossip failure detection.
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
     """
@@ -159,21 +201,21 @@ class TransferLeadership:
 
 @attrs.frozen
 class StateChanged:
-    state: str
-    role: str
+    state: NodeState
+    role: NodeRole
 
 
 Action = Propose | AddNonVoter | AddVoter | RemoveServer | TransferLeadership
+MemberAction = AddNonVoter | AddVoter | RemoveServer
 
 
 @attrs.define
 class Round:
-    """The leader's reshard in flight: ``phase`` is ``proposed`` (waiting for the
-    proposal to apply), ``acking`` (collecting acks), or ``committing``."""
+    """The leader's reshard in flight (see :class:`Phase`)."""
 
     term: int
     nodes: tuple[str, ...]
-    phase: str
+    phase: Phase
     deadline: float
     index: int = 0
     acked: set[str] = attrs.Factory(set)
@@ -188,8 +230,8 @@ class CoordinatorCore:
         address: str,
         rng: random.Random,
         *,
-        raft: Any,
-        gossip: Any,
+        raft: RaftView | None,
+        gossip: MembershipView,
         sm: ClusterStateMachine,
         weights: int | list[int] | list[float] = 10_000,
         config: CoordinatorConfig | None = None,
@@ -206,7 +248,6 @@ class CoordinatorCore:
         self.state = STARTING
         self.role = NONMEMBER if raft is None else UNKNOWN
         self._stopping = False
-        self._invalid = False
         #: last committed map record processed, and a later proposal (if any)
         self.committed: MapRecord | None = None
         self.pending: MapRecord | None = None
@@ -254,11 +295,10 @@ class CoordinatorCore:
             return
         r = self.round
         if r is not None and now >= r.deadline:
-            if r.phase == "acking":
+            if r.phase is Phase.ACKING:
                 self._ack_timeout(now, r)
             else:
-                self._count(f"round timeout ({r.phase})")
-                self.round = None
+                self._round_timeout(r)
         if now >= self._reconcile_at:
             self._reconcile_at = now + self.cfg.reconcile_interval
         self._leader_step(now)
@@ -301,7 +341,7 @@ class CoordinatorCore:
         self._update_state(now)
         is_leader = self.role == LEADER
         if is_leader and (not was_leader or raft.term != self.term):
-            self._become_leader(now)
+            self._become_leader(now, raft.term)
         elif not is_leader and was_leader:
             self._stop_leading()
         if is_leader:
@@ -362,7 +402,7 @@ class CoordinatorCore:
         self.now = now
         self._count(f"action refused: {type(action).__name__}")
         if isinstance(action, Propose):
-            if self.round is not None and self.round.phase in ("proposed", "committing"):
+            if self.round is not None and self.round.phase in (Phase.PROPOSED, Phase.COMMITTING):
                 self.round = None
                 self._backoff_until = now + self.cfg.retry_interval
         else:
@@ -370,20 +410,23 @@ class CoordinatorCore:
             self._retry_at = now + self.cfg.retry_interval
 
     def set_stopping(self, now: float) -> None:
+        """Stopping rule: once the node's owner starts a graceful stop the state is
+        ``stopping`` for good, whatever else changes (only ``invalid`` would win)."""
         self.now = now
         self._stopping = True
         self._update_state(now)
 
     def request_leave(self, now: float) -> bool:
-        """Graceful stop of a Raft member: state ``stopping`` and a LeaveRequest to the
-        leader's coordination address (call again to resend). Returns True once this
-        node is no longer in the Raft configuration it knows."""
+        """Leave rule (the leaver's side): graceful stop of a Raft member: state
+        ``stopping`` and a LeaveRequest to the leader's coordination address, read from
+        the leader's gossip tags (call again to resend). Returns True once this node is
+        no longer in the Raft configuration it knows."""
         self.set_stopping(now)
         raft = self.raft
-        if raft is None or self.id not in raft.configuration.members():
+        if raft is None or (self.id not in raft.voters and self.id not in raft.nonvoters):
             return True
         leader = raft.leader_id
-        if leader is None or leader == self.id or self.gossip is None:
+        if leader is None or leader == self.id:
             return False
         m = self.gossip.member(leader)
         addr = m.tags.get(TAG_MANAGEMENT) if m is not None else None
@@ -392,8 +435,8 @@ class CoordinatorCore:
         return False
 
     def _on_leave_request(self, now: float, msg: LeaveRequest) -> None:
-        """Leave rule: the leader removes a member that asks to leave (like a gossip
-        ``left``), and keeps it out of the map."""
+        """Leave rule (the leader's side): the leader removes a member that asks to
+        leave (like a gossip ``left``), and keeps it out of the map."""
         if self.role != LEADER:
             self._count("leave request while not leader")
             return
@@ -401,39 +444,38 @@ class CoordinatorCore:
             self.leaving.add(msg.node)
             self._leader_step(now)
 
-    def set_invalid(self, now: float) -> None:
-        self.now = now
-        self._invalid = True
-        self._update_state(now)
-
     # ------------------------------------------------------------------ state
 
-    def _raft_role(self) -> str:
+    def _raft_role(self) -> NodeRole:
+        """Role rule: no Raft server -> ``nonmember``; Raft leader -> ``leader``; any
+        other voter (follower or campaigning) -> ``follower``; a Raft non-voter listed
+        as non-voter of its configuration -> ``nonvoter``; else ``unknown`` (removed,
+        or not added yet)."""
         raft = self.raft
         if raft is None:
             return NONMEMBER
         r = raft.role
-        if r == "leader":
+        if r is Role.LEADER:
             return LEADER
-        if r in ("follower", "precandidate", "candidate"):
+        if r.is_voter:
             return FOLLOWER
-        return NONVOTER if self.id in raft.configuration.nonvoters else UNKNOWN
+        return NONVOTER if self.id in raft.nonvoters else UNKNOWN
 
     def _update_state(self, now: float) -> None:
-        """Node state (docs/cluster.md): invalid / stopping override; an election in
+        """State rule (docs/cluster.md): ``stopping`` overrides; an election in
         progress is ``voting``; a pending proposal (or the leader's round) is
-        ``resharding``; being in the committed map is ``operational``; else ``joining``."""
+        ``resharding``; being in the committed map is ``operational`` (a gossip-only
+        client: having joined gossip); else ``joining``. Emits ``cluster.state`` and
+        :class:`StateChanged` when the (state, role) pair changes."""
         role = self._raft_role()
-        if self._invalid:
-            state = INVALID
-        elif self._stopping:
+        if self._stopping:
             state = STOPPING
-        elif self.raft is not None and self.raft.role in ("precandidate", "candidate"):
+        elif self.raft is not None and self.raft.role.campaigning:
             state = VOTING
         elif self.pending is not None or (role == LEADER and self.round is not None):
             state = RESHARDING
         elif self.raft is None:
-            state = OPERATIONAL if self.gossip is not None and self.gossip.joined else JOINING
+            state = OPERATIONAL if self.gossip.joined else JOINING
         elif self.committed is not None and self.id in self.committed.nodes:
             state = OPERATIONAL
         else:
@@ -461,16 +503,18 @@ class CoordinatorCore:
 
     def _on_proposal(self, now: float, rec: MapRecord) -> None:
         """Apply rule for ProposedShardMap: load it as *proposed* (never used before it
-        is committed) and ack it to the proposing leader; the leader acks itself."""
+        is committed) and ack it to the proposing leader; the leader acks itself (and
+        its round starts collecting acks)."""
         self.pending = rec
         self._emit_map("proposed", rec)
         r = self.round
         if rec.leader == self.id:
             if (
-                r is not None and r.phase == "proposed" and r.term == rec.term
-                and self.role == LEADER and self.raft.term == rec.term
+                r is not None and r.phase is Phase.PROPOSED and r.term == rec.term
+                and self.role == LEADER and self.raft is not None
+                and self.raft.term == rec.term
             ):
-                r.phase = "acking"
+                r.phase = Phase.ACKING
                 r.index = rec.index
                 r.nodes = rec.nodes
                 r.deadline = now + self.cfg.ack_timeout
@@ -485,14 +529,16 @@ class CoordinatorCore:
             self.pending = None
         self._emit_map("committed", rec)
         r = self.round
-        if r is not None and r.phase == "committing" and r.index == rec.index:
+        if r is not None and r.phase is Phase.COMMITTING and r.index == rec.index:
             self.round = None
             self._resharded_term = r.term
 
     # ------------------------------------------------------------------ leader
 
-    def _become_leader(self, now: float) -> None:
-        self.term = self.raft.term
+    def _become_leader(self, now: float, term: int) -> None:
+        """New-leader rule: forget the previous term's round, quarantine, leavers and
+        echo times; reconcile at once; reshard ``reshard_delay`` after winning."""
+        self.term = term
         self.round = None
         self.quarantined = {}
         self.leaving = set()
@@ -514,62 +560,36 @@ class CoordinatorCore:
         self._reconcile_at = math.inf
 
     def _leader_step(self, now: float) -> None:
-        if self.role != LEADER or self.raft is None or self.raft.role != "leader":
+        raft = self.raft
+        if self.role != LEADER or raft is None or raft.role is not Role.LEADER:
             return
-        pending_change = self._reconcile(now)
-        self._check_responsive(now)
+        pending_change = self._reconcile(now, raft)
+        self._check_responsive(now, raft)
         self._maybe_reshard(now, pending_change)
         self._update_state(now)
 
-    def _reconcile(self, now: float) -> bool:
+    def _reconcile(self, now: float, raft: RaftView) -> bool:
         """Membership rule: gossip drives Raft. Compares the full gossip member list
-        with the Raft configuration and makes at most one change (remove a dead/left
-        server; add a live ``ep.raft`` member as non-voter; promote a caught-up live
-        non-voter while voters < target). Returns whether a change is still wanted."""
-        raft = self.raft
-        cfg = raft.configuration
-        members = self.gossip.members() if self.gossip is not None else []
-        live: dict[str, Any] = {}
+        with the Raft configuration and makes at most one change, the first of
+        :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`; a change waits while
+        the previous one is not committed (at most ``round_timeout``) or after a
+        refusal (``retry_interval``). Returns whether a change is still wanted."""
+        live: dict[str, MemberInfo] = {}
         gone: set[str] = set()
-        for m in members:
-            if m.status in _LIVE:
+        for m in self.gossip.members():
+            if m.status.live:
                 live[m.name] = m
-            elif m.status in _GONE:
+            elif m.status.gone:
                 gone.add(m.name)
-        for q, (_i, until) in list(self.quarantined.items()):
-            if (q not in cfg.voters and q not in cfg.nonvoters) or now >= until:
-                del self.quarantined[q]
-        action: Action | None = None
+        self._expire_quarantine(now, raft)
         # a leaver stays "leaving" until gossip reports it left (or forgets it): it must
         # not be re-added while its gossip entry still says alive
         self.leaving = {n for n in self.leaving if n in live}
-        for sid in [*cfg.voters, *cfg.nonvoters]:
-            if sid != self.id and ((sid in gone and sid not in live) or sid in self.leaving):
-                action = RemoveServer(sid)
-                break
+        action: MemberAction | None = self._removal(raft, live, gone)
         if action is None:
-            for name in sorted(live):
-                addr = live[name].tags.get(TAG_RAFT)
-                if not addr or name in self.leaving:
-                    continue
-                if name in cfg.voters:
-                    if cfg.voters[name] != addr and name != self.id:
-                        action = AddVoter(name, addr)
-                        break
-                elif cfg.nonvoters.get(name) != addr:
-                    action = AddNonVoter(name, addr)
-                    break
-        if action is None and len(cfg.voters) < self.cfg.voters:
-            commit = raft.commit_index
-            progress = raft.progress
-            for sid, addr in cfg.nonvoters.items():
-                m = live.get(sid)
-                pr = progress.get(sid)
-                if m is not None and m.status == "alive" and pr is not None and \
-                        pr.match >= commit and sid not in self.quarantined and \
-                        sid not in self.leaving and sid not in self.unresponsive:
-                    action = AddVoter(sid, addr)
-                    break
+            action = self._addition(raft, live)
+        if action is None:
+            action = self._promotion(raft, live)
         if action is None:
             return False
         waiting = self._member_action_wait and now < self._member_action_at + \
@@ -581,34 +601,90 @@ class CoordinatorCore:
         self._out.events.append(action)
         return True
 
-    def _check_responsive(self, now: float) -> None:
+    def _expire_quarantine(self, now: float, raft: RaftView) -> None:
+        """Quarantine rule: a quarantined node is tried again after
+        ``quarantine_time``, and forgotten once it is no Raft server."""
+        voters, nonvoters = raft.voters, raft.nonvoters
+        for q, (_i, until) in list(self.quarantined.items()):
+            if (q not in voters and q not in nonvoters) or now >= until:
+                del self.quarantined[q]
+
+    def _removal(
+        self, raft: RaftView, live: dict[str, MemberInfo], gone: set[str]
+    ) -> RemoveServer | None:
+        """Removal rule: remove a Raft server (voter or non-voter, in configuration
+        order, never this one) that gossip reports dead or left -- never one gossip has
+        not heard of -- or that asked to leave."""
+        for sid in [*raft.voters, *raft.nonvoters]:
+            if sid != self.id and ((sid in gone and sid not in live) or sid in self.leaving):
+                return RemoveServer(sid)
+        return None
+
+    def _addition(
+        self, raft: RaftView, live: dict[str, MemberInfo]
+    ) -> AddVoter | AddNonVoter | None:
+        """Addition rule: the first live member (by name) with an ``ep.raft`` tag that
+        is not leaving is added as a non-voter, or its address fixed (a voter's with
+        ``AddVoter``, except this node's own)."""
+        voters, nonvoters = raft.voters, raft.nonvoters
+        for name in sorted(live):
+            addr = live[name].tags.get(TAG_RAFT)
+            if not addr or name in self.leaving:
+                continue
+            if name in voters:
+                if voters[name] != addr and name != self.id:
+                    return AddVoter(name, addr)
+            elif nonvoters.get(name) != addr:
+                return AddNonVoter(name, addr)
+        return None
+
+    def _promotion(self, raft: RaftView, live: dict[str, MemberInfo]) -> AddVoter | None:
+        """Promotion rule: while there are fewer voters than ``voters``, promote the
+        first non-voter (by id) that gossip reports alive (not suspect), whose match
+        index reached the commit index, and that is not quarantined, leaving or
+        unresponsive."""
+        if len(raft.voters) >= self.cfg.voters:
+            return None
+        commit = raft.commit_index
+        for sid, addr in raft.nonvoters.items():
+            m = live.get(sid)
+            if m is None or m.status is not Status.ALIVE:
+                continue
+            match = raft.match_index(sid)
+            if match is not None and match >= commit and sid not in self.quarantined and \
+                    sid not in self.leaving and sid not in self.unresponsive:
+                return AddVoter(sid, addr)
+        return None
+
+    def _check_responsive(self, now: float, raft: RaftView) -> None:
         """Liveness rule (the leader's fast failure detector, on Raft heartbeats): a
         member whose heartbeat echoes stalled for ``unresponsive_after`` is
         unresponsive until they advance again."""
         limit = self.cfg.unresponsive_after
         if limit <= 0:
             return
-        progress = self.raft.progress
         echo = self._echo
         out: set[str] = set()
-        for sid, pr in progress.items():
-            ack = pr.read_ack
+        for sid in raft.followers():
+            ack = raft.heartbeat_echo(sid)
+            if ack is None:
+                continue
             seen = echo.get(sid)
             if seen is None or seen[0] != ack:
                 echo[sid] = (ack, now)
             elif now - seen[1] >= limit:
                 out.add(sid)
-        for sid in [s for s in echo if s not in progress]:
+        for sid in [s for s in echo if raft.heartbeat_echo(s) is None]:
             del echo[sid]
         self.unresponsive = out
 
-    def _target_nodes(self) -> tuple[str, ...]:
-        cfg = self.raft.configuration
-        gone: set[str] = set()
-        if self.gossip is not None:
-            gone = {m.name for m in self.gossip.members() if m.status in _GONE}
+    def _target_nodes(self, raft: RaftView) -> tuple[str, ...]:
+        """Map-membership rule: the Raft servers minus quarantined ones, those gossip
+        reports dead or left, leavers and unresponsive ones (the leader always
+        stays), sorted."""
+        gone = {m.name for m in self.gossip.members() if m.status.gone}
         nodes = [
-            n for n in [*cfg.voters, *cfg.nonvoters]
+            n for n in [*raft.voters, *raft.nonvoters]
             if n == self.id or (n not in self.quarantined and n not in gone
                                 and n not in self.leaving and n not in self.unresponsive)
         ]
@@ -621,7 +697,8 @@ class CoordinatorCore:
         committed map."""
         if self.round is not None or now < self._reshard_at or now < self._backoff_until:
             return
-        target = self._target_nodes()
+        assert self.raft is not None
+        target = self._target_nodes(self.raft)
         committed = self.sm.committed
         same = committed is not None and committed.nodes == target
         if same and self._resharded_term == self.term:
@@ -635,6 +712,10 @@ class CoordinatorCore:
         self._propose_map(now, target)
 
     def _propose_map(self, now: float, target: tuple[str, ...]) -> None:
+        """Proposal rule: ``ShardMap.update(target)`` of the last committed map (a new
+        map of ``weights`` if none), proposed as one ``ProposedShardMap`` entry (after a
+        ``Bootstrap`` entry if :meth:`_bootstrap_entry` says so); the round waits
+        ``round_timeout`` for it to apply."""
         base = self.sm.committed_map()
         if base is None:
             base = ShardMap(self.weights)
@@ -643,12 +724,22 @@ class CoordinatorCore:
         entry = ProposedShardMap(self.id, self.term, self.address, tuple(new.nodes),
                                  report.moved, blob)
         commands = [wire.encode(entry)]
-        if self.sm.created is None and self._bootstrap_proposed_term != self.term:
-            self._bootstrap_proposed_term = self.term
-            commands.insert(0, wire.encode(Bootstrap(now + self.cfg.wall_offset)))
-        self.round = Round(self.term, tuple(new.nodes), "proposed", now + self.cfg.round_timeout)
+        boot = self._bootstrap_entry(now)
+        if boot is not None:
+            commands.insert(0, wire.encode(boot))
+        self.round = Round(self.term, tuple(new.nodes), Phase.PROPOSED,
+                           now + self.cfg.round_timeout)
         self._change_since = math.inf
         self._out.events.append(Propose(tuple(commands)))
+
+    def _bootstrap_entry(self, now: float) -> Bootstrap | None:
+        """Bootstrap rule: while the cluster log has no creation time, the first
+        proposal of each term carries a ``Bootstrap`` entry (the local clock plus
+        ``wall_offset``) before it; the first one applied sets the creation time."""
+        if self.sm.created is not None or self._bootstrap_proposed_term == self.term:
+            return None
+        self._bootstrap_proposed_term = self.term
+        return Bootstrap(now + self.cfg.wall_offset)
 
     def _on_ack(self, now: float, msg: Ack) -> None:
         """Ack rule: the leader counts acks for its round's proposal index; an ack from a
@@ -657,7 +748,7 @@ class CoordinatorCore:
             self._count("ack while not leader")
             return
         r = self.round
-        if r is not None and r.phase == "acking" and msg.index == r.index \
+        if r is not None and r.phase is Phase.ACKING and msg.index == r.index \
                 and msg.node in r.nodes:
             self._record_ack(now, r, msg.node)
             return
@@ -670,12 +761,15 @@ class CoordinatorCore:
         self._count("stale ack")
 
     def _record_ack(self, now: float, r: Round, node: str) -> None:
+        """Commit rule: count ``node``'s ack of the round's proposal (once); when every
+        node of the proposal acked, propose ``ShardMapCommitted`` naming the proposal
+        and its nodes."""
         if node in r.acked:
             return
         r.acked.add(node)
         self._out.emit("cluster.ack", **{"from": node, "index": r.index})
         if len(r.acked) == len(r.nodes):
-            r.phase = "committing"
+            r.phase = Phase.COMMITTING
             r.deadline = now + self.cfg.round_timeout
             commit = ShardMapCommitted(r.index, r.nodes)
             self._out.events.append(Propose((wire.encode(commit),)))
@@ -695,3 +789,9 @@ class CoordinatorCore:
             self._count("nobody acked")
             self._backoff_until = now + self.cfg.round_timeout
             self._out.events.append(TransferLeadership())
+
+    def _round_timeout(self, r: Round) -> None:
+        """Round timeout rule: a proposal or commit entry not applied within
+        ``round_timeout`` is given up; the next leader step starts a new round."""
+        self._count(f"round timeout ({r.phase})")
+        self.round = None

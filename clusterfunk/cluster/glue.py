@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from clusterfunk.cluster import coordinator as co
 from clusterfunk.cluster.statemachine import (
@@ -40,15 +40,10 @@ from clusterfunk.raft import events as rev
 from clusterfunk.raft.errors import RaftError
 from clusterfunk.runtime.driver import Driver
 
+if TYPE_CHECKING:
+    from clusterfunk.raft.core import RaftCore
+
 _RESULTS = (ProposalApplied, CommitApplied, BootstrapApplied, Ignored)
-_MEMBER_EVENTS = (
-    gev.MemberJoined,
-    gev.MemberUpdated,
-    gev.MemberFailed,
-    gev.MemberLeft,
-    gev.MemberReaped,
-    gev.MemberSuspect,
-)
 
 _RAFT = ("raft",)
 _CONFIG = ("config",)
@@ -112,7 +107,7 @@ class NodeGlue:
             self._push(_RESTORED)
 
     def _on_gossip(self, ev: Any) -> None:
-        if isinstance(ev, _MEMBER_EVENTS):
+        if isinstance(ev, gev.MEMBER_EVENTS):
             self._push(_MEMBERS)
 
     def _on_coord(self, ev: Any) -> None:
@@ -139,8 +134,7 @@ class NodeGlue:
             item = q.popleft()
             kind = item[0]
             if kind == "applied":
-                result = item[1]
-                call(lambda c, now, r=result: c.applied(now, r))
+                call(_applied(item[1]))
             elif kind == "raft":
                 call(lambda c, now: c.raft_changed(now))
             elif kind == "config":
@@ -154,7 +148,7 @@ class NodeGlue:
 
     def _resync(self) -> None:
         raft = self.raft
-        last = raft.core.last_applied if raft is not None else 0
+        last = cast("RaftCore", raft.core).last_applied if raft is not None else 0
         # results already reflected in the state machine are skipped by index
         self.coord.call(lambda c, now: c.resync(now, last))
         if raft is not None:
@@ -185,3 +179,7 @@ class NodeGlue:
         except RaftError as exc:
             err = f"{type(exc).__name__}: {exc}"
             self.coord.call(lambda c, now: c.action_failed(now, action, err))
+
+
+def _applied(result: Any) -> Callable[[co.CoordinatorCore, float], None]:
+    return lambda c, now: c.applied(now, result)

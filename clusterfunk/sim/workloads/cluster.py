@@ -46,6 +46,7 @@ from clusterfunk.cluster.coordinator import (
 from clusterfunk.cluster.messages import map_digest
 from clusterfunk.gossip.config import profile
 from clusterfunk.raft.config import RaftConfig
+from clusterfunk.raft.roles import Role
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 from clusterfunk.sim.checkers.raft import SafetyChecker
 from clusterfunk.sim.raft_storage import SimStorage
@@ -336,7 +337,7 @@ class ClusterWorkload:
         leader = None
         for n in self.names:
             app = sim.app(n)
-            if app is not None and app.raft is not None and app.raft.role == "leader":
+            if app is not None and app.raft is not None and app.raft.role == Role.LEADER:
                 leader = n
         final = None
         if leader is not None:
