@@ -25,7 +25,6 @@ Addresses are strings ``"host:port"``. In simulation the host is the node name
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -34,9 +33,6 @@ Address = str
 
 #: Default datagram budget, as in memberlist: fits one Ethernet MTU with headers.
 DEFAULT_DATAGRAM_BUDGET = 1400
-
-NEVER = math.inf
-
 
 @attrs.frozen(slots=True)
 class Send:

@@ -57,9 +57,6 @@ class DriverStats:
     unauthorized: int = 0  # refused by the authorizer: never seen by the core
 
 
-Codec = tuple[Callable[[Any], bytes], Callable[[bytes], Any]]
-
-
 class Driver:
     """Runs one core on one transport endpoint with one clock."""
 

@@ -28,7 +28,6 @@ from clusterfunk.runtime.api import split_address
 
 MAGIC = b"CFK\x01"
 MAGIC_V2 = b"CFK\x02"
-STREAM_VERSION = 2
 MAX_HELLO_ADDRESS = 1024
 MAX_NODE_ID = 255
 DEFAULT_MAX_FRAME = wire.MAX_MESSAGE_BYTES  # 64 MiB
