@@ -51,7 +51,7 @@ class Option:
     environment variable ``env`` (default ``CLUSTERFUNK_<NAME>``)."""
 
     name: str
-    kind: str  # str | int | list | dict | choice
+    kind: str  # str | int | bool | list | dict | choice
     default: Any
     help: str
     env: str = ""
@@ -75,7 +75,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("join", "list", [], "gossip seed to join through: an address or a DNS name, "
            "resolved to all its addresses (repeatable; env: comma-separated); none: "
            "bootstrap", metavar="HOST:PORT"),
-    Option("data_dir", "str", None, "directory for the Raft SQLite database (default: memory)"),
+    Option("data_dir", "str", None, "directory for the Raft SQLite database (required "
+           "unless --in-memory)"),
+    Option("in_memory", "bool", False, "keep the Raft log in memory only (tests, demos): "
+           "a restarted node must rejoin under a new id"),
     Option("shards", "int", 10_000, "number of shards"),
     Option("voters", "int", 3, "target Raft voters"),
     Option("gossip_port", "int", 7946, "gossip port (UDP + TCP; 0 = a free port)"),
@@ -125,6 +128,9 @@ def _check(opt: Option, value: Any, where: str) -> Any:
     elif opt.kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: {opt.name} must be an integer, not {value!r}")
+    elif opt.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {opt.name} must be true or false, not {value!r}")
     elif opt.kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {opt.name} must be a list of strings, not {value!r}")
@@ -142,6 +148,13 @@ def _from_env(opt: Option, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{where} must be an integer, not {raw!r}") from None
+    if opt.kind == "bool":
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, not {raw!r}")
     if opt.kind == "list":
         return [s.strip() for s in raw.split(",") if s.strip()]
     if opt.kind == "dict":
@@ -191,6 +204,12 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
     if not cfg["id"]:
         raise ConfigError("the node id is required: --id, $CLUSTERFUNK_ID or id in the "
                           "config file")
+    if cfg["data_dir"] and cfg["in_memory"]:
+        raise ConfigError("--data-dir and --in-memory exclude each other")
+    if not cfg["data_dir"] and not cfg["in_memory"]:
+        raise ConfigError("a member node needs --data-dir (a voter that restarts with an "
+                          "empty log under the same id can break Raft's guarantees); "
+                          "--in-memory runs without one, explicitly")
     for name in ("gossip_port", "raft_port", "coord_port", "management_port"):
         if not 0 <= cfg[name] <= 65535:
             raise ConfigError(f"{name} must be 0..65535, not {cfg[name]}")
@@ -285,6 +304,9 @@ def add_parser(subparsers: Any) -> None:
                            help=helptext)
         elif o.kind == "int":
             p.add_argument(o.flag, type=int, default=None, help=helptext)
+        elif o.kind == "bool":
+            p.add_argument(o.flag, action="store_const", const=True, default=None,
+                           help=helptext)
         elif o.kind == "choice":
             p.add_argument(o.flag, choices=o.choices, default=None, help=helptext)
         else:

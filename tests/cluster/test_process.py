@@ -29,6 +29,7 @@ def _start(node_id: str, ports: list[int], join: str | None) -> subprocess.Popen
         str(ports[2]),
         "--management-port",
         "0",
+        "--in-memory",
         "--endpoint",
         f"web=127.0.0.1:{ports[0] + 1}",
     ]

@@ -30,7 +30,7 @@ def _write(tmp_path, text: str) -> str:
 
 
 def test_defaults_match_the_documented_ones():
-    cfg, source = resolve(_args("--id", "a"), {})
+    cfg, source = resolve(_args("--id", "a", "--in-memory"), {})
     assert cfg["management_port"] == 8500
     assert (cfg["gossip_port"], cfg["raft_port"], cfg["coord_port"]) == (7946, 8300, 8400)
     assert cfg["log_format"] == "human" and cfg["log_level"] == "info"
@@ -40,6 +40,7 @@ def test_defaults_match_the_documented_ones():
 def test_flags_beat_environment_beat_file(tmp_path):
     path = _write(tmp_path, """
 id = "from-file"
+in_memory = true
 voters = 5
 shards = 64
 management_port = 9000
@@ -62,8 +63,22 @@ web = "127.0.0.1:80"
     assert cfg["endpoint"] == {"api": "h:1", "x": "h:2"}
 
 
+def test_in_memory_is_an_explicit_choice():
+    cfg, source = resolve(_args("--id", "a"), {"CLUSTERFUNK_IN_MEMORY": "yes"})
+    assert cfg["in_memory"] is True and source["in_memory"] == "env"
+    cfg, _ = resolve(_args("--id", "a", "--data-dir", "/tmp/x"), {})
+    assert (cfg["data_dir"], cfg["in_memory"]) == ("/tmp/x", False)
+
+
+def test_a_member_without_data_dir_is_refused(capsys):
+    assert main(["cluster-node", "--id", "a"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clusterfunk cluster-node: error: a member node needs --data-dir")
+    assert err.count("\n") == 1
+
+
 def test_the_config_file_can_come_from_the_environment(tmp_path):
-    path = _write(tmp_path, 'id = "n7"\n')
+    path = _write(tmp_path, 'id = "n7"\nin_memory = true\n')
     cfg, _ = resolve(_args(), {"CLUSTERFUNK_CONFIG": path})
     assert cfg["id"] == "n7"
 
@@ -78,7 +93,13 @@ def test_the_config_file_can_come_from_the_environment(tmp_path):
         ("id = \n", {}, "not valid TOML"),
         ('id = "a"\n', {"CLUSTERFUNK_RAFT_PORT": "x"}, "$CLUSTERFUNK_RAFT_PORT must be an integer"),
         ('id = "a"\n', {"CLUSTERFUNK_ENDPOINT": "web"}, "takes NAME=HOST:PORT"),
-        ('id = "a"\nmanagement_port = 70000\n', {}, "management_port must be 0..65535"),
+        ('id = "a"\nin_memory = true\nmanagement_port = 70000\n', {},
+         "management_port must be 0..65535"),
+        ('id = "a"\nin_memory = "yes"\n', {}, "in_memory must be true or false"),
+        ('id = "a"\n', {"CLUSTERFUNK_IN_MEMORY": "maybe"}, "must be true or false"),
+        ('id = "a"\n', {}, "a member node needs --data-dir"),
+        ('id = "a"\ndata_dir = "/tmp/x"\n', {"CLUSTERFUNK_IN_MEMORY": "1"},
+         "--data-dir and --in-memory exclude each other"),
         ("shards = 3\n", {}, "the node id is required"),
     ],
 )
@@ -98,7 +119,8 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_print_config_round_trips_and_hides_the_token(tmp_path, capsys, monkeypatch):
-    path = _write(tmp_path, 'id = "a"\njoin = ["127.0.0.1:7946"]\n[endpoint]\nweb = "h:80"\n')
+    path = _write(tmp_path, 'id = "a"\nin_memory = true\njoin = ["127.0.0.1:7946"]\n'
+                  '[endpoint]\nweb = "h:80"\n')
     monkeypatch.setenv("CLUSTERFUNK_TOKEN", "very-secret")
     monkeypatch.setenv("CLUSTERFUNK_VOTERS", "5")
     assert main(["cluster-node", "--config", path, "--management-port", "0",
@@ -121,7 +143,7 @@ def test_print_config_round_trips_and_hides_the_token(tmp_path, capsys, monkeypa
 
 
 def test_format_config_comments_unset_values():
-    cfg, source = resolve(_args("--id", "a"), {})
+    cfg, source = resolve(_args("--id", "a", "--in-memory"), {})
     text = format_config(cfg, source)
     assert "# data_dir = (unset)  # default" in text
     assert tomllib.loads(text)["id"] == "a"

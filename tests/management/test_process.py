@@ -35,7 +35,7 @@ class Node:
         cmd = [sys.executable, "-m", "clusterfunk", "cluster-node", "--id", node_id,
                "--shards", str(SHARDS), "--gossip-port", str(self.gossip),
                "--raft-port", str(free_port()), "--coord-port", str(free_port()),
-               "--management-port", "0", "--log-level", "warning"]
+               "--management-port", "0", "--log-level", "warning", "--in-memory"]
         if join:
             cmd += ["--join", join]
         env = {**os.environ, "CLUSTERFUNK_TOKEN": TOKEN}
