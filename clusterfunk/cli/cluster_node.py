@@ -2,8 +2,8 @@
 
 ::
 
-    clusterfunk cluster-node --id a --bind-host 127.0.0.1                 # bootstraps
-    clusterfunk cluster-node --id b --bind-host 127.0.0.1 --gossip-port 7947 \\
+    clusterfunk cluster-node --id a --data-dir /var/lib/cf/a              # bootstraps
+    clusterfunk cluster-node --id b --data-dir /var/lib/cf/b --gossip-port 7947 \\
         --raft-port 8301 --coord-port 8401 --management-port 8501 --join 127.0.0.1:7946
     clusterfunk cluster-node --config node.toml --print-config
 
