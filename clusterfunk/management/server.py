@@ -24,7 +24,8 @@ routes and their JSON are listed in docs/operations.md. Rules:
   leader publishes no management endpoint: ``503`` with the reason.
 * Bad input is answered, never raised: unknown path ``404``, wrong method ``405``,
   bad JSON or arguments ``400``, a body over 64 KiB ``413``. An accessor that fails
-  gives ``500`` with its message (and a log record); the server keeps running.
+  gives ``500`` with its message (and a log record); the server keeps running. A
+  write that takes longer than ``WRITE_TIMEOUT`` (25 s) is given up with ``504``.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ from clusterfunk.management.metrics import make_registry
 log = logging.getLogger("clusterfunk.management")
 
 MAX_BODY = 64 * 1024
-#: how long a forwarded write may take at the leader (a step-down waits for the
-#: transfer); the server has no caller of its own to own this timeout
-FORWARD_TIMEOUT = 30.0
+#: how long a write may run at the leader (a step-down waits for the transfer): the
+#: server has no caller of its own to own this timeout, and a write must not hang a
+#: task forever; a forwarded write waits a little longer than that for the answer
+WRITE_TIMEOUT = 25.0
+FORWARD_TIMEOUT = WRITE_TIMEOUT + 5.0
 FORWARDED_HEADER = "x-clusterfunk-forwarded-by"
 READ_TIMEOUT = 10
 
@@ -116,8 +119,10 @@ class ManagementApp:
         client_verified: bool = False,
         scheme: str = "http",
         forward_ssl_context: ssl.SSLContext | None = None,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self.node = node
+        self.write_timeout = write_timeout
         self._token = token.encode() if token else None
         self.client_verified = client_verified
         self.scheme = scheme
@@ -245,7 +250,11 @@ class ManagementApp:
             if self.node.status()["role"] != "leader":
                 return await self._forward(path, raw, headers)
             try:
-                result = await self.writes[path](body)
+                with trio.fail_after(self.write_timeout):
+                    result = await self.writes[path](body)
+            except trio.TooSlowError:
+                return _error(504, f"{path[4:]} did not finish within {self.write_timeout:g} s "
+                              "(it may still take effect)")
             except _BadRequest as exc:
                 return _error(400, str(exc))
             except ManagementError as exc:

@@ -266,3 +266,27 @@ async def test_server_stops_when_the_block_exits(fake):
     host, port = addr.rsplit(":", 1)
     with pytest.raises(OSError):
         await trio.open_tcp_stream(host, int(port))
+
+
+async def test_a_write_that_hangs_is_given_up_with_504(fake):
+    from clusterfunk.management.server import ManagementApp
+
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    fake.step_down = hang  # type: ignore[method-assign]
+    app = ManagementApp(fake, token=TOKEN, write_timeout=0.2)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/step-down",
+             "headers": [(b"authorization", f"Bearer {TOKEN}".encode())]}
+    with trio.fail_after(5):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 504
+    assert json.loads(sent[1]["body"])["error"].startswith("step-down did not finish within 0.2 s")
