@@ -69,7 +69,7 @@ def add_parser(subparsers: Any) -> None:
     common.add_argument("--token", default=argparse.SUPPRESS,
                         help=f"bearer token for writes (default: ${ENV_TOKEN})")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
-                        help="seconds to wait for the answer (default 10; 30 for writes)")
+                        help="seconds to wait for the answer (default 10; 35 for writes)")
     common.add_argument("--tls-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="use HTTPS with DIR/ca.pem and the client certificate "
                         "DIR/client.pem, DIR/client-key.pem")
@@ -125,7 +125,7 @@ def request(args: argparse.Namespace) -> Any:
     tls_dir = getattr(args, "tls_dir", None)
     scheme = "https" if tls_dir else "http"
     verify: ssl.SSLContext | bool = _ssl_context(tls_dir) if tls_dir else False  # http
-    timeout = getattr(args, "timeout", None) or (30.0 if method == "POST" else 10.0)
+    timeout = getattr(args, "timeout", None) or (35.0 if method == "POST" else 10.0)
     token = getattr(args, "token", None) or os.environ.get(ENV_TOKEN)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     params: dict[str, str] = {}
