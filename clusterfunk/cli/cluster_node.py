@@ -297,7 +297,8 @@ def add_parser(subparsers: Any) -> None:
                    help="print the effective configuration (TOML) and exit")
     for o in OPTIONS:
         env = f"${o.env_name}"
-        default = "" if o.default in (None, [], {}) else f"; default {o.default}"
+        default = "" if o.default in (None, [], {}) or o.default is False else \
+            f"; default {o.default}"
         helptext = f"{o.help} ({env}{default})"
         if o.kind == "list" or o.kind == "dict":
             p.add_argument(o.flag, action="append", default=None, metavar=o.metavar,
