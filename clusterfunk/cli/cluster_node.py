@@ -72,9 +72,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("id", "str", None, "this node's id (required)"),
     Option("bind_host", "str", "127.0.0.1", "address to bind"),
     Option("advertise_host", "str", None, "address others reach us at (default: bind host)"),
-    Option("join", "list", [], "gossip seed to join through: an address or a DNS name, "
-           "resolved to all its addresses (repeatable; env: comma-separated); none: "
-           "bootstrap", metavar="HOST:PORT"),
+    Option("join", "list", [], "gossip seed to join through: an address, a DNS name "
+           "(resolved to all its addresses) or 'mdns' (zeroconf on the LAN) (repeatable; "
+           "env: comma-separated); none: bootstrap", metavar="HOST:PORT"),
     Option("data_dir", "str", None, "directory for the Raft SQLite database (required "
            "unless --in-memory)"),
     Option("in_memory", "bool", False, "keep the Raft log in memory only (tests, demos): "
@@ -92,6 +92,10 @@ OPTIONS: tuple[Option, ...] = (
            env="CLUSTERFUNK_TOKEN", secret=True),
     Option("endpoint", "dict", {}, "publish a user endpoint (repeatable; TOML: an "
            "[endpoint] table; env: comma-separated)", metavar="NAME=HOST:PORT"),
+    Option("mdns", "bool", False, "announce this node by zeroconf/mDNS on the LAN "
+           "(service _clusterfunk._tcp; --join mdns finds seeds that way)"),
+    Option("mdns_interface", "str", None, "IPv4 address of the interface mDNS uses "
+           "(default: every interface)"),
     Option("trace", "str", None, "write the JSON Lines trace here"),
     Option("log_format", "choice", "human", "log format on stderr", choices=LOG_FORMATS),
     Option("log_level", "choice", "info", "log level", choices=LOG_LEVELS),
@@ -383,18 +387,34 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def resolve_seeds(seeds: list[str]) -> list[str]:
+async def _mdns_seeds(self_id: str | None, interfaces: list[str] | None) -> list[str]:
+    from clusterfunk.management.discovery import browse
+
+    found = await trio.to_thread.run_sync(browse, 2.0, interfaces)
+    return [p["gossip"] for p in found if p["node"] != self_id and p.get("gossip")]
+
+
+async def resolve_seeds(seeds: list[str], self_id: str | None = None,
+                        mdns_interfaces: list[str] | None = None) -> list[str]:
     """The seed addresses to join through: DNS names (A/AAAA, e.g. from /etc/hosts)
     resolved to every address they have. A seed that does not resolve is logged and
     skipped; while none resolves, resolution is retried with exponential backoff
     (0.5 s doubling to 30 s), logging each failure: a node given seeds never falls
-    back to bootstrapping a cluster of its own. A malformed seed raises StartError."""
+    back to bootstrapping a cluster of its own. The seed ``mdns`` stands for the gossip
+    addresses of the other nodes announced by zeroconf. A malformed seed raises
+    StartError."""
     delay = RESOLVE_RETRY
     while True:
         out: list[str] = []
         for seed in seeds:
             try:
-                addrs = await _resolve_one(seed)
+                if seed == "mdns":
+                    addrs = await _mdns_seeds(self_id, mdns_interfaces)
+                    if not addrs:
+                        log.warning("no other node announced by mDNS yet")
+                        continue
+                else:
+                    addrs = await _resolve_one(seed)
             except ValueError as exc:
                 raise StartError(f"--join {seed!r}: {exc}") from None
             except OSError as exc:
@@ -424,7 +444,8 @@ async def serve(cfg: dict[str, Any]) -> None:
         if cfg["trace"]:
             out = files.enter_context(open(cfg["trace"], "w", encoding="utf-8", newline="\n"))
             tracer = Tracer(time.time, out)
-        seeds = await resolve_seeds(cfg["join"])
+        mdns_if = [cfg["mdns_interface"]] if cfg["mdns_interface"] else None
+        seeds = await resolve_seeds(cfg["join"], cfg["id"], mdns_if)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 cluster = await stack.enter_async_context(Cluster(
@@ -460,6 +481,33 @@ async def _run(cluster: Any, cfg: dict[str, Any], managed: Any, management: str)
     if not cfg["management_token"] and _management_ssl_context(cfg) is None:
         log.warning("management writes are disabled: no management token "
                     "(--management-token or $CLUSTERFUNK_TOKEN)")
+    async with contextlib.AsyncExitStack() as stack:
+        if cfg["mdns"]:
+            await _announce(stack, cluster, cfg, advertised)
+        await _serve_events(cluster, management)
+
+
+async def _announce(stack: contextlib.AsyncExitStack, cluster: Any, cfg: dict[str, Any],
+                    management: str) -> None:
+    """Announce this node by mDNS until ``stack`` closes (blocking calls in a thread)."""
+    from clusterfunk.management.discovery import Announcer
+
+    host = management.rpartition(":")[0]
+    if not _is_ip(host) or ":" in host:
+        raise StartError(f"--mdns needs an IPv4 advertise address, not {host!r}")
+    ann = Announcer(cluster.node_id, host, management, cluster.addresses["gossip"],
+                    interfaces=[cfg["mdns_interface"]] if cfg["mdns_interface"] else None)
+    await trio.to_thread.run_sync(ann.__enter__)
+
+    async def unannounce() -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(ann.__exit__, None, None, None)
+
+    stack.push_async_callback(unannounce)
+    log.info("announced by mDNS as %s", ann.info.name)
+
+
+async def _serve_events(cluster: Any, management: str) -> None:
     events = cluster.events()
     _print(cluster, cluster.state(), cluster.role(), management)
     last = (cluster.state(), cluster.role(), cluster.leader())

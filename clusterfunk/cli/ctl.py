@@ -7,7 +7,8 @@ management API (docs/operations.md).
     clusterfunk ctl nodes --json                       # node from CLUSTERFUNK_NODE
     CLUSTERFUNK_TOKEN=... clusterfunk ctl step-down    # writes need the token
 
-The node is ``--node HOST:PORT``, else ``$CLUSTERFUNK_NODE``, else ``127.0.0.1:8500``.
+The node is ``--node HOST:PORT``, else ``$CLUSTERFUNK_NODE``, else (with
+``--discover``) one announced by zeroconf/mDNS, else ``127.0.0.1:8500``.
 Tables on a terminal (rich), ``--json`` for scripts. Exit status: 0 done; 1 the node
 answered with an error (the message is printed); 2 usage error or no node answers.
 """
@@ -25,6 +26,7 @@ from typing import Any
 DEFAULT_NODE = "127.0.0.1:8500"
 ENV_NODE = "CLUSTERFUNK_NODE"
 ENV_TOKEN = "CLUSTERFUNK_TOKEN"
+DISCOVER_WAIT = 3.0
 
 
 class CtlError(Exception):
@@ -70,6 +72,11 @@ def add_parser(subparsers: Any) -> None:
                         help=f"bearer token for writes (default: ${ENV_TOKEN})")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for the answer (default 10; 35 for writes)")
+    common.add_argument("--discover", action="store_true", default=argparse.SUPPRESS,
+                        help="without --node or $CLUSTERFUNK_NODE: find a node announced by "
+                        "zeroconf/mDNS on the LAN (cluster-node --mdns)")
+    common.add_argument("--mdns-interface", metavar="IP", default=argparse.SUPPRESS,
+                        help="IPv4 address of the interface --discover uses (default: all)")
     common.add_argument("--tls-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="use HTTPS with DIR/ca.pem and the client certificate "
                         "DIR/client.pem, DIR/client-key.pem")
@@ -77,7 +84,8 @@ def add_parser(subparsers: Any) -> None:
         "ctl", parents=[common],
         help="inspect and operate a running cluster (management API client)",
         description="Inspect and operate a running cluster through one node's management "
-        f"API. The node is --node, else ${ENV_NODE}, else {DEFAULT_NODE}. Writes "
+        f"API. The node is --node, else ${ENV_NODE}, else one found by --discover "
+        f"(mDNS), else {DEFAULT_NODE}. Writes "
         f"(step-down, remove, voters) need the token (--token or ${ENV_TOKEN}) or a TLS "
         "client certificate, and are forwarded to the leader by the node. Exit status: 0 "
         "done, 1 the node answered with an error, 2 usage error or no node answers.",
@@ -115,13 +123,26 @@ def _ssl_context(tls_dir: str) -> ssl.SSLContext:
     return ctx
 
 
+def _discover(interface: str | None) -> str:
+    from clusterfunk.management.discovery import browse
+
+    found = browse(DISCOVER_WAIT, [interface] if interface else None)
+    if not found:
+        raise CtlError(f"no node announced by mDNS within {DISCOVER_WAIT:g} s "
+                       "(start nodes with --mdns, or give --node HOST:PORT)", 2)
+    return found[0]["management"]
+
+
 def request(args: argparse.Namespace) -> Any:
     """Send the command's request; return the decoded JSON answer (raises CtlError)."""
     import httpx
 
     command = args.ctl_command
     _doc, method, path = COMMANDS[command]
-    node = getattr(args, "node", None) or os.environ.get(ENV_NODE) or DEFAULT_NODE
+    node = getattr(args, "node", None) or os.environ.get(ENV_NODE)
+    if not node and getattr(args, "discover", False):
+        node = _discover(getattr(args, "mdns_interface", None))
+    node = node or DEFAULT_NODE
     tls_dir = getattr(args, "tls_dir", None)
     scheme = "https" if tls_dir else "http"
     verify: ssl.SSLContext | bool = _ssl_context(tls_dir) if tls_dir else False  # http
