@@ -34,10 +34,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse_line(line: str, where: str) -> Record:
     """Decode and validate one line; raise :class:`MalformedTrace` if it is not valid."""
     try:
-        rec = json.loads(line, parse_constant=_reject_constant)
+        rec = _decode(line)
     except ValueError as exc:
         snippet = line.strip()
         if len(snippet) > 60:
