@@ -131,7 +131,7 @@ def problem(rec: Any) -> str | None:
                         if name not in rec:
                             break
                         continue
-                    v = rec.get(name)
+                    v: Any = rec.get(name)
                     tv = type(v)
                     if tv not in _FAST[kind] or (values is not None and v not in values):
                         break
