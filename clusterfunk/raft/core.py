@@ -7,9 +7,19 @@ local clock). Outputs: messages (``Output.sends``, always on the stream channel)
 public events (``Output.events``, see :mod:`clusterfunk.raft.events`) and audit
 trace records (``raft.role``, ``raft.apply``, ``raft.snapshot``, ``raft.config``).
 
-Durability: storage calls are synchronous; ``drain()`` calls ``storage.sync()``
-before it hands the step's output to the driver, so term, vote and entries are
-durable before any message that depends on them is sent.
+Durability (etcd-raft style, :mod:`clusterfunk.raft.persist`): the core reads
+``storage`` once, at construction (``recover``), and never writes it. Every change
+to term, vote, log or snapshot appends a typed persist record to the step's
+``Output.persist``; at the end of each input the step's records become one batch
+with a token (``Output.persist_token``) when they must be synced. The step's
+messages carry ``Output.wait_token``: the driver holds them until the persister
+reports every batch up to it durable, and tells the core through
+:meth:`RaftCore.on_persisted`. So votes, AppendEntries responses and a
+candidate's RequestVotes never leave before what they promise is on disk. With
+``parallel_leader_write`` a leader's AppendEntries for its own new entries leave at
+once (wait token 0) and the leader counts itself toward a commit only up to the
+entries reported durable; without it they wait like any other message, and the
+leader still counts only durable entries. ``drain()`` only hands the Output over.
 
 Structure (etcd-io/raft style): ``on_message`` applies the term rules common to all
 servers, then dispatches to ``_step_leader`` / ``_step_candidate`` /
@@ -27,11 +37,13 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from clusterfunk.raft import messages as m
 from clusterfunk.raft.config import Configuration, RaftConfig
@@ -69,6 +81,7 @@ from clusterfunk.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from clusterfunk.raft.persist import HardStateRecord, SnapshotRecord
 from clusterfunk.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from clusterfunk.raft.quorum import has_quorum, quorum_index
 from clusterfunk.raft.roles import CANDIDATE, FOLLOWER, LEADER, NONVOTER, PRECANDIDATE
@@ -93,6 +106,22 @@ def entry_digest(kind: int, data: bytes) -> str:
 
 _sha256 = hashlib.sha256
 _KIND_BYTES = [bytes((k,)) for k in range(256)]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _step(fn: Callable[Concatenate[RaftCore, _P], _R]) -> Callable[Concatenate[RaftCore, _P], _R]:
+    """An input of the core: it ends its step (``_end_step``) however it returns."""
+
+    @functools.wraps(fn)
+    def run(self: RaftCore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self._end_step()
+
+    return run
 
 
 class RaftCore:
@@ -126,20 +155,26 @@ class RaftCore:
         #: emit a ``raft.apply`` trace record per applied entry (a sha256 each); a
         #: runtime without a tracer may switch it off to save CPU on the hot path
         self.trace_applies = True
-        #: something must be durable before the step's messages leave (drain syncs)
+        #: the step's records must be durable before the step's messages leave
         self._dirty = False
-        # parallel_leader_write (dissertation 10.2.1): the last index the leader has
-        # synced *after* appending it; only up to here does it count itself toward
-        # a commit. Invariant while leading: _synced_last <= log.last_index.
+        #: persist records of the current step, in order (the log appends here too)
+        self._pending: list[Any] = []
+        self._persist_seq = 0  # last token handed out (a batch that must be synced)
+        self._durable_seq = 0  # last token reported durable (on_persisted)
+        # The last log index the leader knows durable here; only up to it does it
+        # count itself toward a commit (parallel_leader_write, dissertation 10.2.1,
+        # and in general). Invariant while leading: _synced_last <= log.last_index.
         self._parallel = self.cfg.parallel_leader_write
         self._synced_last = 0
-        self._own_unsynced = False  # the leader appended entries it has not synced
+        # (token, last log index) of batches with the leader's own entries
+        self._leader_marks: deque[tuple[int, int]] = deque()
+        self._own_unsynced = False  # the leader appended entries in this step
 
         rec = storage.recover()
         hs = rec.hard_state
         self.term = hs.term
         self.vote: str | None = hs.vote
-        self.log = RaftLog(storage, rec.base_index, rec.base_term, rec.entries)
+        self.log = RaftLog(self._pending, rec.base_index, rec.base_term, rec.entries)
         self._snapshot: tuple[SnapshotMeta, bytes] | None = rec.snapshot
         self._restored_at_start = False
         # configurations: (index, config) of the snapshot's and of every config entry
@@ -244,6 +279,7 @@ class RaftCore:
 
     # ------------------------------------------------------------------ Core API
 
+    @_step
     def start(self, now: float) -> None:
         self.now = now
         # Boot stickiness: ignore vote requests for T after boot, as if a leader had
@@ -263,8 +299,6 @@ class RaftCore:
 
     def next_deadline(self) -> float:
         if self.role == LEADER:
-            if self._parallel and self._synced_last < self.log.last_index:
-                return self.now  # sync the leader's own new entries at once (on_tick)
             return min(self._hb_deadline, self._cq_deadline, self._transfer_deadline)
         if self.role == NONVOTER:
             return math.inf
@@ -273,9 +307,7 @@ class RaftCore:
     def on_tick(self, now: float) -> None:
         self.now = now
         if self.role == LEADER:
-            if self._parallel and self._synced_last < self.log.last_index:
-                self._sync_own_entries()
-            if self.role == LEADER and now >= self._hb_deadline:
+            if now >= self._hb_deadline:
                 self._hb_deadline = now + self.cfg.heartbeat_interval
                 self._broadcast_heartbeat(now)
             if now >= self._cq_deadline:
@@ -287,8 +319,38 @@ class RaftCore:
                 self._transfer_deadline = math.inf
         elif self.role != NONVOTER and now >= self._election_deadline:
             self._on_election_timeout(now)
+        self._end_step()
 
     def drain(self) -> Output | None:
+        """Hand over the Output collected since the last call (``None`` if empty).
+        A getter: every input already finished its step (:meth:`_end_step`)."""
+        out = self._out
+        if not out:
+            return None
+        self._out = Output()
+        return out
+
+    def on_persisted(self, now: float, token: int) -> None:
+        """Durability input (etcd-raft style): every persist batch up to ``token`` is
+        durable. The leader now counts its own entries of those batches toward a
+        commit (Rules for Servers, Leaders: a majority of matchIndex, 5.3, counting
+        itself only for what is on its disk)."""
+        self.now = now
+        if token <= self._durable_seq:
+            return
+        self._durable_seq = token
+        marks = self._leader_marks
+        last = 0
+        while marks and marks[0][0] <= token:
+            last = marks.popleft()[1]
+        if last > self._synced_last and self.role == LEADER:
+            self._synced_last = last
+            self._maybe_commit()
+        self._end_step()
+
+    def _end_step(self) -> None:
+        """End of one input: the leader's batched broadcasts, then the step's persist
+        records become one batch of the Output (see the module docstring)."""
         if self.role == LEADER:
             if self._append_pending:
                 self._append_pending = False
@@ -303,20 +365,39 @@ class RaftCore:
             # The commit index alone needs no sync (it is re-learned from the leader
             # after a crash): it rides along with the next durable write.
             self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-            self.storage.save_hard_state(self._saved_hs)
-        if self._dirty or (self._own_unsynced and self.role != LEADER):
-            # Durable before the driver sends anything below. A server that stopped
-            # leading syncs its own un-synced entries here too: as a follower it may
-            # acknowledge them to the next leader (parallel_leader_write).
+            self._pending.append(HardStateRecord(self._saved_hs))
+        pending = self._pending
+        if not pending:
+            if self.role != LEADER and self._durable_seq < self._persist_seq and self._out.sends:
+                # A follower's answers may rest on entries it wrote as leader in
+                # parallel and that are not durable yet: they wait for them.
+                self._out.wait_token = self._persist_seq
+            return
+        out = self._out
+        out.persist.extend(pending)
+        pending.clear()
+        if self._dirty or self._own_unsynced:
+            if not out.persist_token:  # several inputs before one drain share a batch
+                self._persist_seq += 1
+                out.persist_token = self._persist_seq
+            token = out.persist_token
+            if self.role == LEADER:
+                marks = self._leader_marks
+                if marks and marks[-1][0] == token:
+                    marks[-1] = (token, self.log.last_index)
+                else:
+                    marks.append((token, self.log.last_index))
+            if self._dirty or self.role != LEADER:
+                # Term, vote and entries durable before the step's messages leave. A
+                # server that stopped leading in this step waits for its own
+                # parallel-written entries too: as a follower it may acknowledge them.
+                out.wait_token = token
             self._dirty = False
             self._own_unsynced = False
-            self.storage.sync()
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out
+        if self.role != LEADER and self._durable_seq < self._persist_seq and out.sends:
+            out.wait_token = self._persist_seq
 
+    @_step
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
         """Rules for Servers, All Servers: if RPC request or response contains term
         T > currentTerm: set currentTerm = T, convert to follower (5.1). Requests
@@ -588,12 +669,18 @@ class RaftCore:
         self._hb_rounds.clear()
         self._hb_deadline = now + self.cfg.heartbeat_interval
         self._cq_deadline = now + self.cfg.election_timeout
-        self._synced_last = last  # a follower's or candidate's log is synced as written
+        # Everything written before is durable once nothing is outstanding (a
+        # candidate's RequestVotes waited for its batch); otherwise count nothing
+        # of its own until the batch with the no-op below is reported durable.
+        outstanding = self._durable_seq < self._persist_seq or self._pending
+        self._synced_last = 0 if outstanding else last
+        self._leader_marks.clear()
         self.log.append([Entry(self.term, ENTRY_NOOP, b"")])
         self._dirty = True
         self._append_pending = True  # the no-op's AppendEntries is the first heartbeat
 
     def _stop_leading(self, reason: str) -> None:
+        self._leader_marks.clear()
         self.progress = {}
         self._append_pending = False
         self._round_pending = False
@@ -801,7 +888,7 @@ class RaftCore:
         counted (Figure 8)."""
         voters = self.configuration.voters
         progress = self.progress
-        mine = self._synced_last if self._parallel else self.log.last_index
+        mine = self._synced_last  # only what is durable here counts (on_persisted)
         matches = [mine if sid == self.id else progress[sid].match
                    for sid in voters if sid == self.id or sid in progress]
         if len(matches) != len(voters):
@@ -956,7 +1043,7 @@ class RaftCore:
         ci, c = self._config_at(index)
         meta = SnapshotMeta(index, term, c, ci)
         data = self.sm.snapshot()
-        self.storage.save_snapshot(meta, data)
+        self._pending.append(SnapshotRecord(meta, data))
         self._snapshot = (meta, data)
         upto = index - self.cfg.trailing_logs
         if upto > self.log.base_index:
@@ -1045,7 +1132,7 @@ class RaftCore:
             return
         idx, term = req.last_index, req.last_term
         meta = SnapshotMeta(idx, term, c, idx)
-        self.storage.save_snapshot(meta, data)
+        self._pending.append(SnapshotRecord(meta, data))
         self._snapshot = (meta, data)
         if self.log.term_at(idx) == term:
             self.log.compact(idx)
@@ -1127,6 +1214,7 @@ class RaftCore:
         self._append_pending = True
         return index
 
+    @_step
     def add_voter(self, now: float, server_id: str, address: str) -> int:
         """Add a voter (or promote a non-voter). Returns the index of the configuration
         entry (the change is in effect when it is committed)."""
@@ -1139,6 +1227,7 @@ class RaftCore:
         return self._append_config(now, Configuration.make({**c.voters, server_id: address},
                                                            nonvoters))
 
+    @_step
     def add_nonvoter(self, now: float, server_id: str, address: str) -> int:
         """Add a non-voter (learner): it receives the log but does not vote."""
         self.now = now
@@ -1151,6 +1240,7 @@ class RaftCore:
         return self._append_config(now, Configuration.make(dict(c.voters),
                                                            {**c.nonvoters, server_id: address}))
 
+    @_step
     def remove_server(self, now: float, server_id: str) -> int:
         """Remove a voter or non-voter; removing the leader itself makes it step down
         once the change is committed."""
@@ -1166,6 +1256,7 @@ class RaftCore:
         index = self._append_config(now, Configuration.make(voters, nonvoters))
         return index
 
+    @_step
     def transfer_leadership(self, now: float, target: str | None = None) -> str:
         """Leadership transfer (dissertation 3.10): bring ``target`` (default: the most
         up-to-date other voter) up to date, then send it TimeoutNow. Proposals are
@@ -1192,6 +1283,7 @@ class RaftCore:
 
     # ------------------------------------------------------------------ client API
 
+    @_step
     def propose(self, now: float, command: bytes) -> tuple[int, int]:
         """Rules for Servers, Leaders: if command received from client: append entry to
         local log, respond after entry applied to state machine (5.3). Returns
@@ -1207,12 +1299,13 @@ class RaftCore:
             raise ProposalTooLarge(len(command), self.cfg.max_proposal_bytes)
         self.log.append([Entry(self.term, ENTRY_COMMAND, command)])
         if self._parallel:
-            self._own_unsynced = True  # synced after the AppendEntries leave (on_tick)
+            self._own_unsynced = True  # synced in parallel with the AppendEntries
         else:
             self._dirty = True
         self._append_pending = True
         return self.log.last_index, self.term
 
+    @_step
     def propose_many(self, now: float, commands: list[bytes]) -> list[tuple[int, int]]:
         """Propose a batch at once (one log append); all-or-nothing validation."""
         self.now = now
@@ -1230,12 +1323,13 @@ class RaftCore:
         term = self.term
         self.log.append([Entry(term, ENTRY_COMMAND, c) for c in commands])
         if self._parallel:
-            self._own_unsynced = True  # synced after the AppendEntries leave (on_tick)
+            self._own_unsynced = True  # synced in parallel with the AppendEntries
         else:
             self._dirty = True
         self._append_pending = True
         return [(first + i, term) for i in range(len(commands))]
 
+    @_step
     def read_index(self, now: float, ctx: int, lease: bool = False) -> None:
         """Linearizable read (ReadIndex, dissertation 6.4): answered later by
         ``ReadReady(ctx, index)`` once this leader confirmed its leadership with a
@@ -1254,21 +1348,12 @@ class RaftCore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _sync_own_entries(self) -> None:
-        """Leader write in parallel (dissertation 10.2.1): the leader's own new
-        entries went out in AppendEntries before they were durable here; sync them
-        now, and only now count them for this server in the commit rule."""
-        self.storage.sync()
-        self._own_unsynced = False
-        self._synced_last = self.log.last_index
-        self._maybe_commit()
-
     def _save_hard_state(self) -> None:
-        """Term and vote are written as soon as they change (before any entry of the
-        new term) and made durable by the ``sync`` in ``drain``; the commit index is
-        written at the end of a step and synced with the next durable write."""
+        """Term and vote are recorded as soon as they change (before any entry of the
+        new term) and are durable before the step's messages leave; the commit index
+        is recorded at the end of a step and synced with the next durable batch."""
         self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-        self.storage.save_hard_state(self._saved_hs)
+        self._pending.append(HardStateRecord(self._saved_hs))
         self._dirty = True
 
     def _drop(self, reason: str) -> None:

@@ -1,4 +1,6 @@
-"""The in-memory view of the Raft log, written through to storage.
+"""The in-memory view of the Raft log. It never touches storage: every change
+appends a persist record (:mod:`clusterfunk.raft.persist`) to ``sink``, the core's
+list of records for the current step, which the driver hands to the persister.
 
 Indexes: entries ``base_index + 1 .. last_index`` are held in ``entries``;
 ``(base_index, base_term)`` is the compaction point (entries up to it live only in
@@ -9,20 +11,21 @@ known for ``base_index <= i <= last_index`` and ``None`` outside.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from clusterfunk.raft.messages import Entry
-from clusterfunk.raft.storage import Storage
+from clusterfunk.raft.persist import CompactRecord, EntriesRecord, ResetRecord
 
 #: Per-entry overhead counted against ``max_bytes_per_msg`` (term, kind, framing).
 ENTRY_OVERHEAD = 16
 
 
 class RaftLog:
-    __slots__ = ("base_index", "base_term", "entries", "storage")
+    __slots__ = ("base_index", "base_term", "entries", "sink")
 
-    def __init__(self, storage: Storage, base_index: int, base_term: int,
+    def __init__(self, sink: list[Any], base_index: int, base_term: int,
                  entries: list[Entry]) -> None:
-        self.storage = storage
+        self.sink = sink
         self.base_index = base_index
         self.base_term = base_term
         self.entries = entries
@@ -75,7 +78,7 @@ class RaftLog:
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append at the end (leader path)."""
-        self.storage.append(self.last_index + 1, entries)
+        self.sink.append(EntriesRecord(self.last_index + 1, entries))
         self.entries.extend(entries)
 
     def truncate_and_append(self, first_index: int, entries: Sequence[Entry]) -> None:
@@ -83,7 +86,7 @@ class RaftLog:
         off = first_index - self.base_index - 1
         if off < 0 or off > len(self.entries):
             raise IndexError(f"cannot write at {first_index} (base {self.base_index})")
-        self.storage.append(first_index, entries)
+        self.sink.append(EntriesRecord(first_index, entries))
         del self.entries[off:]
         self.entries.extend(entries)
 
@@ -129,12 +132,12 @@ class RaftLog:
             raise IndexError(f"cannot compact beyond the log ({upto} > {self.last_index})")
         term = self.term_at(upto)
         assert term is not None
-        self.storage.compact(upto, term)
+        self.sink.append(CompactRecord(upto, term))
         del self.entries[: upto - self.base_index]
         self.base_index, self.base_term = upto, term
 
     def reset(self, base_index: int, base_term: int) -> None:
         """Drop the whole log; it restarts after ``(base_index, base_term)``."""
-        self.storage.reset(base_index, base_term)
+        self.sink.append(ResetRecord(base_index, base_term))
         self.entries = []
         self.base_index, self.base_term = base_index, base_term

@@ -47,15 +47,22 @@ class Send:
 class Output:
     """Everything a core produced since it was last drained.
 
-    Invariant the driver keeps: ``persist`` is made durable *before* any message
-    in ``sends`` is handed to the transport (Raft: term, vote and entries are on
-    disk before the messages that depend on them leave).
+    Durability (etcd-raft style): ``persist`` holds records to write, in order.
+    ``persist_token > 0`` asks for them to be synced and the completion to be
+    reported back to the core (:meth:`DurableCore.on_persisted`); 0 means write
+    only. ``wait_token > 0``: the messages in ``sends`` depend on state that is
+    durable only once every batch up to that token is; the driver holds them (and
+    every later message, to keep their order) until the persister reports it.
+    ``wait_token == 0``: they may leave at once (a Raft leader's AppendEntries for
+    its own new entries, written in parallel).
     """
 
     sends: list[Send] = attrs.Factory(list)
     persist: list[Any] = attrs.Factory(list)
     events: list[Any] = attrs.Factory(list)
     trace: list[tuple[str, dict[str, Any]]] = attrs.Factory(list)
+    persist_token: int = 0
+    wait_token: int = 0
 
     def send(self, dest: Address, msg: Any, stream: bool = False) -> None:
         self.sends.append(Send(dest, msg, stream))
@@ -118,10 +125,44 @@ class Transport(Protocol):
         """Queue a frame on the stream to ``dest`` (connects or reuses a connection)."""
 
 
-class Persister(Protocol):
-    """Makes a core's ``Output.persist`` records durable (synchronously)."""
+class DurableCore(Protocol):
+    """A core whose ``Output`` asks for durable writes (Raft)."""
 
-    def persist(self, records: list[Any]) -> None: ...
+    def on_persisted(self, now: float, token: int) -> None:
+        """Every persist batch up to ``token`` is durable."""
+
+
+class PersistHandler(Protocol):
+    """Where a persister reports (the driver)."""
+
+    def on_persisted(self, token: int) -> None:
+        """Every batch up to ``token`` is durable (called in hand-over order)."""
+
+    def on_persist_failed(self, exc: BaseException) -> None:
+        """A write or sync failed: nothing after it is durable; the node must stop."""
+
+
+class DiskFailure(Exception):
+    """A persister could not make a batch durable (fsync or commit error). Fail-stop:
+    the node stops and never continues as if the write were durable (a retried
+    fsync can report success for data the kernel already dropped)."""
+
+
+class Persister(Protocol):
+    """Makes a core's ``Output.persist`` records durable.
+
+    :meth:`persist` hands over one batch; batches are written in hand-over order.
+    A batch with ``token > 0`` is synced, and the persister then calls
+    ``handler.on_persisted(token)`` (at once, from inside :meth:`persist`, for a
+    synchronous persister; later, from the host's own task, for an asynchronous
+    one). On failure it calls ``handler.on_persist_failed(exc)`` or raises
+    :class:`DiskFailure` from :meth:`persist`, and never reports a later token.
+    """
+
+    def bind(self, handler: PersistHandler) -> None:
+        """Report completions to ``handler`` (the driver calls this once)."""
+
+    def persist(self, records: list[Any], token: int) -> None: ...
 
 
 class Tracer(Protocol):

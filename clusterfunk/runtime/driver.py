@@ -7,9 +7,13 @@ public events and trace records, in that order of obligations:
 
 1. decode incoming bytes; malformed input is dropped and counted (never raised);
 2. feed the core;
-3. make ``persist`` records durable (before anything that depends on them leaves);
+3. hand ``persist`` records to the persister (a batch with a token is synced and
+   reported back through :meth:`Driver.on_persisted`, which tells the core);
 4. encode and hand ``sends`` to the transport (oversized datagrams are refused,
-   counted and reported as ``net.oversize``);
+   counted and reported as ``net.oversize``), unless they depend on a batch that
+   is not durable yet (``Output.wait_token``): then they, and every later send,
+   are held in order and released when the persister reports that batch durable.
+   A persister that fails stops the driver (fail-stop): held sends never leave;
 5. publish ``events`` to subscribers, write ``trace`` records; after a step that
    published events, call the step-end hooks once (so work can be done once per
    step instead of once per event);
@@ -29,13 +33,24 @@ timer tasks, the simulator calls them from its event loop one at a time.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
 from clusterfunk import wire
-from clusterfunk.runtime.api import Clock, Core, Output, Persister, Tracer, Transport
+from clusterfunk.runtime.api import (
+    Clock,
+    Core,
+    DiskFailure,
+    DurableCore,
+    Output,
+    Persister,
+    Send,
+    Tracer,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from clusterfunk.runtime.auth import Authorizer
@@ -90,7 +105,15 @@ class Driver:
         self._deadline = math.inf
         self.lazy_timer = lazy_timer
         self.running = False
+        # durability (see _handle): sends held until their wait token is durable
+        self._held: deque[tuple[int, list[Send]]] = deque()
+        self._durable = 0  # highest persist token the persister reported durable
+        self._acked = 0  # highest token the core has been told about
+        self._in_flush = False
+        self.persist_failure: BaseException | None = None
         transport.bind(self)
+        if persister is not None:
+            persister.bind(self)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -173,23 +196,74 @@ class Driver:
     # -- output ------------------------------------------------------------
 
     def _flush(self) -> None:
-        out = self.core.drain()
-        if out is not None:
-            self._handle(out)
+        self._in_flush = True
+        try:
+            out = self.core.drain()
+            if out is not None:
+                self._handle(out)
+            # Durability reported during this step (a synchronous persister): release
+            # what waited for it, tell the core, and hand over what that produced.
+            while self._durable > self._acked and self.running:
+                self._acked = self._durable
+                self._release()
+                cast(DurableCore, self.core).on_persisted(self.clock.now(), self._acked)
+                out = self.core.drain()
+                if out is not None:
+                    self._handle(out)
+        finally:
+            self._in_flush = False
         self._arm()
+
+    # -- persister callbacks -----------------------------------------------
+
+    def on_persisted(self, token: int) -> None:
+        """The persister made every batch up to ``token`` durable."""
+        if token > self._durable:
+            self._durable = token
+        if not self._in_flush and self.running:
+            self._flush()
+
+    def on_persist_failed(self, exc: BaseException) -> None:
+        """Fail-stop: a write or sync failed, so nothing after it may be relied on.
+        The driver stops at once (held messages never leave, no input is taken);
+        the host stops the node."""
+        self.persist_failure = exc
+        self._held.clear()
+        self.running = False
+
+    def _release(self) -> None:
+        held = self._held
+        while held and held[0][0] <= self._durable:
+            self._send(held.popleft()[1])
 
     def _handle(self, out: Output) -> None:
         if out.persist:
             if self.persister is None:
                 raise RuntimeError("core produced records to persist but has no persister")
-            self.persister.persist(out.persist)
+            try:
+                self.persister.persist(out.persist, out.persist_token)
+            except Exception as exc:
+                self.on_persist_failed(exc)
+                raise DiskFailure(f"{self.node}: cannot persist: {exc}") from exc
+            if not self.running:  # the persister failed (fail-stop): nothing leaves
+                return
         if out.sends:
+            if self._held or out.wait_token > self._durable:
+                # depends on a batch that is not durable yet (or must stay behind
+                # messages that do): hold, in order
+                self._held.append((out.wait_token, out.sends))
+            else:
+                self._send(out.sends)
+        self._publish(out)
+
+    def _send(self, sends: list[Send]) -> None:
+        if sends:
             transport = self.transport
             stats = self.stats
             limit = transport.max_datagram
             last_msg: Any = None
             data = b""
-            for s in out.sends:
+            for s in sends:
                 msg = s.msg
                 if msg is not last_msg:  # one message object sent to many peers: encode once
                     data = self.encode(msg)
@@ -208,6 +282,8 @@ class Driver:
                     stats.datagrams_out += 1
                     stats.bytes_out += len(data)
                     transport.send_datagram(s.dest, data)
+
+    def _publish(self, out: Output) -> None:
         if out.events:
             for ev in out.events:
                 for cb in tuple(self._subscribers):

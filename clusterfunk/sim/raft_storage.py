@@ -1,7 +1,9 @@
-"""Raft storage over the simulator's :class:`~clusterfunk.sim.disk.SimDisk`.
+"""Raft storage over the simulator's :class:`~clusterfunk.sim.disk.SimDisk`, and the
+simulator's :class:`~clusterfunk.runtime.api.Persister` for it (:class:`SimPersister`).
 
-Writes go to the disk's volatile journal; :meth:`SimStorage.sync` (called by the core
-before a step's messages leave) makes them durable. A simulated crash keeps the
+Writes go to the disk's volatile journal; :meth:`SimStorage.sync` (called by the
+persister when a batch must be durable, before the messages that depend on it
+leave) makes them durable. A simulated crash keeps the
 synced state plus a random prefix of un-synced writes, so write order matters: a
 prefix of any operation must leave a consistent store. Hence: a suffix truncation
 deletes from the highest index down; a compaction records the new base before it
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from clusterfunk.raft.config import Configuration
 from clusterfunk.raft.errors import StorageCorrupt
 from clusterfunk.raft.messages import Entry
+from clusterfunk.raft.persist import apply_records
 from clusterfunk.raft.storage import (
     HardState,
     Recovered,
@@ -27,6 +31,7 @@ from clusterfunk.raft.storage import (
     entry_checksum,
     validate,
 )
+from clusterfunk.runtime.api import DiskFailure, PersistHandler
 from clusterfunk.sim.disk import SimDisk
 
 _HS = ("raft", "hs")
@@ -115,3 +120,97 @@ class SimStorage:
 
     def sync(self) -> None:
         self.disk.sync()
+
+
+class SimPersister:
+    """The simulator's persister: writes each batch to the :class:`SimDisk` journal at
+    once, in hand-over order; a batch with a token is synced, and reported durable,
+    either at once (``latency=0``, the default) or ``latency`` virtual seconds later
+    (a modelled fsync; completions stay in hand-over order). A crash in between
+    loses the un-synced writes (the disk keeps a random prefix) and the completion
+    never arrives. A failing fsync (:attr:`SimDisk.fail_next_sync`, a disk fault)
+    is fail-stop: the driver stops at once and the node is crashed.
+
+    ``schedule(delay, fn)`` runs ``fn`` later in virtual time (the simulation's
+    ``after``); ``crash()`` stops the node (the simulation's ``crash`` of this host).
+    Both are needed only for ``latency > 0`` and for disk faults."""
+
+    def __init__(
+        self,
+        storage: SimStorage,
+        *,
+        latency: float = 0.0,
+        now: Any = None,
+        schedule: Any = None,
+        crash: Any = None,
+    ) -> None:
+        self.storage = storage
+        self.latency = latency
+        self._now = now
+        self._schedule = schedule
+        self._crash = crash
+        self._handler: PersistHandler | None = None
+        self._last_done = 0.0  # virtual time of the last scheduled completion
+        self.failed = False
+
+    @classmethod
+    def for_host(cls, host: Any, storage: SimStorage, latency: float = 0.0) -> SimPersister:
+        """The persister of one incarnation of a simulated node (a ``SimHost``):
+        completions and the fail-stop crash are simulator events that do nothing
+        once this incarnation has stopped; a completion due while the node is
+        paused waits until it resumes (like a SIGSTOPped process)."""
+        sim = host.sim
+        incarnation = host.incarnation
+
+        def schedule(delay: float, fn: Any) -> None:
+            def run() -> None:
+                if not host.alive or host.incarnation != incarnation:
+                    return
+                if host.paused:
+                    sim.after(0.001, run)
+                    return
+                fn()
+
+            sim.after(delay, run)
+
+        def crash() -> None:
+            def run() -> None:
+                if host.alive and host.incarnation == incarnation:
+                    sim.crash(host.name)
+
+            sim.at(sim.now, run)
+
+        return cls(storage, latency=latency, now=lambda: sim.now, schedule=schedule,
+                   crash=crash)
+
+    def bind(self, handler: PersistHandler) -> None:
+        self._handler = handler
+
+    def persist(self, records: list[Any], token: int) -> None:
+        if self.failed:
+            return
+        apply_records(self.storage, records)
+        if not token:
+            return
+        if self.latency <= 0 or self._schedule is None:
+            self._sync(token)
+            return
+        now = self._now()
+        due = max(now + self.latency, self._last_done)
+        self._last_done = due
+        self._schedule(due - now, lambda: self._sync(token))
+
+    def _sync(self, token: int) -> None:
+        if self.failed:
+            return
+        try:
+            self.storage.sync()
+        except DiskFailure as exc:
+            self.failed = True
+            if self._handler is not None:
+                self._handler.on_persist_failed(exc)
+            if self._crash is not None:
+                self._crash()
+            return
+        if self._handler is not None:
+            self._handler.on_persisted(token)

@@ -16,6 +16,7 @@ from clusterfunk import wire
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.kv import KVStore
+from clusterfunk.raft.persist import apply_records
 from clusterfunk.raft.storage import MemoryStorage
 
 PORT = 8300
@@ -44,6 +45,12 @@ class Net:
         self.dropped_msgs: list[tuple[str, str, Any]] = []
         self.delivered: list[tuple[str, str, Any]] = []
         self.storage_factory = storage_factory
+        self.durable: dict[str, int] = {}  # persist token reported durable, per node
+        self.acked: dict[str, int] = {}  # ... and told to the core
+        #: nodes whose persister completes only when the test calls complete()
+        self.manual: set[str] = set()
+        self.inflight: dict[str, list[int]] = {}  # tokens handed over, not yet durable
+        self.held: dict[str, list[tuple[int, list[Any]]]] = {}  # sends waiting (FIFO)
         boot = {i: addr(i) for i in ids} if bootstrap else None
         for i in ids:
             self.add(i, boot)
@@ -59,6 +66,9 @@ class Net:
         core = RaftCore(sid, st, sm, random.Random(f"{self.seed}/{sid}/{len(self.events)}"),
                         self.config, bootstrap)
         self.cores[sid] = core
+        self.durable[sid] = self.acked[sid] = 0
+        self.inflight[sid] = []
+        self.held[sid] = []
         self.events.setdefault(sid, [])
         self.down.discard(sid)
         if start:
@@ -86,6 +96,20 @@ class Net:
     def crash(self, sid: str) -> None:
         self.down.add(sid)
         self.queue = [q for q in self.queue if q[0] != sid]
+        self.held[sid] = []
+        self.inflight[sid] = []
+
+    def complete(self, sid: str, count: int | None = None) -> None:
+        """The manual persister of ``sid`` reports its oldest ``count`` (default:
+        all) outstanding batches durable: sync, release held sends, tell the core."""
+        tokens = self.inflight[sid]
+        n = len(tokens) if count is None else count
+        if n == 0:
+            return
+        done, self.inflight[sid] = tokens[:n], tokens[n:]
+        self.storages[sid].sync()
+        self.durable[sid] = done[-1]
+        self._flush(sid)
 
     def restart(self, sid: str) -> RaftCore:
         return self.add(sid, None)
@@ -114,14 +138,64 @@ class Net:
         self.blocked.clear()
 
     def _flush(self, sid: str) -> None:
+        core = self.cores[sid]
+        out = core.drain()
+        while True:
+            if out is not None:
+                self._handle(sid, out)
+            if self.acked.get(sid, 0) >= self.durable.get(sid, 0):
+                break
+            self.acked[sid] = self.durable[sid]
+            self._release(sid)
+            core.on_persisted(self.now, self.durable[sid])
+            out = core.drain()
+
+    def _release(self, sid: str) -> None:
+        held = self.held[sid]
+        while held and held[0][0] <= self.durable[sid]:
+            self._queue_sends(sid, held.pop(0)[1])
+
+    def take(self, sid: str) -> Any:
+        """The node's pending Output, persisted (synchronously) as the driver would,
+        with its sends returned to the test instead of queued."""
         out = self.cores[sid].drain()
-        if out is None:
-            return
-        for s in out.sends:
+        if out is not None:
+            self._persist(sid, out)
+            self._flush(sid)  # the core learns the batch is durable
+        return out
+
+    def _persist(self, sid: str, out: Any) -> None:
+        if out.persist:
+            apply_records(self.storages[sid], out.persist)
+            if out.persist_token:
+                if sid in self.manual:
+                    self.inflight[sid].append(out.persist_token)
+                else:
+                    self.storages[sid].sync()
+                    self.durable[sid] = out.persist_token
+        if sid not in self.manual:
+            # a synchronous persister: whatever the sends wait for is durable now
+            assert out.wait_token <= self.durable.get(sid, 0)
+
+    def _handle(self, sid: str, out: Any) -> None:
+        """What the driver does with one Output: write the records (sync them at
+        once, unless ``sid`` is manual), then send, or hold the sends in order while
+        they wait for a batch that is not durable yet."""
+        self._persist(sid, out)
+        if self.held[sid] or out.wait_token > self.durable[sid]:
+            self.held[sid].append((out.wait_token, out.sends))
+        else:
+            self._queue_sends(sid, out.sends)
+        self._publish(sid, out)
+
+    def _queue_sends(self, sid: str, sends: list[Any]) -> None:
+        for s in sends:
             msg = wire.decode(wire.encode(s.msg))
             assert msg == s.msg
             dest = s.dest.partition(":")[0]
             self.queue.append((dest, addr(sid), msg))
+
+    def _publish(self, sid: str, out: Any) -> None:
         self.events[sid].extend(out.events)
         for ev, fields in out.trace:
             self.trace.append((sid, ev, fields))

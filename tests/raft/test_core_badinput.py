@@ -108,16 +108,16 @@ def test_garbage_bytes_through_the_driver_in_simulation():
     import random
 
     from clusterfunk.raft.core import RaftCore
-    from clusterfunk.sim.raft_storage import SimStorage
+    from clusterfunk.sim.raft_storage import SimPersister, SimStorage
     from clusterfunk.sim.simulation import Simulation
 
     sim = Simulation(3)
     boot = {f"n{i}": f"n{i}:8300" for i in (1, 2, 3)}
 
     def factory(host):
-        core = RaftCore(host.name, SimStorage(host.disk), kv.KVStore(), host.rng,
-                        RaftConfig(), boot)
-        return host.driver(core, 8300)
+        store = SimStorage(host.disk)
+        core = RaftCore(host.name, store, kv.KVStore(), host.rng, RaftConfig(), boot)
+        return host.driver(core, 8300, persister=SimPersister.for_host(host, store))
 
     for n in boot:
         sim.add_node(n, factory)

@@ -1,7 +1,9 @@
 """Leader writes its log in parallel with replication (dissertation 10.2.1,
 ``RaftConfig(parallel_leader_write=True)``): its AppendEntries leave before its own
-sync, it counts itself toward a commit only after that sync, and a leader crash
-that loses its un-synced entries loses nothing committed."""
+sync, it counts itself toward a commit only after the persister reports that sync
+(``on_persisted``), and a leader crash that loses its un-synced entries loses
+nothing committed. ``net.manual`` nodes have a persister that completes only when
+the test says so (``net.complete``)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 
 from clusterfunk.raft import kv
 from clusterfunk.raft.config import RaftConfig
-from clusterfunk.raft.messages import AppendEntries
+from clusterfunk.raft.messages import AppendEntries, AppendEntriesResponse
 from clusterfunk.sim.disk import SimDisk
 from clusterfunk.sim.raft_storage import SimStorage
 
@@ -22,7 +24,6 @@ PAR = RaftConfig(election_timeout=1.0, heartbeat_interval=0.1, parallel_leader_w
 def elect(net, sid: str = "n1") -> None:
     net.timeout(sid)
     net.deliver_all()
-    net.advance(0.05)  # the leader's immediate tick: syncs and counts its no-op
     assert net[sid].role == "leader"
     net.deliver_all()
 
@@ -30,21 +31,21 @@ def elect(net, sid: str = "n1") -> None:
 def test_append_entries_leave_before_the_leaders_own_sync(make_net):
     net = make_net(["n1", "n2", "n3"], config=PAR)
     elect(net)
+    net.manual.add("n1")
     leader = net["n1"]
     syncs = net.storages["n1"].syncs
     idx, _ = net.call("n1", lambda c, now: c.propose(now, kv.encode_put("k", "v")))
     sent = [m for d, _s, m in net.queue if isinstance(m, AppendEntries)]
     assert {d for d, _s, m in net.queue if isinstance(m, AppendEntries)} == {"n2", "n3"}
     assert sent and net.storages["n1"].syncs == syncs  # sent, not yet synced here
-    assert leader.next_deadline() <= net.now  # the sync is due at once
-    # One follower acknowledges; the leader has not synced: no majority yet.
+    assert net.inflight["n1"]  # the batch is with the persister
+    # One follower acknowledges; the leader's write is not durable: no majority yet.
     net.isolate("n3")
     net.deliver_all()
     assert leader.commit_index < idx
-    net.tick("n1")  # the leader's own sync: now n1 + n2 are a majority
+    net.complete("n1")  # the leader's own sync: now n1 + n2 are a majority
     assert net.storages["n1"].syncs == syncs + 1
     assert leader.commit_index >= idx
-    assert leader.next_deadline() > net.now
 
 
 def test_two_followers_commit_without_the_leaders_sync(make_net):
@@ -58,11 +59,13 @@ def test_two_followers_commit_without_the_leaders_sync(make_net):
 def test_single_voter_commits_after_its_own_sync(make_net):
     net = make_net(["n1"], config=PAR)
     net.timeout("n1")
-    net.advance(0.05)
     assert net["n1"].role == "leader"
+    net.manual.add("n1")
     idx, _ = net.call("n1", lambda c, now: c.propose(now, kv.encode_put("k", "v")))
     assert net["n1"].commit_index < idx
-    net.tick("n1")
+    net.advance(1.0)  # time alone commits nothing
+    assert net["n1"].commit_index < idx
+    net.complete("n1")
     assert net["n1"].commit_index >= idx and net["n1"].last_applied >= idx
 
 
@@ -113,23 +116,24 @@ def test_leader_crash_before_its_own_sync_loses_nothing_committed(make_net, seed
 
 
 def test_a_deposed_leader_syncs_its_own_entries_before_answering_as_follower(make_net):
-    """A leader that stops leading in the same term (here: it commits its own
-    removal) while its newest entries are still un-synced must sync them before any
-    message of the step leaves: as a follower it could otherwise acknowledge them
-    to the next leader from volatile memory."""
-    disks: dict[str, SimDisk] = {}
-
-    def factory() -> SimStorage:
-        d = SimDisk()
-        disks[f"n{len(disks) + 1}"] = d
-        return SimStorage(d)
-
-    net = make_net(["n1", "n2", "n3"], config=PAR, storage_factory=factory)
+    """A leader deposed while its newest entries are not durable yet (written in
+    parallel) must not answer as a follower before they are: it could otherwise
+    acknowledge them to the next leader from volatile memory."""
+    net = make_net(["n1", "n2", "n3"], config=PAR)
     elect(net)
-    net.call("n1", lambda c, now: c.remove_server(now, "n1"))  # synced: a config entry
+    net.manual.add("n1")
+    c = net["n1"]
+    t = c.term
     late, _ = net.call("n1", lambda c, now: c.propose(now, kv.encode_put("late", "x")))
-    assert ("raft", "e", late) in dict(disks["n1"]._journal)  # not synced yet
-    net.deliver_all()  # the followers' answers commit the removal: n1 steps down
-    assert net["n1"].role != "leader"
-    unsynced = [k for k, _v in disks["n1"]._journal if k[:2] == ("raft", "e")]
-    assert unsynced == [], f"a deposed leader holds un-synced entries {unsynced}"
+    assert net.inflight["n1"] and c.role == "leader"
+    net.queue.clear()  # its AppendEntries are lost
+    # n2 leads term t+1 and asks n1 whether it holds `late` (as a follower it does)
+    net.call("n1", lambda c, now: c.on_message(
+        now, "n2:8300", AppendEntries.make(t + 1, "n2", late, t, (), 0), True))
+    assert c.role == "follower" and c.term == t + 1
+    assert not [m for d, s, m in net.queue if s == "n1:8300"], "no answer before the sync"
+    (_wait, held_sends), = net.held["n1"]
+    assert held_sends[0].msg == AppendEntriesResponse(t + 1, "n1", True, late)
+    net.complete("n1")
+    answers = [m for d, s, m in net.queue if s == "n1:8300"]
+    assert answers == [AppendEntriesResponse(t + 1, "n1", True, late)]

@@ -60,7 +60,8 @@ def test_5_3_batching_one_append_per_follower_per_step(make_net):
     net = make_net(["n1", "n2", "n3"])
     net.elect("n1")
     net.advance(0.2)
-    net.call("n1", lambda c, now: [c.propose(now, b"x%d" % i) for i in range(50)])
+    # one input (a batch proposal) is one step
+    net.call("n1", lambda c, now: c.propose_many(now, [b"x%d" % i for i in range(50)]))
     batch = [m for d, s, m in net.queue if isinstance(m, AppendEntries)]
     assert len(batch) == 2 and all(len(m.entries) == 50 for m in batch)
     net.deliver_all()
@@ -73,7 +74,7 @@ def test_5_3_pipelining_is_bounded_by_the_inflight_window(make_net):
     net = make_net(["n1", "n2", "n3"], config=cfg)
     net.elect("n1")
     net.advance(0.2)
-    net.call("n1", lambda c, now: [c.propose(now, b"x%d" % i) for i in range(20)])
+    net.call("n1", lambda c, now: c.propose_many(now, [b"x%d" % i for i in range(20)]))
     to_n2 = [m for d, s, m in net.queue if d == "n2" and isinstance(m, AppendEntries)]
     assert len(to_n2) == 3  # the window, not 10 messages
     assert [len(m.entries) for m in to_n2] == [2, 2, 2]

@@ -18,7 +18,7 @@ def test_5_4_1_election_restriction_denies_votes_to_stale_logs(make_net):
     net.deliver_all()
     assert net["s1"].role != "leader"
     net["s2"].on_message(net.now, "s1:8300", RequestVote(5, "s1", 3, 2), True)
-    out = net["s2"].drain()
+    out = net.take("s2")
     assert out.sends[0].msg.granted is False
     net.elect("s2")  # the most up-to-date log wins
     assert net.log_terms("s1")[:4] == [1, 1, 2, 2]

@@ -20,7 +20,7 @@ from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader
 from clusterfunk.raft.events import Applied
 from clusterfunk.sim.netmodel import LinkConfig
-from clusterfunk.sim.raft_storage import SimStorage
+from clusterfunk.sim.raft_storage import SimPersister, SimStorage
 from clusterfunk.sim.simulation import Simulation
 from clusterfunk.trace import Tracer
 
@@ -37,8 +37,9 @@ def run(seed: int, out=None, duration: float = 12.0):
     pending: dict[tuple[int, int], tuple[str, str]] = {}
 
     def factory(host):
-        core = RaftCore(host.name, SimStorage(host.disk), kv.KVStore(), host.rng, CFG, boot)
-        d = host.driver(core, 8300)
+        store = SimStorage(host.disk)
+        core = RaftCore(host.name, store, kv.KVStore(), host.rng, CFG, boot)
+        d = host.driver(core, 8300, persister=SimPersister.for_host(host, store))
 
         def on_event(ev):
             if isinstance(ev, Applied) and (ev.index, ev.term) in pending and \
