@@ -256,7 +256,7 @@ class GossipCore:
         while timers and timers[0][0] <= now:
             _t, _s, kind, key = heapq.heappop(timers)
             if kind == _SUSPICION:
-                self._suspicion_timeout(now, key)
+                self._suspicion_timer(now, key)
             elif kind == _PROBE:
                 self._probe_round(now)
             elif kind == _PROBE_TIMEOUT:
@@ -623,6 +623,22 @@ class GossipCore:
         self._out.emit("gossip.refute", incarnation=self.incarnation)
         self._queue_update(self.name, Alive(self.incarnation, self.name, self.addr, me.tags), None)
 
+    def _claim_about_us(self, now: float, incarnation: int, src: str) -> None:
+        """Rule (SWIM refutation, for stale claims as memberlist: no new incarnation;
+        the direct answer is ours): a suspicion, death or leave claimed about us at
+        our incarnation or above is refuted (:meth:`_refute`). A claim below it is
+        one we have refuted already: refuting it again would raise our incarnation
+        once per stale copy still in flight. Its sender evidently missed the
+        refutation (or still announces an old suspicion, see
+        :meth:`_refresh_suspicion`), so it gets our current Alive, directly."""
+        if incarnation >= self.incarnation:
+            self._refute(now, incarnation)
+            return
+        self.stats["stale"] += 1
+        if _valid_addr(src) and src != self.addr:
+            me = self.table.by_name[self.name]
+            self._send(src, Alive(self.incarnation, self.name, self.addr, me.tags))
+
     def _bump_self(self, now: float) -> None:
         self.incarnation += 1
         me = self.table.by_name[self.name]
@@ -691,17 +707,20 @@ class GossipCore:
         elif changed or old_status == SUSPECT:
             self._out.events.append(MemberUpdated(rec.snapshot()))
 
-    def _accused(self, now: float, msg: Suspect | Dead, refute: bool) -> MemberRecord | None:
+    def _accused(
+        self, now: float, msg: Suspect | Dead, refute: bool, src: str = ""
+    ) -> MemberRecord | None:
         """The screening shared by suspicion and death claims: drop (and count) a claim
         with an impossible incarnation, about an unknown member, or older than what we
         know (or about a member already dead or gone); a claim about ourselves is
-        refuted when ``refute``. Returns the member record to act on, else None."""
+        answered when ``refute`` (:meth:`_claim_about_us`). Returns the member record
+        to act on, else None."""
         if not _refutable(msg.incarnation):
             self.stats["invalid"] += 1
             return None
         if msg.node == self.name:
             if refute:
-                self._refute(now, msg.incarnation)
+                self._claim_about_us(now, msg.incarnation, src)
             return None
         rec = self.table.get(msg.node)
         if rec is None:
@@ -720,13 +739,13 @@ class GossipCore:
         suspicions from other members confirm it and shorten the timer. A suspicion
         about ourselves is refuted."""
         name = msg.node
-        rec = self._accused(now, msg, refute=msg.incarnation >= self.incarnation)
+        rec = self._accused(now, msg, refute=True, src=src)
         if rec is None:
             return
         if rec.status == SUSPECT and msg.incarnation == rec.incarnation:
             s = self._suspicions.get(name)
             if s is not None and s.confirm(msg.accuser):
-                self._at(s.deadline, _SUSPICION, name)
+                self._at(s.next_wake(), _SUSPICION, name)
                 self._queue_update(name, msg, raw)
             return
         rec.incarnation = msg.incarnation
@@ -738,32 +757,59 @@ class GossipCore:
         tmax = su.suspicion_max_timeout(cfg.suspicion_max_timeout_mult, tmin)
         s = su.Suspicion(now, msg.incarnation, msg.accuser, k, tmin, tmax)
         self._suspicions[name] = s
-        self._at(s.deadline, _SUSPICION, name)
+        self._at(s.next_wake(), _SUSPICION, name)
         self._trace_member(rec)
         self._queue_update(name, msg, raw)
         self._out.events.append(MemberSuspect(rec.snapshot()))
 
-    def _suspicion_timeout(self, now: float, name: str) -> None:
-        """Rule (SWIM confirm): an unrefuted suspicion whose (shrinking) timeout has
-        passed makes the member dead."""
+    def _suspicion_timer(self, now: float, name: str) -> None:
+        """A suspicion's timer: the member dies at the deadline (:meth:`_suspicion_timeout`);
+        before that, the suspicion is announced again at its refresh points
+        (:meth:`_refresh_suspicion`). Wake-ups left behind by a moved deadline do
+        nothing."""
         s = self._suspicions.get(name)
-        if s is None or now < s.deadline:
+        if s is None:
             return
         rec = self.table.get(name)
         if rec is None or rec.status != SUSPECT or rec.incarnation != s.incarnation:
             self._suspicions.pop(name, None)
             return
-        self._dead_node(now, Dead(rec.incarnation, name, self.name), None)
+        if now >= s.deadline:
+            self._suspicion_timeout(now, rec)
+            return
+        due = s.next_refresh()
+        if due is not None and now >= due:
+            s.last_call = now
+            self._refresh_suspicion(now, rec, s)
+            self._at(s.next_wake(), _SUSPICION, name)
+
+    def _suspicion_timeout(self, now: float, rec: MemberRecord) -> None:
+        """Rule (SWIM confirm): an unrefuted suspicion whose (shrinking) timeout has
+        passed makes the member dead."""
+        self._dead_node(now, Dead(rec.incarnation, rec.name, self.name), None)
+
+    def _refresh_suspicion(self, now: float, rec: MemberRecord, s: su.Suspicion) -> None:
+        """Rule (ours, suspicion refresh; see :mod:`.suspicion`): a pending suspicion
+        is queued for dissemination again, unchanged (same incarnation, same
+        accuser, so it counts as no new confirmation anywhere), at each refresh
+        point, the last one a min timeout before the deadline. Its first
+        announcement may have been spent on one side of a partition that has healed
+        since; the suspect then hears of it in time to refute instead of being
+        declared dead."""
+        self._queue_update(rec.name, Suspect(s.incarnation, rec.name, s.accuser), None)
+        # Buddy system: the suspect is the one member that must hear it; it goes
+        # first in a gossip packet sent to it now (one of its transmissions).
+        self._gossip_to(rec.addr)
 
     def _on_dead(self, now: float, src: str, msg: Dead, raw: bytes | None, stream: bool) -> None:
-        self._dead_node(now, msg, raw)
+        self._dead_node(now, msg, raw, src)
 
-    def _dead_node(self, now: float, msg: Dead, raw: bytes | None) -> None:
+    def _dead_node(self, now: float, msg: Dead, raw: bytes | None, src: str = "") -> None:
         """Rule (SWIM confirm, memberlist deadNode): a member declared dead at its
         current (or a newer) incarnation is failed; a claim that we are dead is
         refuted."""
         name = msg.node
-        rec = self._accused(now, msg, refute=not self.leaving)
+        rec = self._accused(now, msg, refute=not self.leaving, src=src)
         if rec is None:
             return
         rec.incarnation = msg.incarnation
@@ -774,9 +820,9 @@ class GossipCore:
         self._out.events.append(MemberFailed(rec.snapshot()))
 
     def _on_leave(self, now: float, src: str, msg: Leave, raw: bytes | None, stream: bool) -> None:
-        self._leave_node(now, msg, raw)
+        self._leave_node(now, msg, raw, src)
 
-    def _leave_node(self, now: float, msg: Leave, raw: bytes | None) -> None:
+    def _leave_node(self, now: float, msg: Leave, raw: bytes | None, src: str = "") -> None:
         """Rule (Serf leave intent): a graceful leave at the member's current (or a
         newer) incarnation marks it left -- not failed -- and keeps a tombstone until
         ``tombstone_timeout``. A leave claimed for us while we are not leaving is
@@ -788,7 +834,7 @@ class GossipCore:
         self.member_clock.witness(msg.ltime)
         if name == self.name:
             if not self.leaving:
-                self._refute(now, msg.incarnation)
+                self._claim_about_us(now, msg.incarnation, src)
             return
         rec = self.table.get(name)
         if rec is None:
@@ -835,15 +881,17 @@ class GossipCore:
         targets = self.table.random_members(
             self.rng, self.config.gossip_nodes, self._gossip_accept(now)
         )
+        for rec in targets:
+            self._gossip_to(rec.addr)
+
+    def _gossip_to(self, addr: str) -> None:
+        """One gossip packet to ``addr``: as many pending broadcasts as fit, the least
+        transmitted first (nothing is sent if there are none)."""
         cfg = self.config
         budget = cfg.udp_buffer_size - cfg.packet_overhead - _COMPOUND_OVERHEAD
-        n = self._n()
-        peers = self.table.live_count - 1
-        for rec in targets:
-            parts = bq.get(budget, n, rec.addr, peers)
-            if not parts:
-                continue
-            self._out.sends.append(_send(rec.addr, Compound(tuple(parts))))
+        parts = self.broadcasts.get(budget, self._n(), addr, self.table.live_count - 1)
+        if parts:
+            self._out.sends.append(_send(addr, Compound(tuple(parts))))
 
     # ---------------------------------------------------------- anti-entropy
 

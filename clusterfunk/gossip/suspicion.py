@@ -7,6 +7,15 @@ independent confirmations (suspect messages from other members) arrive:
 
 where ``k`` is the number of confirmations expected. All formulas are pure
 functions; :class:`Suspicion` holds one member's timer state.
+
+Suspicion refresh (ours): a suspicion is announced when it starts, and that
+announcement is spent after ``retransmit_limit`` transmissions. If the group was
+split at the time (the suspect on the other side of a partition), nobody who can
+reach the suspect ever heard of it, and the timer runs out after the partition
+has healed: a false death. So every holder re-announces a pending suspicion at
+the refresh points ``deadline - j x min`` (j >= 1, after the start): the last
+one comes one min timeout before the member is declared dead, which is the time
+the suspect then has to hear of it and refute.
 """
 
 from __future__ import annotations
@@ -51,10 +60,21 @@ class Suspicion:
 
     Invariants: ``start`` is fixed; ``confirmers`` never contains the same member
     twice (the first accuser is in it but does not count as a confirmation); the
-    deadline only moves earlier, never below ``start + min_timeout``.
+    deadline only moves earlier, never below ``start + min_timeout``;
+    ``start <= last_call``, and ``last_call`` only moves forward.
     """
 
-    __slots__ = ("confirmers", "incarnation", "k", "max_timeout", "min_timeout", "n", "start")
+    __slots__ = (
+        "accuser",
+        "confirmers",
+        "incarnation",
+        "k",
+        "last_call",
+        "max_timeout",
+        "min_timeout",
+        "n",
+        "start",
+    )
 
     def __init__(
         self,
@@ -67,6 +87,8 @@ class Suspicion:
     ) -> None:
         self.start = start
         self.incarnation = incarnation
+        self.accuser = accuser
+        self.last_call = start  # when it was last announced (see next_refresh)
         self.k = k
         self.min_timeout = min_timeout
         self.max_timeout = max_timeout
@@ -86,3 +108,24 @@ class Suspicion:
     def deadline(self) -> float:
         """Local time at which the member is declared dead if nobody refutes."""
         return self.start + remaining_timeout(self.n, self.k, self.min_timeout, self.max_timeout)
+
+    def next_refresh(self) -> float | None:
+        """Rule (ours, suspicion refresh): the next time this suspicion is announced
+        again: the earliest point ``deadline - j x min_timeout`` (j >= 1) after the
+        last announcement, or None when the next thing due is the deadline. The
+        points follow the deadline when confirmations move it."""
+        d = self.deadline
+        m = self.min_timeout
+        after = self.last_call + 1e-9
+        if d - m <= after:
+            return None
+        j = max(1, math.ceil((d - after) / m) - 1)  # the largest j with d - j*m > after
+        while j > 1 and d - j * m <= after:
+            j -= 1
+        return d - j * m
+
+    def next_wake(self) -> float:
+        """When the holder must look at this suspicion again: the next refresh point
+        or the deadline, whichever comes first."""
+        r = self.next_refresh()
+        return self.deadline if r is None else r
