@@ -217,7 +217,8 @@ def test_step_down_and_remove_through_a_follower(cluster):
     st = ctl_json(nodes[0].management, "status")
     old_leader, old_map = st["leader"], st["map_index"]
     follower = next(n for n in nodes if n.id != old_leader)
-    code, out, err = ctl(follower.management, "step-down", "--json", token=TOKEN)
+    code, out, err = ctl(follower.management, "step-down", "--json", "--timeout", "10",
+                         token=TOKEN)
     assert code == 0, err
     assert json.loads(out)["node"] == old_leader  # forwarded to the leader
     for n in nodes:  # a new leader, and the map recommitted in its term
