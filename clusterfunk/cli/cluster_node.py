@@ -73,8 +73,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("bind_host", "str", "127.0.0.1", "address to bind"),
     Option("advertise_host", "str", None, "address others reach us at (default: bind host)"),
     Option("join", "list", [], "gossip seed to join through: an address, a DNS name "
-           "(resolved to all its addresses) or 'mdns' (zeroconf on the LAN) (repeatable; "
-           "env: comma-separated); none: bootstrap", metavar="HOST:PORT"),
+           "(resolved to all its addresses), srv:NAME (DNS SRV records) or 'mdns' "
+           "(zeroconf on the LAN) (repeatable; env: comma-separated); none: bootstrap",
+           metavar="HOST:PORT"),
     Option("data_dir", "str", None, "directory for the Raft SQLite database (required "
            "unless --in-memory)"),
     Option("in_memory", "bool", False, "keep the Raft log in memory only (tests, demos): "
@@ -92,6 +93,8 @@ OPTIONS: tuple[Option, ...] = (
            env="CLUSTERFUNK_TOKEN", secret=True),
     Option("endpoint", "dict", {}, "publish a user endpoint (repeatable; TOML: an "
            "[endpoint] table; env: comma-separated)", metavar="NAME=HOST:PORT"),
+    Option("dns_server", "str", None, "DNS server for srv: seeds, HOST:PORT (default: "
+           "the system's resolvers)", metavar="HOST:PORT"),
     Option("mdns", "bool", False, "announce this node by zeroconf/mDNS on the LAN "
            "(service _clusterfunk._tcp; --join mdns finds seeds that way)"),
     Option("mdns_interface", "str", None, "IPv4 address of the interface mDNS uses "
@@ -208,6 +211,16 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
     if not cfg["id"]:
         raise ConfigError("the node id is required: --id, $CLUSTERFUNK_ID or id in the "
                           "config file")
+    if cfg["dns_server"]:
+        from clusterfunk.runtime.api import split_address
+
+        try:
+            host, _port = split_address(cfg["dns_server"])
+        except ValueError as exc:
+            raise ConfigError(f"dns_server: {exc}") from None
+        if not _is_ip(host):
+            raise ConfigError(f"dns_server must be an IP address and port, not "
+                              f"{cfg['dns_server']!r}")
     if cfg["data_dir"] and cfg["in_memory"]:
         raise ConfigError("--data-dir and --in-memory exclude each other")
     if not cfg["data_dir"] and not cfg["in_memory"]:
@@ -387,6 +400,42 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _srv_lookup(name: str, server: str | None) -> list[str]:
+    """SRV records of ``name`` -> ``host:port`` seeds, by priority then weight (higher
+    first); targets resolved to their A/AAAA addresses. Blocking (run in a thread)."""
+    import dns.exception
+    import dns.resolver
+
+    from clusterfunk.runtime.api import split_address
+    from clusterfunk.runtime.net import format_address
+
+    resolver = dns.resolver.Resolver(configure=server is None)
+    if server is not None:
+        host, port = split_address(server)
+        resolver.nameservers = [host]
+        resolver.port = port
+    resolver.lifetime = 5.0
+    try:
+        answer = resolver.resolve(name, "SRV")
+    except dns.exception.DNSException as exc:
+        raise OSError(str(exc) or type(exc).__name__) from None
+    records = sorted(answer, key=lambda r: (r.priority, -r.weight, str(r.target)))
+    out: list[str] = []
+    for r in records:
+        target = str(r.target).rstrip(".")
+        addrs: list[str] = []
+        if _is_ip(target):
+            addrs = [target]
+        else:
+            for rdtype in ("A", "AAAA"):
+                try:
+                    addrs += sorted(str(a) for a in resolver.resolve(target, rdtype))
+                except dns.exception.DNSException:
+                    continue
+        out += [format_address(a, int(r.port)) for a in addrs]
+    return out
+
+
 async def _mdns_seeds(self_id: str | None, interfaces: list[str] | None) -> list[str]:
     from clusterfunk.management.discovery import browse
 
@@ -395,14 +444,16 @@ async def _mdns_seeds(self_id: str | None, interfaces: list[str] | None) -> list
 
 
 async def resolve_seeds(seeds: list[str], self_id: str | None = None,
-                        mdns_interfaces: list[str] | None = None) -> list[str]:
+                        mdns_interfaces: list[str] | None = None,
+                        dns_server: str | None = None) -> list[str]:
     """The seed addresses to join through: DNS names (A/AAAA, e.g. from /etc/hosts)
     resolved to every address they have. A seed that does not resolve is logged and
     skipped; while none resolves, resolution is retried with exponential backoff
     (0.5 s doubling to 30 s), logging each failure: a node given seeds never falls
     back to bootstrapping a cluster of its own. The seed ``mdns`` stands for the gossip
-    addresses of the other nodes announced by zeroconf. A malformed seed raises
-    StartError."""
+    addresses of the other nodes announced by zeroconf; ``srv:NAME`` for the targets
+    of NAME's SRV records (asked of ``dns_server``, default the system's resolvers).
+    A malformed seed raises StartError."""
     delay = RESOLVE_RETRY
     while True:
         out: list[str] = []
@@ -412,6 +463,13 @@ async def resolve_seeds(seeds: list[str], self_id: str | None = None,
                     addrs = await _mdns_seeds(self_id, mdns_interfaces)
                     if not addrs:
                         log.warning("no other node announced by mDNS yet")
+                        continue
+                elif seed.startswith("srv:"):
+                    if not seed[4:]:
+                        raise ValueError("srv: needs a name (srv:_gossip._udp.example.org)")
+                    addrs = await trio.to_thread.run_sync(_srv_lookup, seed[4:], dns_server)
+                    if not addrs:
+                        log.warning("seed %s: no SRV target resolves", seed)
                         continue
                 else:
                     addrs = await _resolve_one(seed)
@@ -445,7 +503,7 @@ async def serve(cfg: dict[str, Any]) -> None:
             out = files.enter_context(open(cfg["trace"], "w", encoding="utf-8", newline="\n"))
             tracer = Tracer(time.time, out)
         mdns_if = [cfg["mdns_interface"]] if cfg["mdns_interface"] else None
-        seeds = await resolve_seeds(cfg["join"], cfg["id"], mdns_if)
+        seeds = await resolve_seeds(cfg["join"], cfg["id"], mdns_if, cfg["dns_server"])
         async with contextlib.AsyncExitStack() as stack:
             try:
                 cluster = await stack.enter_async_context(Cluster(

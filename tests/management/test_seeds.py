@@ -88,3 +88,50 @@ def test_a_node_joins_through_a_hosts_file_name():
         for n in (a, b):
             if n is not None:
                 n.stop()
+
+
+async def _fake_dns(sock: trio.socket.SocketType, zone: dict) -> None:
+    """Answers queries from ``zone``: {(name, type): [rdata text, ...]}; else NXDOMAIN."""
+    import dns.message
+    import dns.rcode
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+
+    while True:
+        data, peer = await sock.recvfrom(4096)
+        q = dns.message.from_wire(data)
+        r = dns.message.make_response(q)
+        question = q.question[0]
+        key = (question.name.to_text(), dns.rdatatype.to_text(question.rdtype))
+        if key in zone:
+            r.answer.append(dns.rrset.from_text_list(
+                question.name, 60, dns.rdataclass.IN, question.rdtype, zone[key]))
+        else:
+            r.set_rcode(dns.rcode.NXDOMAIN)
+        await sock.sendto(r.to_wire(), peer)
+
+
+async def test_srv_seeds_follow_priority_and_weight():
+    zone = {
+        ("_gossip._udp.cf.test.", "SRV"): ["20 0 7000 backup.cf.test.",
+                                           "10 5 7001 n1.cf.test.", "10 50 7002 n2.cf.test."],
+        ("n1.cf.test.", "A"): ["127.0.0.11"],
+        ("n2.cf.test.", "A"): ["127.0.0.12", "127.0.0.13"],
+        ("backup.cf.test.", "A"): ["127.0.0.14"],
+    }
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    server = f"127.0.0.1:{sock.getsockname()[1]}"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_fake_dns, sock, zone)
+        with trio.fail_after(10):
+            out = await resolve_seeds(["srv:_gossip._udp.cf.test"], dns_server=server)
+            assert out == ["127.0.0.12:7002", "127.0.0.13:7002", "127.0.0.11:7001",
+                           "127.0.0.14:7000"]
+            # an unknown name is skipped like an unresolvable DNS name
+            out = await resolve_seeds(["srv:_nothing._udp.cf.test", "127.0.0.1:1"],
+                                      dns_server=server)
+            assert out == ["127.0.0.1:1"]
+        nursery.cancel_scope.cancel()
+    sock.close()
