@@ -44,7 +44,7 @@ def records(draw: Any) -> Any:
     return rec
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(records())
 def test_fast_path_agrees_with_the_full_check(rec: Any) -> None:
     assert (problem(rec) is None) == (_problem(rec) is None), (problem(rec), _problem(rec))

@@ -38,7 +38,8 @@ def chromium(tmp: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
     cmd = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp / 'profile'}",
+        "--no-first-run", "--disable-extensions", "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp / 'profile'}",
         "--virtual-time-budget=10000", *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
