@@ -172,7 +172,7 @@ async def test_apply_times_out_without_a_quorum():
                 await cluster.stop(n.server_id)
         with pytest.raises(Timeout):
             await lead.apply(kv.encode_put("k", "v"), timeout=0.1)
-        assert not lead._pending  # the timed-out waiter is forgotten
+        assert not lead.server.requests.proposals  # the timed-out waiter is forgotten
 
 
 async def test_events_queue_is_unbounded_and_ordered():
@@ -244,12 +244,12 @@ async def test_events_plain_async_for_and_unsubscribe():
             async for ev in stream:  # the election of the only voter
                 if isinstance(ev, rev.LeaderChanged) and ev.leader_id == "solo":
                     break
-        assert len(node._subscribers) == 1
+        assert len(node._events) == 1
         del stream, ev
         gc.collect()
         # a dropped stream is unsubscribed at the next event
         await node.add_nonvoter("ghost", "127.0.0.1:9", timeout=2)
-        assert node._subscribers == []
+        assert len(node._events) == 0
         async with node.events() as events:
-            assert len(node._subscribers) == 1
-        assert node._subscribers == [] and events is not None
+            assert len(node._events) == 1
+        assert len(node._events) == 0 and events is not None
