@@ -46,6 +46,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -233,7 +234,7 @@ class CoordinatorCore:
         raft: RaftView | None,
         gossip: MembershipView,
         sm: ClusterStateMachine,
-        weights: int | list[int] | list[float] = 10_000,
+        weights: int | Sequence[int] | Sequence[float] = 10_000,
         config: CoordinatorConfig | None = None,
     ) -> None:
         self.id = node_id
