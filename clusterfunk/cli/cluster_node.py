@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -368,6 +369,9 @@ def _management_ssl_context(cfg: dict[str, Any]) -> Any:
     return None
 
 
+#: a node not yet in the map logs a warning after this long, then at doubling intervals
+JOIN_WARN_AFTER = 10.0
+JOIN_WARN_MAX = 300.0
 #: seed name resolution: first retry after this many seconds, doubling up to the max
 RESOLVE_RETRY = 0.5
 RESOLVE_RETRY_MAX = 30.0
@@ -581,7 +585,22 @@ async def _serve_events(cluster: Any, management: str) -> None:
                     return
 
             nursery.start_soon(stop_on_signal)
-            async for state, role in events:
+            started = trio.current_time()
+            warn_after = JOIN_WARN_AFTER
+            while True:
+                # a node that is not in the map yet says so in the log now and then
+                waiting = cluster.state() in ("starting", "joining")
+                with trio.move_on_after(warn_after if waiting else math.inf) as scope:
+                    try:
+                        state, role = await events.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                if scope.cancelled_caught:
+                    log.warning("not in the cluster's shard map after %.0f s (state %s, "
+                                "leader %s); still trying", trio.current_time() - started,
+                                cluster.state(), cluster.leader())
+                    warn_after = min(2 * warn_after, JOIN_WARN_MAX)
+                    continue
                 _print(cluster, state, role, management)
                 now = (state, role, cluster.leader())
                 if now != last:

@@ -8,6 +8,7 @@ isolating this step (the unit tests do)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import signal
 import socket
@@ -135,3 +136,38 @@ async def test_srv_seeds_follow_priority_and_weight():
             assert out == ["127.0.0.1:1"]
         nursery.cancel_scope.cancel()
     sock.close()
+
+
+async def test_a_node_that_does_not_get_in_says_so_in_the_log(caplog, capsys, autojump_clock):
+    class Waiting:  # a node that never leaves "joining"
+        node_id = "b"
+        addresses: dict[str, str] = {}
+
+        def state(self) -> str:
+            return "joining"
+
+        def role(self) -> str:
+            return "nonvoter"
+
+        def leader(self) -> None:
+            return None
+
+        def nodes(self) -> list[str]:
+            return []
+
+        def events(self):
+            class Never:
+                async def receive(self):
+                    await trio.sleep_forever()
+
+            return Never()
+
+    caplog.set_level(logging.WARNING, "clusterfunk.node")
+    with pytest.raises(trio.TooSlowError), trio.fail_after(40):  # virtual time
+        await cluster_node._serve_events(Waiting(), "127.0.0.1:1")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [  # after 10 s, then 20 s later
+        "not in the cluster's shard map after 10 s (state joining, leader None); still trying",
+        "not in the cluster's shard map after 30 s (state joining, leader None); still trying",
+    ]
+    assert json.loads(capsys.readouterr().out)["state"] == "joining"
