@@ -362,11 +362,15 @@ class StartError(Exception):
     """The node cannot start (a port in use, ...): one line for the user."""
 
 
-def _management_ssl_context(cfg: dict[str, Any]) -> Any:
-    """The management server's TLS context. TLS (issue 11) plugs in here: with a
-    certificate directory, a server context that requires client certificates of the
-    cluster CA. Today: None (plain HTTP)."""
-    return None
+def _management_tls(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """The management server's TLS contexts: (server, client for forwarding writes).
+    TLS (issue 11) plugs in here: with a certificate directory ``d``,
+    ``tls = clusterfunk.runtime.tls.load_tls_dir(d, cfg["id"])`` and return
+    ``(tls.server_context, tls.client_context)`` -- the server context requires client
+    certificates of the cluster CA, so every request is authenticated by the
+    handshake (tested with ``clusterfunk certs`` files in tests/management/test_ctl.py).
+    Today: ``(None, None)``, plain HTTP."""
+    return None, None
 
 
 #: a node not yet in the map logs a warning after this long, then at doubling intervals
@@ -520,10 +524,11 @@ async def serve(cfg: dict[str, Any]) -> None:
             except (ValueError, OSError, ClusterError) as exc:
                 raise StartError(f"cannot start the node: {exc}") from None
             managed = ClusterManaged(cluster)
+            server_ctx, forward_ctx = _management_tls(cfg)
             try:
                 server = await stack.enter_async_context(open_management_server(
                     managed, bind, token=cfg["management_token"],
-                    ssl_context=_management_ssl_context(cfg)))
+                    ssl_context=server_ctx, forward_ssl_context=forward_ctx))
             except OSError as exc:
                 raise StartError(f"cannot serve the management API on {bind}: "
                                  f"{exc.strerror or exc}") from None
@@ -540,7 +545,7 @@ async def _run(cluster: Any, cfg: dict[str, Any], managed: Any, management: str)
     log.info("node %s: gossip %s, raft %s, coord %s, management %s", cluster.node_id,
              cluster.addresses.get("gossip"), cluster.addresses.get("raft"),
              cluster.addresses.get("coord"), management)
-    if not cfg["management_token"] and _management_ssl_context(cfg) is None:
+    if not cfg["management_token"] and _management_tls(cfg)[0] is None:
         log.warning("management writes are disabled: no management token "
                     "(--management-token or $CLUSTERFUNK_TOKEN)")
     async with contextlib.AsyncExitStack() as stack:

@@ -170,3 +170,30 @@ async def test_tls_dir_talks_https_with_a_client_certificate(capsys, fake, tmp_p
     code, _, err = await ctl(capsys, "--node", "127.0.0.1:1", "--tls-dir", str(tmp_path),
                              "status")
     assert code == 2 and "client-key.pem does not exist" in err
+
+
+async def test_ctl_and_forwarding_with_the_projects_own_certificates(capsys, tmp_path):
+    """`clusterfunk certs` files: ctl --tls-dir talks to a follower's HTTPS server,
+    which forwards the write to the leader over HTTPS with its node certificate."""
+    from clusterfunk.management.server import open_management_server
+    from clusterfunk.runtime.tls import load_tls_dir
+    from clusterfunk.security.certs import write_certs
+    from tests.management.fake import FakeNode
+
+    write_certs(tmp_path, ["a", "b"])
+    tls_a, tls_b = load_tls_dir(tmp_path, "a"), load_tls_dir(tmp_path, "b")
+    leader, follower = FakeNode("a", leader="a"), FakeNode("b", leader="a")
+    async with open_management_server(leader, "127.0.0.1:0", token=None,
+                                      ssl_context=tls_a.server_context) as sa, \
+            open_management_server(follower, "127.0.0.1:0", token=None,
+                                   ssl_context=tls_b.server_context,
+                                   forward_ssl_context=tls_b.client_context) as sb:
+        follower.management = {"a": sa.address}
+        code, out, err = await ctl(capsys, "--node", sb.address, "--tls-dir", str(tmp_path),
+                                   "voters", "2")
+        assert (code, err) == (0, ""), err
+        assert out == "target voters set to 2 (by leader a)\n"
+        code, out, _ = await ctl(capsys, "--node", sb.address, "--tls-dir", str(tmp_path),
+                                 "status", "--json")
+        assert code == 0 and json.loads(out)["node"] == "b"
+    assert leader.calls == [("set_voters", 2)] and follower.calls == []
