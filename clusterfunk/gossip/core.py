@@ -24,7 +24,8 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -441,6 +442,44 @@ class GossipCore:
         ``handler(now, query)`` returns response bytes, or None for no response."""
         self.serf.internal_handlers[name] = handler
 
+    # ------------------------------------------------------ the Serf port
+
+    # GossipCore implements :class:`clusterfunk.gossip.serf.SwimPort`: the Serf layer
+    # uses these and nothing else of the core.
+
+    def alive_members(self) -> list[tuple[str, str]]:
+        """``(name, addr)`` of every member held alive, in table order."""
+        by_name = self.table.by_name
+        return [(n, by_name[n].addr) for n in self.table.names if by_name[n].status == ALIVE]
+
+    def local_tags(self) -> Mapping[str, str]:
+        """Our own tags (a read-only view)."""
+        return MappingProxyType(self.table.by_name[self.name].tags)
+
+    def schedule(self, at: float, what: tuple[Any, ...]) -> None:
+        """A Serf timer: :meth:`Serf.on_timer` gets ``what`` at local time ``at``."""
+        self._at(at, _SERF, what)
+
+    def send(self, dest: str, msg: Any, stream: bool = False) -> None:
+        """A message of the Serf layer: a datagram (with piggybacked gossip, see
+        :meth:`_send`) or a frame on the stream channel."""
+        if stream:
+            self._out.send(dest, msg, stream=True)
+        else:
+            self._send(dest, msg)
+
+    def broadcast(self, key: str, data: bytes) -> None:
+        """Queue encoded ``data`` for gossip under ``key`` (see :class:`BroadcastQueue`)."""
+        self.broadcasts.queue(key, data)
+
+    def emit(self, ev: str, **fields: Any) -> None:
+        """A trace record."""
+        self._out.emit(ev, **fields)
+
+    def event(self, obj: Any) -> None:
+        """A public event."""
+        self._out.events.append(obj)
+
     # ------------------------------------------------------------ timers, output
 
     def _at(self, t: float, kind: int, key: Any = None) -> None:
@@ -579,9 +618,14 @@ class GossipCore:
         p.acked = True
         self._probe = None
         self.awareness.apply_delta(aw.PROBE_SUCCESS_DELTA)
-        direct = not p.indirect and msg.coord is not None and msg.source == p.target
-        if direct and self.vivaldi.update(p.target, msg.coord, now - p.sent) is not None:
-            self.coords[p.target] = msg.coord
+        coord = msg.coord
+        direct = not p.indirect and msg.source == p.target
+        if (
+            direct
+            and coord is not None
+            and self.vivaldi.update(p.target, coord, now - p.sent) is not None
+        ):
+            self.coords[p.target] = coord
 
     def _on_nack(self, now: float, src: str, msg: Nack, raw: bytes | None, stream: bool) -> None:
         p = self._probe

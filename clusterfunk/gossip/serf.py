@@ -4,6 +4,12 @@ A pure state machine driven by :class:`~clusterfunk.gossip.core.GossipCore`
 (which owns the transport, the broadcast queue and the member table). Tags live
 in the member table and travel in Alive updates (see the core).
 
+Serf sees the SWIM core only through :class:`SwimPort`, a small typed port that
+the core implements (memberlist's delegate, the other way round): timers, sends,
+broadcasts, trace records and public events out; its name, address,
+configuration, random source and a read-only look at the members in. Neither
+class touches the other's private state.
+
 * **User events** carry a Lamport time from the event clock; every member
   delivers each (ltime, name, payload) once. Events marked ``coalesce`` are held
   for ``user_coalesce_period`` and only the latest per name is delivered.
@@ -18,21 +24,76 @@ in the member table and travel in Alive updates (see the core).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from clusterfunk import wire
-from clusterfunk.gossip.config import query_timeout
+from clusterfunk.gossip.config import GossipConfig, query_timeout
 from clusterfunk.gossip.events import Query, QueryAck, QueryDone, QueryResponse, UserEvent
 from clusterfunk.gossip.lamport import LamportClock
 from clusterfunk.gossip.messages import QueryMsg, QueryResponseMsg, UserEventMsg
 
-if TYPE_CHECKING:
-    from clusterfunk.gossip.core import GossipCore
+
+class SwimPort(Protocol):
+    """What Serf needs from the SWIM core, and all it may use of it."""
+
+    @property
+    def name(self) -> str:
+        """This member's name."""
+        ...
+
+    @property
+    def addr(self) -> str:
+        """This member's advertised ``host:port``."""
+        ...
+
+    @property
+    def config(self) -> GossipConfig: ...
+
+    @property
+    def rng(self) -> random.Random:
+        """The node's only source of randomness (query ids, re-send order)."""
+        ...
+
+    def num_members(self, live: bool = True) -> int:
+        """Members known (alive or suspect with ``live``; all, including us, without)."""
+        ...
+
+    def alive_members(self) -> list[tuple[str, str]]:
+        """``(name, addr)`` of every member held alive (ourselves included), in the
+        member table's order (deterministic, never hash order)."""
+        ...
+
+    def local_tags(self) -> Mapping[str, str]:
+        """Our own tags (read only)."""
+        ...
+
+    def schedule(self, at: float, what: tuple[Any, ...]) -> None:
+        """Call :meth:`Serf.on_timer` with ``what`` at local time ``at``."""
+        ...
+
+    def send(self, dest: str, msg: Any, stream: bool = False) -> None:
+        """Send ``msg`` to ``dest``: a datagram carrying piggybacked gossip, or a
+        frame on the stream channel."""
+        ...
+
+    def broadcast(self, key: str, data: bytes) -> None:
+        """Queue encoded ``data`` for gossip (replacing an older update with ``key``)."""
+        ...
+
+    def emit(self, ev: str, **fields: Any) -> None:
+        """A trace record (``docs/trace.md``)."""
+        ...
+
+    def event(self, obj: Any) -> None:
+        """A public event for the application (:mod:`.events`)."""
+        ...
+
 
 #: User events carried in every push-pull (the most recent ones).
 RECENT_EVENTS = 64
@@ -94,7 +155,7 @@ class _Incoming:
 class Serf:
     """Events and queries of one node (see the module docstring)."""
 
-    def __init__(self, core: GossipCore) -> None:
+    def __init__(self, core: SwimPort) -> None:
         self.core = core
         cfg = core.config
         self.event_clock = LamportClock()
@@ -165,7 +226,7 @@ class Serf:
             return
         self._recent.append(msg)
         key = f"e:{msg.ltime}:{msg.name}:{len(msg.payload)}:{hash_bytes(msg.payload)}"
-        self.core.broadcasts.queue(key, raw if raw is not None else wire.encode(msg))
+        self.core.broadcast(key, raw if raw is not None else wire.encode(msg))
         if msg.coalesce and cfg.user_coalesce_period > 0:
             self._coalesce(now, msg)
         else:
@@ -189,12 +250,12 @@ class Serf:
             self._coalesced[msg.name] = msg
         if not self._coalesce_armed:
             self._coalesce_armed = True
-            self.core._at(now + self.core.config.user_coalesce_period, _SERF_TIMER, ("coalesce",))
+            self.core.schedule(now + self.core.config.user_coalesce_period, ("coalesce",))
 
     def _deliver(self, msg: UserEventMsg) -> None:
-        out = self.core._out
-        out.events.append(UserEvent(msg.ltime, msg.name, msg.payload, msg.coalesce))
-        out.emit("gossip.event", name=msg.name, ltime=msg.ltime)
+        core = self.core
+        core.event(UserEvent(msg.ltime, msg.name, msg.payload, msg.coalesce))
+        core.emit("gossip.event", name=msg.name, ltime=msg.ltime)
 
     # -- queries -----------------------------------------------------------
 
@@ -242,9 +303,9 @@ class Serf:
             qid = core.rng.getrandbits(32)
         pending = _Pending(ltime, name, deadline=now + timeout)
         self._pending[qid] = pending
-        core._at(now + timeout, _SERF_TIMER, ("done", qid))
+        core.schedule(now + timeout, ("done", qid))
         if want_ack:
-            core._at(now + timeout / 2, _SERF_TIMER, ("resend", qid))
+            core.schedule(now + timeout / 2, ("resend", qid))
         msg = attrs.evolve(probe, ltime=ltime, id=qid)
         pending.msg = msg
         self.on_query(now, "", msg, None, False)
@@ -262,20 +323,15 @@ class Serf:
         msg = attrs.evolve(p.msg, timeout=p.deadline - now)
         acked = set(p.acks)
         wanted = set(msg.filter_nodes)
-
-        def accept(rec: Any) -> bool:
-            return (
-                rec.status == "alive"
-                and rec.name not in acked
-                and rec.name != core.name
-                and (not wanted or rec.name in wanted)
-            )
-
-        table = core.table
-        targets = [table.by_name[x] for x in table.names if accept(table.by_name[x])]
+        me = core.name
+        targets = [
+            addr
+            for name, addr in core.alive_members()
+            if name not in acked and name != me and (not wanted or name in wanted)
+        ]
         core.rng.shuffle(targets)  # once per query: an O(n) scan is fine here
-        for rec in targets[:MAX_RESEND]:
-            core._send(rec.addr, msg)
+        for addr in targets[:MAX_RESEND]:
+            core.send(addr, msg)
         self.stats["query_resends"] += min(len(targets), MAX_RESEND)
 
     def on_query(
@@ -302,16 +358,14 @@ class Serf:
         ):
             self.stats["queries_dup"] += 1
             return
-        core.broadcasts.queue(
-            f"q:{msg.ltime}:{msg.id}", raw if raw is not None else wire.encode(msg)
-        )
+        core.broadcast(f"q:{msg.ltime}:{msg.id}", raw if raw is not None else wire.encode(msg))
         if not self._passes_filters(msg):
             self.stats["queries_filtered"] += 1
             return
         deadline = now + msg.timeout
         key = (msg.ltime, msg.id)
         self._incoming[key] = _Incoming(msg.source, msg.source_addr, deadline)
-        core._at(deadline, _SERF_TIMER, ("expire", key))
+        core.schedule(deadline, ("expire", key))
         if msg.want_ack:
             self._reply(
                 now,
@@ -326,7 +380,7 @@ class Serf:
             if resp is not None:
                 self.respond(now, q, resp)
             return
-        core._out.events.append(q)
+        core.event(q)
 
     def _passes_filters(self, msg: QueryMsg) -> bool:
         """Rule (Serf query filters): a node-name filter must list us; every tag filter
@@ -335,7 +389,7 @@ class Serf:
         if msg.filter_nodes and core.name not in msg.filter_nodes:
             return False
         if msg.filter_tags:
-            tags = core.table.by_name[core.name].tags
+            tags = core.local_tags()
             for tag, expr in msg.filter_tags.items():
                 value = tags.get(tag)
                 if value is None:
@@ -367,10 +421,8 @@ class Serf:
         if source == core.name:
             self.on_query_response(now, "", msg, None, False)
             return
-        if len(msg.payload) > core.config.udp_buffer_size // 2:
-            core._out.send(addr, msg, stream=True)  # too big to share a datagram
-        else:
-            core._send(addr, msg)
+        # Too big to share a datagram: on the stream channel.
+        core.send(addr, msg, stream=len(msg.payload) > core.config.udp_buffer_size // 2)
 
     def on_query_response(
         self, now: float, src: str, msg: QueryResponseMsg, raw: bytes | None, stream: bool
@@ -381,14 +433,14 @@ class Serf:
         if p is None or p.ltime != msg.ltime or not msg.source:
             self.stats["responses_stale"] += 1
             return
-        out = self.core._out
+        core = self.core
         if msg.ack:
             if msg.source not in p.acks:
                 p.acks.append(msg.source)
-                out.events.append(QueryAck(msg.id, msg.source))
+                core.event(QueryAck(msg.id, msg.source))
         elif msg.source not in p.responders:
             p.responders.append(msg.source)
-            out.events.append(QueryResponse(msg.id, msg.source, msg.payload))
+            core.event(QueryResponse(msg.id, msg.source, msg.payload))
 
     # -- timers ------------------------------------------------------------
 
@@ -400,8 +452,8 @@ class Serf:
             p = self._pending.pop(key[1], None)
             if p is not None:
                 done = QueryDone(key[1], p.name, tuple(sorted(p.acks)), tuple(sorted(p.responders)))
-                self.core._out.events.append(done)
-                self.core._out.emit(
+                self.core.event(done)
+                self.core.emit(
                     "gossip.query_done",
                     id=key[1],
                     name=p.name,
@@ -422,7 +474,3 @@ class Serf:
 def hash_bytes(data: bytes) -> str:
     """A short, process-independent digest used in broadcast keys."""
     return hashlib.blake2b(data, digest_size=6).hexdigest()
-
-
-#: The core's timer kind for Serf timers (kept in sync with core._SERF).
-_SERF_TIMER = 10
