@@ -104,7 +104,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_format", "choice", "human", "log format on stderr", choices=LOG_FORMATS),
     Option("log_level", "choice", "info", "log level", choices=LOG_LEVELS),
     # TLS (issue 11): the TLS work adds its options here (e.g. tls_dir, insecure) and
-    # builds the contexts in _management_ssl_context below.
+    # builds the contexts in _management_tls below.
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
