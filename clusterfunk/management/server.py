@@ -17,7 +17,9 @@ routes and their JSON are listed in docs/operations.md. Rules:
   refuses every write.
 * A write that reaches a node that is not the Raft leader is **forwarded** to the
   leader's management endpoint (its gossip tag ``ep.clusterfunk.management``), with
-  the caller's ``Authorization`` header, and the leader's answer is relayed with a
+  the caller's ``Authorization`` header -- only if that endpoint is on the host of
+  the leader's address in the Raft configuration (a forged tag cannot draw the
+  credentials elsewhere) -- and the leader's answer is relayed with a
   ``X-Clusterfunk-Forwarded-To`` header. A request is forwarded at most once (a
   forwarded request that meets a non-leader gets ``503``), so two nodes with stale
   views of the leader cannot bounce it between them. No leader known, or the
@@ -92,6 +94,10 @@ def _not_allowed(method: str, path: str, allow: str, hint: str = "") -> _Respons
 
 class _BadRequest(Exception):
     pass
+
+
+def _host(addr: str) -> str:
+    return addr.rpartition(":")[0].strip("[]").lower()
 
 
 def _int_arg(body: dict[str, Any], name: str) -> int:
@@ -292,6 +298,13 @@ class ManagementApp:
         addr = node.endpoint_of(leader, MANAGEMENT_ENDPOINT)
         if not addr:
             return _error(503, f"leader {leader} publishes no management endpoint",
+                          leader=leader)
+        # The caller's credentials go along: send them only to the host that the Raft
+        # configuration (agreed by consensus, not just gossiped) gives the leader.
+        raft_addr = node.raft_info()["voters"].get(leader)
+        if raft_addr is None or _host(raft_addr) != _host(addr):
+            return _error(503, f"leader {leader}'s management address {addr} is not on the "
+                          f"host of its Raft address {raft_addr}; not forwarding",
                           leader=leader)
         import httpx  # imported here: only a follower that forwards needs it
 

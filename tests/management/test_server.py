@@ -290,3 +290,15 @@ async def test_a_write_that_hangs_is_given_up_with_504(fake):
         await app(scope, receive, send)
     assert sent[0]["status"] == 504
     assert json.loads(sent[1]["body"])["error"].startswith("step-down did not finish within 0.2 s")
+
+
+async def test_credentials_are_never_forwarded_off_the_leaders_raft_host(fake):
+    follower = FakeNode("b", leader="a")  # its Raft configuration: a at 127.0.0.1:8300
+    async with open_management_server(fake, "127.0.0.1:0", token=TOKEN) as leader_srv, \
+            open_management_server(follower, "127.0.0.1:0", token=TOKEN) as s:
+        port = leader_srv.address.rpartition(":")[2]
+        follower.management = {"a": f"127.0.0.2:{port}"}  # e.g. a forged gossip tag
+        r = await _post(s, "/v1/voters", {"voters": 4}, headers=AUTH)
+        assert r.status_code == 503
+        assert "not on the host of its Raft address 127.0.0.1:8300" in r.json()["error"]
+    assert fake.calls == [] and follower.calls == []
