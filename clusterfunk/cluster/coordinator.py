@@ -61,6 +61,7 @@ from clusterfunk.cluster.messages import (
 )
 from clusterfunk.cluster.statemachine import (
     BootstrapApplied,
+    ClusterResult,
     ClusterStateMachine,
     CommitApplied,
     Ignored,
@@ -356,7 +357,7 @@ class CoordinatorCore:
         if self.role == LEADER:
             self._leader_step(now)
 
-    def applied(self, now: float, result: Any) -> None:
+    def applied(self, now: float, result: ClusterResult) -> None:
         """A cluster-log result, strictly in log order."""
         self.now = now
         index = result.index
@@ -398,7 +399,7 @@ class CoordinatorCore:
             self.pending = None
         self._update_state(now)
 
-    def action_failed(self, now: float, action: Any, error: str) -> None:
+    def action_failed(self, now: float, action: Action, error: str) -> None:
         """The glue could not carry out ``action`` (the Raft core refused it)."""
         self.now = now
         self._count(f"action refused: {type(action).__name__}")

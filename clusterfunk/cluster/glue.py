@@ -156,7 +156,7 @@ class NodeGlue:
         if self.gossip is not None:
             self.coord.call(lambda c, now: c.members_changed(now))
 
-    def _act(self, action: Any) -> None:
+    def _act(self, action: co.Action) -> None:
         raft = self.raft
         if raft is None or not raft.running:
             return

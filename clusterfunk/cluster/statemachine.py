@@ -17,6 +17,7 @@ inconsistent) are ignored identically on every server and never raise.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -67,10 +68,20 @@ class CommitApplied:
     record: MapRecord
 
 
+class IgnoreReason(enum.StrEnum):
+    """Why an entry of the cluster log was ignored (the same on every server)."""
+
+    UNDECODABLE_ENTRY = "undecodable entry"
+    UNKNOWN_ENTRY = "unknown entry type"
+    UNDECODABLE_MAP = "undecodable shard map"
+    NODES_MISMATCH = "proposal nodes differ from its map"
+    STALE_COMMIT = "commit of a proposal that is not current"
+
+
 @attrs.frozen
 class Ignored:
     index: int
-    reason: str
+    reason: IgnoreReason
 
 
 ClusterResult = BootstrapApplied | ProposalApplied | CommitApplied | Ignored
@@ -83,7 +94,7 @@ class ClusterStateMachine:
         self.created: float | None = None
         self.proposal: MapRecord | None = None
         self.committed: MapRecord | None = None
-        self.ignored: dict[str, int] = {}
+        self.ignored: dict[IgnoreReason, int] = {}
         self._proposal_map: ShardMap | None = None
         self._committed_map: ShardMap | None = None
 
@@ -110,7 +121,7 @@ class ClusterStateMachine:
         try:
             entry = wire.decode(command)
         except wire.WireError:
-            return self._ignore(index, "undecodable entry")
+            return self._ignore(index, IgnoreReason.UNDECODABLE_ENTRY)
         if isinstance(entry, ProposedShardMap):
             return self._apply_proposal(index, entry)
         if isinstance(entry, ShardMapCommitted):
@@ -120,7 +131,7 @@ class ClusterStateMachine:
             if first:
                 self.created = entry.created
             return BootstrapApplied(index, self.created if self.created is not None else 0.0, first)
-        return self._ignore(index, "unknown entry type")
+        return self._ignore(index, IgnoreReason.UNKNOWN_ENTRY)
 
     def _apply_proposal(self, index: int, e: ProposedShardMap) -> ClusterResult:
         """A proposal replaces any earlier uncommitted one; it is loaded (decoded and
@@ -128,9 +139,9 @@ class ClusterStateMachine:
         try:
             m = ShardMap.decode(e.blob)
         except ShardMapDecodeError:
-            return self._ignore(index, "undecodable shard map")
+            return self._ignore(index, IgnoreReason.UNDECODABLE_MAP)
         if tuple(m.nodes) != tuple(e.nodes):
-            return self._ignore(index, "proposal nodes differ from its map")
+            return self._ignore(index, IgnoreReason.NODES_MISMATCH)
         rec = MapRecord(index, e.leader, e.term, e.ack, tuple(e.nodes), e.moved, e.blob,
                         map_digest(e.blob))
         self.proposal = rec
@@ -142,14 +153,14 @@ class ClusterStateMachine:
         anything else is stale and ignored."""
         p = self.proposal
         if p is None or p.index != e.proposal or p.nodes != tuple(e.nodes):
-            return self._ignore(index, "commit of a proposal that is not current")
+            return self._ignore(index, IgnoreReason.STALE_COMMIT)
         self.committed = p
         self._committed_map = self._proposal_map
         self.proposal = None
         self._proposal_map = None
         return CommitApplied(index, p)
 
-    def _ignore(self, index: int, reason: str) -> Ignored:
+    def _ignore(self, index: int, reason: IgnoreReason) -> Ignored:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
         return Ignored(index, reason)
 
