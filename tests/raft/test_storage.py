@@ -39,7 +39,15 @@ def store_factory(request, tmp_path):
         return lambda: s
     if request.param == "sqlite":
         path = str(tmp_path / "raft.db")
-        return lambda: SQLiteStorage(path)
+        last: list[SQLiteStorage] = []
+
+        def reopen() -> SQLiteStorage:  # as after a crash of the previous opener
+            if last:
+                last.pop().abandon()
+            last.append(SQLiteStorage(path))
+            return last[0]
+
+        return reopen
     disk = SimDisk()
     return lambda: SimStorage(disk)
 
@@ -97,7 +105,7 @@ def test_sqlite_crash_recovery_of_a_raft_node(tmp_path):
         assert core.commit_index < core.last_index  # not before its own sync
         persist(core, first, 1.0)  # commits (single voter) after the sync
     assert core.commit_index == 22
-    first.db.close()  # a crash, no clean close: an open transaction (a commit index) is lost
+    first.abandon()  # a crash, no clean close: an open transaction (a commit index) is lost
     del core, first
     store = SQLiteStorage(path)
     sm = kv.KVStore()
@@ -113,13 +121,22 @@ def test_sqlite_crash_recovery_of_a_raft_node(tmp_path):
     assert sm.data == {f"k{i}": str(i) for i in range(20)}
     # un-synced writes are not visible after a crash
     store.append(24, [Entry(2, ENTRY_COMMAND, b"lost")])
-    store.db.close()  # crash before sync: the open transaction rolls back
+    store.abandon()  # crash before sync: the open transaction rolls back
     assert len(SQLiteStorage(path).recover().entries) == 23
 
 
 def _corrupt(path: str, sql: str, *args) -> None:
+    """Alter the file behind the store's back. A changed state row gets a matching
+    checksum (a consistent but wrong record: the semantic checks must catch it)."""
+    from clusterfunk.raft.sqlite_store import _state_crc
+
     db = sqlite3.connect(path)
     db.execute(sql, args)
+    if sql.startswith("UPDATE state"):
+        row = db.execute('SELECT term, vote, "commit", base_index, base_term FROM state')\
+            .fetchone()
+        if all(type(x) is int for x in (row[0], row[2], row[3], row[4])):
+            db.execute("UPDATE state SET crc = ?", (_state_crc(*row),))
     db.commit()
     db.close()
 
@@ -140,7 +157,7 @@ def test_sqlite_corruption_stops_the_node_with_a_clear_error(tmp_path, sql, args
     path = str(tmp_path / "raft.db")
     s = SQLiteStorage(path)
     fill(s)
-    s.db.close()
+    s.abandon()
     _corrupt(path, sql, *args)
     with pytest.raises(StorageCorrupt, match=words):
         RaftCore("n1", SQLiteStorage(path), kv.KVStore(), random.Random(0))
@@ -160,6 +177,7 @@ def test_sqlite_term_regression_is_corruption(tmp_path):
     db.execute("INSERT INTO log VALUES (2, 2, ?, ?, ?)",
                (ENTRY_COMMAND, b"b", entry_checksum(2, e)))
     db.execute("COMMIT")
+    s.abandon()
     with pytest.raises(StorageCorrupt, match="term regression"):
         SQLiteStorage(path).recover()
 
@@ -236,7 +254,7 @@ def test_sqlite_corrupt_snapshot_is_detected(tmp_path):
     fill(s)
     s.save_snapshot(SnapshotMeta(3, 3, CFG, 0), b"state")
     s.sync()
-    s.db.close()
+    s.abandon()
     _corrupt(path, "UPDATE snapshot SET data = ?", b"other")
     with pytest.raises(StorageCorrupt, match="checksum on the snapshot"):
         SQLiteStorage(path).recover()
@@ -264,7 +282,7 @@ def test_sqlite_cluster_survives_crashes_of_every_node(make_net, tmp_path):
                 assert (idx, term, None) in net.applied(leader)
                 acked[key] = "v"
             net.crash(victim)
-            net.storages[victim].db.close()
+            net.storages[victim].abandon()
             net.advance(2.0)
             net.storages[victim] = SQLiteStorage(paths[victim])
             net.restart(victim)
