@@ -674,7 +674,10 @@ class GossipCore:
         one we have refuted already: refuting it again would raise our incarnation
         once per stale copy still in flight. Its sender evidently missed the
         refutation (or still announces an old suspicion, see
-        :meth:`_refresh_suspicion`), so it gets our current Alive, directly."""
+        :meth:`_refresh_suspicion`), so it gets our current Alive, directly. A
+        member that is leaving answers nothing (its Leave is what it announces)."""
+        if self.leaving:
+            return
         if incarnation >= self.incarnation:
             self._refute(now, incarnation)
             return

@@ -209,6 +209,11 @@ def test_a_stale_claim_about_us_is_answered_with_our_alive_not_refuted_again() -
     # A claim at our incarnation is still refuted.
     _feed(b, 3.0, Dead(1, "b", "c"), src="c:7946")
     assert b.incarnation == 2
+    # A member that is leaving announces its Leave, never an Alive.
+    b.leave(4.0)
+    b.drain()
+    sends = _feed(b, 5.0, Suspect(0, "b", "c"), src="c:7946")
+    assert not [p for s in sends for p in _parts(s.msg) if isinstance(p, Alive)]
 
 
 def test_a_holder_that_missed_the_refutation_learns_it_before_its_deadline() -> None:
