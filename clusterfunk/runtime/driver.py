@@ -237,6 +237,13 @@ class Driver:
             self._send(held.popleft()[1])
 
     def _handle(self, out: Output) -> None:
+        # Sends that do not wait for this output's own batch (a Raft leader's
+        # AppendEntries for entries it writes in parallel) leave before it is handed
+        # over: with a synchronous persister the sync then overlaps the followers'.
+        early = bool(out.sends) and out.wait_token < out.persist_token \
+            and not self._held and out.wait_token <= self._durable
+        if early:
+            self._send(out.sends)
         if out.persist:
             if self.persister is None:
                 raise RuntimeError("core produced records to persist but has no persister")
@@ -247,7 +254,7 @@ class Driver:
                 raise DiskFailure(f"{self.node}: cannot persist: {exc}") from exc
             if not self.running:  # the persister failed (fail-stop): nothing leaves
                 return
-        if out.sends:
+        if out.sends and not early:
             if self._held or out.wait_token > self._durable:
                 # depends on a batch that is not durable yet (or must stay behind
                 # messages that do): hold, in order
