@@ -21,16 +21,43 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
 * ``skew``: step one target's clock forward by U(0, 1) s and let it drift by
   U(-2 %, +2 %) for the duration; at the end the drift stops (the clock stays
   continuous, it never steps back).
+* ``disk`` (not in ``all``: ``--nemesis disk`` or ``--nemesis all,disk``): one
+  disk fault on one random live target, traced as ``sim.disk`` with ``target``
+  and ``kind``, drawn uniformly from
+
+  - ``fsync_error``: the target's next fsync fails. Its persister reports the
+    failure, the driver stops at once (fail-stop: nothing that waited for the
+    write leaves) and the node crashes (``sim.crash``); it is restarted at the
+    end of the fault. If it did not sync during the fault, the fault is disarmed.
+  - ``torn_write``: the target crashes while its last surviving un-synced write
+    is torn (the disk discards it on replay, as SQLite's WAL does); restarted at
+    the end.
+  - ``corrupt``: one synced record of the target is damaged and the target
+    crashes. At the end it is started again only if its store recovers; a store
+    that detects the damage (a checksum or shape check) refuses to start, and
+    the node stays down for the rest of the run (:attr:`Nemesis.refused` holds
+    the error). Only while fewer than a minority of the targets were lost this
+    way; otherwise the fault is a ``torn_write``.
+
+  ``disk`` is kept out of ``all`` so that the traces of existing ``--nemesis
+  all`` runs (the README's main job) do not change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
+from clusterfunk.raft.errors import StorageCorrupt
 from clusterfunk.sim.netmodel import LinkConfig
+from clusterfunk.sim.raft_storage import SimStorage
 from clusterfunk.sim.simulation import Simulation
 
 KINDS = ("partition", "crash", "pause", "loss", "duplicate", "reorder", "skew")
+#: kinds that ``all`` does not include (see the module docstring)
+EXTRA_KINDS = ("disk",)
+DISK_FAULTS = ("fsync_error", "torn_write", "corrupt")
 
 
 @attrs.define
@@ -42,21 +69,25 @@ class NemesisConfig:
     max_duration: float = 12.0
 
     def __attrs_post_init__(self) -> None:
-        bad = [k for k in self.kinds if k not in KINDS]
+        bad = [k for k in self.kinds if k not in KINDS + EXTRA_KINDS]
         if bad:
             raise ValueError(
-                f"unknown nemesis kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}"
+                f"unknown nemesis kind(s) {', '.join(bad)}; "
+                f"choose from {', '.join(KINDS + EXTRA_KINDS)}"
             )
         if not (0 <= self.min_duration <= self.max_duration) or self.mean_gap <= 0:
             raise ValueError("nemesis durations must satisfy 0 <= min <= max and mean_gap > 0")
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
-    """``"partition,crash"`` -> ``("partition", "crash")``; ``"all"`` -> every kind."""
+    """``"partition,crash"`` -> ``("partition", "crash")``; ``"all"`` -> every kind
+    but ``disk``; ``"all,disk"`` -> every kind."""
     text = text.strip()
     if text in ("all", "*"):
         return KINDS
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    kinds: tuple[str, ...] = ()
+    for k in (k.strip() for k in text.split(",") if k.strip()):
+        kinds += KINDS if k in ("all", "*") else (k,)
     NemesisConfig(kinds=kinds)  # validates
     return kinds
 
@@ -68,6 +99,8 @@ class Nemesis:
         self.config = config
         self.rng = sim.rng("nemesis")
         self.faults: list[tuple[float, str, str]] = []
+        #: (time, node, error) of nodes whose store refused to start (disk corrupt)
+        self.refused: list[tuple[float, str, str]] = []
         self._until = float("inf")
 
     def start(self, until: float = float("inf")) -> None:
@@ -116,6 +149,10 @@ class Nemesis:
                     local = clock.now()
                     sim.set_skew(target, local - sim.now, 0.0)
 
+        elif kind == "disk" and live:
+            target = rng.choice(live)
+            detail = target
+            end = self._disk_fault(target, rng.choice(DISK_FAULTS))
         elif kind in ("loss", "duplicate", "reorder"):
             old = sim.link
             new = attrs.evolve(old)
@@ -139,6 +176,44 @@ class Nemesis:
             self._next()
 
         sim.after(duration, finish)
+
+    def _disk_fault(self, target: str, what: str) -> Callable[[], None]:
+        """Start one disk fault on ``target``; returns what ends it."""
+        sim = self.sim
+        disk = sim.hosts[target].disk
+        if what == "corrupt" and len(self.refused) >= (len(self.targets) - 1) // 2:
+            what = "torn_write"  # keep a majority of the targets able to start
+        if what == "corrupt":
+            keys = [k for k in disk.keys() if type(k) is tuple and k[:1] == ("raft",)]  # noqa: SIM118
+            if disk.corrupt(self.rng, keys) is None:
+                what = "torn_write"  # nothing synced to damage yet
+        sim.tracer.emit("sim", "sim.disk", {"target": target, "kind": what})
+        if what == "fsync_error":
+            disk.fail_next_sync = True
+
+            def end() -> None:
+                disk.fail_next_sync = False  # no sync during the fault: disarm
+                if not sim.alive(target):
+                    sim.restart(target)
+
+            return end
+        if what == "torn_write":
+            disk.tear_next_crash = True
+        sim.crash(target)
+        if what == "torn_write":
+            return lambda: sim.restart(target)
+
+        def start_if_it_recovers() -> None:
+            # The node's start reads its store first (RaftCore -> recover()): a
+            # store that detects the damage refuses, and the node stays down.
+            try:
+                SimStorage(disk).recover()
+            except StorageCorrupt as exc:
+                self.refused.append((round(sim.now, 6), target, str(exc)))
+                return
+            sim.restart(target)
+
+        return start_if_it_recovers
 
 
 def link_with(base: LinkConfig, **changes: float) -> LinkConfig:

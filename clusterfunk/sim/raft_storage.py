@@ -55,10 +55,16 @@ class SimStorage:
         except (ValueError, TypeError) as exc:  # mistyped or mis-shaped records
             raise StorageCorrupt(f"unreadable Raft records: {exc}") from None
 
+    def _read(self, key: Any, default: Any = None) -> Any:
+        value = self.disk.read(key, default)
+        if value is not default and type(value) is not tuple:
+            raise StorageCorrupt(f"damaged record {key!r}: {value!r}")
+        return value
+
     def _recover(self) -> Recovered:
         d = self.disk
-        hs = d.read(_HS, (0, None, 0))
-        base_index, base_term = d.read(_BASE, (0, 0))
+        hs = self._read(_HS, (0, None, 0))
+        base_index, base_term = self._read(_BASE, (0, 0))
         live = d.keys()
         idxs = sorted(k[2] for k in live
                       if type(k) is tuple and len(k) == 3 and k[:2] == ("raft", "e"))
@@ -69,14 +75,14 @@ class SimStorage:
                 continue  # left over from a compaction cut short by a crash
             if idx != expect:
                 raise StorageCorrupt(f"gap in the log: entry {idx}, expected {expect}")
-            term, kind, data, crc = d.read(_ekey(idx))
+            term, kind, data, crc = self._read(_ekey(idx))
             e = Entry(term, kind, data)
             if entry_checksum(idx, e) != crc:
                 raise StorageCorrupt(f"bad checksum on entry {idx}")
             entries.append(e)
             expect += 1
         snap = None
-        raw = d.read(_SNAP)
+        raw = self._read(_SNAP)
         if raw is not None:
             sidx, sterm, scfg, sci, sdata, scrc = raw
             if zlib.crc32(sdata, zlib.crc32(scfg)) != scrc:

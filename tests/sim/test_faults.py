@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,108 @@ def test_skewed_timers_fire_at_or_after_their_local_deadline() -> None:
     assert len(core.ticks) == 2000
     assert all(t >= d for t, d in zip(core.ticks, deadlines, strict=True))
     assert sim.stats["events"] < 2000 * 3  # no spin of spurious wake-ups
+
+
+# -- disk faults (the nemesis' ``disk`` kind) ----------------------------------
+
+
+def test_a_failed_fsync_makes_nothing_durable_and_is_reported() -> None:
+    import random as _random
+
+    from clusterfunk.runtime.api import DiskFailure
+    from clusterfunk.sim.disk import SimDisk
+
+    d = SimDisk()
+    d.write("a", 1)
+    d.sync()
+    d.write("b", 2)
+    d.fail_next_sync = True
+    with pytest.raises(DiskFailure):
+        d.sync()
+    d.crash(_random.Random(0))
+    assert d.read("a") == 1  # what was synced before stays
+    assert d.unsynced == 0 and d.syncs == 1
+
+
+def test_a_torn_last_write_is_discarded_on_replay() -> None:
+    import random as _random
+
+    from clusterfunk.sim.disk import SimDisk
+
+    for seed in range(20):
+        d = SimDisk()
+        d.write("hs", "old")
+        d.sync()
+        d.write("e1", 1)
+        d.write("hs", "new")
+        rng = _random.Random(seed)
+        keep = _random.Random(seed).randrange(3)  # the prefix the crash keeps
+        d.tear_next_crash = True
+        d.crash(rng)
+        survivors = [("e1", 1), ("hs", "new")][: max(keep - 1, 0)]
+        assert d.read("hs") == ("new" if ("hs", "new") in survivors else "old")
+        assert d.read("e1") == (1 if survivors else None)
+        assert d.torn_writes == (1 if keep else 0)
+
+
+def test_a_corrupt_synced_record_makes_the_raft_store_refuse_to_start() -> None:
+    import random as _random
+
+    from clusterfunk.raft.errors import StorageCorrupt
+    from clusterfunk.raft.messages import ENTRY_COMMAND, Entry
+    from clusterfunk.raft.storage import HardState
+    from clusterfunk.sim.disk import SimDisk
+    from clusterfunk.sim.raft_storage import SimStorage
+
+    d = SimDisk()
+    s = SimStorage(d)
+    s.save_hard_state(HardState(2, "n1", 1))
+    s.append(1, [Entry(1, ENTRY_COMMAND, b"a"), Entry(2, ENTRY_COMMAND, b"b")])
+    s.sync()
+    key = d.corrupt(_random.Random(4), [("raft", "e", 2)])
+    assert key == ("raft", "e", 2)
+    with pytest.raises(StorageCorrupt, match=r"damaged record \('raft', 'e', 2\)"):
+        SimStorage(d).recover()
+
+
+def _disk_run(seed: int, kinds: tuple[str, ...]) -> tuple[Any, Any, Any, list[dict]]:
+    import argparse
+
+    from clusterfunk.sim.nemesis import Nemesis, NemesisConfig
+    from clusterfunk.sim.workloads.raft import RaftWorkload
+
+    tracer = Tracer(lambda: 0.0, keep=True)
+    sim = Simulation(seed, tracer=tracer)
+    wl = RaftWorkload(argparse.Namespace(
+        nodes=5, duration=40.0, clients=3, keys=3, op_rate=20.0, read_index=0.5,
+        election_timeout=1.0, op_timeout=3.0, check_every=0.5))
+    wl.setup(sim)
+    nem = Nemesis(sim, wl.fault_targets(sim), NemesisConfig(
+        kinds=kinds, warmup=2.0, mean_gap=1.5, min_duration=0.5, max_duration=4.0))
+    nem.start(until=35.0)
+    sim.start()
+    sim.run_until(40.0)
+    summary = wl.finish(sim)
+    return wl, nem, summary, list(tracer.records)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_disk_faults_keep_raft_safe(seed: int) -> None:
+    _wl, nem, summary, records = _disk_run(seed, ("disk", "crash", "partition"))
+    disk = [r for r in records if r["ev"] == "sim.disk"]
+    assert disk, "the nemesis injected disk faults"
+    assert all(set(r) == {"t", "node", "ev", "target", "kind"} for r in disk)
+    assert {r["kind"] for r in disk} <= {"fsync_error", "torn_write", "corrupt"}
+    assert summary["violations"] == [], summary["violations"]
+    assert summary["linearizable"] is True
+    # a node whose fsync failed never sent anything after the failure: it crashed
+    # (fail-stop) before any later message of its own could leave
+    for r in disk:
+        if r["kind"] == "fsync_error":
+            later = [x for x in records if x["t"] >= r["t"] and x.get("target") == r["target"]
+                     and x["ev"] in ("sim.crash", "sim.restart")]
+            assert later, r
+    for _t, node, err in nem.refused:
+        assert "damaged record" in err or "checksum" in err, err
+        assert not any(x["ev"] == "sim.restart" and x["target"] == node
+                       and x["t"] >= _t for x in records)
