@@ -12,9 +12,10 @@ the page needs is reduced here to small arrays of numbers, so a 50-node,
   changes (``sim.link``) and clock skews (``sim.skew``);
 * Raft role and term change points per node (``raft.role``), cluster state
   change points (``cluster.state``);
-* gossip views: every change of one node's view of a member (``gossip.member``),
-  as ``[t, observer, member, status]``; at most ``max_gossip`` of them (then the
-  earliest are kept and the page says so);
+* gossip views: every change of the status in one node's view of a member
+  (``gossip.member``), as ``[t, observer, member, status]``; beyond
+  ``max_gossip`` of them first contacts are left out (counted; the page says so)
+  and every suspicion, death and recovery is still kept;
 * the shard map: the first commit of each proposal index (``cluster.shardmap``),
   which map each node has in force over time, and, when the trace has
   ``shard.acquire`` / ``shard.release``, how many shards each node serves;
@@ -87,6 +88,7 @@ class ModelBuilder:
         self.states: dict[str, list[list[Any]]] = {}
         self.gossip: list[list[Any]] = []
         self.gossip_dropped = 0
+        self.gstatus: dict[tuple[int, int], int] = {}  # (observer, member) -> status
         self.maps: dict[int, list[Any]] = {}  # index -> [t, index, digest, moved, nodes]
         self.proposals: dict[int, float] = {}
         self.node_map: dict[str, list[list[Any]]] = {}  # node -> [[t, index], ...]
@@ -212,14 +214,21 @@ class ModelBuilder:
     # -- gossip ------------------------------------------------------------------------
 
     def _gossip_member(self, rec: Record, t: float) -> None:
-        if len(self.gossip) >= self.max_gossip:
+        """Keep status changes only (an incarnation bump alone changes nothing the
+        page draws). Past ``max_gossip`` records, a first contact (``alive`` for a
+        pair never seen) is left out and counted; every later change is kept."""
+        st = rec["status"]
+        code = STATUSES.index(st) if st in STATUSES else 0
+        o, m = self.lane(rec["node"]), self.lane(member_name(rec["member"]))
+        key = (o, m)
+        prev = self.gstatus.get(key)
+        if prev == code:
+            return
+        self.gstatus[key] = code
+        if prev is None and code == 0 and len(self.gossip) >= self.max_gossip:
             self.gossip_dropped += 1
             return
-        st = rec["status"]
-        self.gossip.append([
-            _r(t), self.lane(rec["node"]), self.lane(member_name(rec["member"])),
-            STATUSES.index(st) if st in STATUSES else 0,
-        ])
+        self.gossip.append([_r(t), o, m, code])
 
     # -- network -------------------------------------------------------------------------
 

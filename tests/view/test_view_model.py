@@ -102,3 +102,23 @@ def test_cli_views_a_cut_trace_but_not_a_garbage_one(tmp_path) -> None:
     rc, out = view_cli(str(path), "-o", str(tmp_path / "u.html"))
     assert rc == 2 and f"{path}:{len(recs) + 1}: not JSON" in out
     assert not (tmp_path / "u.html").exists()
+
+
+def test_gossip_keeps_status_changes_and_caps_only_first_contacts(tmp_path) -> None:
+    nodes = [f"n{i}" for i in range(1, 5)]
+    recs = [_rec(0, "sim", "sim.start", seed=1, nodes=nodes)]
+    for o in nodes:  # everyone learns everyone: 16 first contacts
+        for m in nodes:
+            recs.append(_rec(1, o, "gossip.member", member=m, status="alive", incarnation=0))
+    recs += [
+        _rec(2, "n1", "gossip.member", member="n2", status="alive", incarnation=1),  # no change
+        _rec(3, "n1", "gossip.member", member="n2", status="suspect", incarnation=1),
+        _rec(4, "n1", "gossip.member", member="n2", status="alive", incarnation=2),
+        _rec(5, "n3", "gossip.member", member="n4", status="dead", incarnation=0),
+        _rec(6, "sim", "sim.end", events=1),
+    ]
+    d = build(read([str(dump(tmp_path / "t.jsonl", recs))]), "t", max_gossip=5)
+    assert d["meta"]["gossip_dropped"] == 11  # 16 first contacts, 5 fit under the cap
+    assert d["gossip"][5:] == [[3, 0, 1, 1], [4, 0, 1, 0], [5, 2, 3, 2]]
+    d = build(read([str(dump(tmp_path / "t.jsonl", recs))]), "t")
+    assert d["meta"]["gossip_dropped"] == 0 and len(d["gossip"]) == 19
