@@ -44,8 +44,10 @@ from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
 from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
+from clusterfunk.runtime.persist import open_persister
 from clusterfunk.runtime.trio_host import TrioHost, open_host
 from clusterfunk.sharding import ShardMap
 
@@ -138,6 +140,22 @@ class Cluster:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            # Exit order (LIFO): the host stops the drivers, then the persister writes
+            # what is still queued, then the storage closes.
+            storage: Any = None
+            persister: Persister | None = None
+            if self.member:
+                if self.data_dir is not None:
+                    from clusterfunk.raft.sqlite_store import SQLiteStorage
+
+                    os.makedirs(self.data_dir, exist_ok=True)
+                    storage = SQLiteStorage(os.path.join(self.data_dir, "raft.db"))
+                    stack.callback(storage.close)
+                    # the SQLite commit (fsync) runs in a worker thread: gossip and
+                    # coordination never wait on the disk
+                    persister = await stack.enter_async_context(open_persister(storage))
+                else:
+                    storage = MemoryStorage()
             try:
                 host = await stack.enter_async_context(
                     open_host(
@@ -153,20 +171,11 @@ class Cluster:
                 raise ClusterError(f"{self.node_id}: cannot bind: {exc}") from None
             self._host = host
             self.addresses = {n: host.address(n) for n in names}
-            storage: Any = None
-            if self.member:
-                if self.data_dir is not None:
-                    from clusterfunk.raft.sqlite_store import SQLiteStorage
-
-                    os.makedirs(self.data_dir, exist_ok=True)
-                    storage = SQLiteStorage(os.path.join(self.data_dir, "raft.db"))
-                    stack.callback(getattr(storage, "close", lambda: None))
-                else:
-                    storage = MemoryStorage()
             boot = {self.node_id: host.address(RAFT)} if self.bootstrap and self.member else None
             node = ClusterNode(
                 host,
                 storage=storage,
+                persister=persister,
                 rng=lambda _what: random.Random(seed()),
                 weights=self.shards,
                 gossip_config=self.gossip_config,
@@ -228,12 +237,13 @@ class Cluster:
         """Wait until ``done()`` holds, re-checked after every step of any driver."""
         node = self.node
         assert node is not None
-        changed = trio.Event()
-        removers = [d.on_step_end(changed.set) for d in node.drivers.values() if d is not None]
+        changed = [trio.Event()]  # replaced after each wake-up; the hooks read the current one
+        removers = [d.on_step_end(lambda: changed[0].set())
+                    for d in node.drivers.values() if d is not None]
         try:
             while not done():
-                await changed.wait()
-                changed = trio.Event()
+                await changed[0].wait()
+                changed[0] = trio.Event()
         finally:
             for r in removers:
                 r()

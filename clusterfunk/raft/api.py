@@ -45,9 +45,12 @@ from clusterfunk.raft import events as _core_events
 from clusterfunk.raft.assembly import RaftServer
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.roles import Role
+from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import RAFT
+from clusterfunk.runtime.persist import open_persister
 from clusterfunk.runtime.trio_host import open_host
 
 NotLeader = _errors.NotLeader
@@ -139,6 +142,11 @@ class RaftNode:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            # A durable store syncs in a worker thread (never on the event loop); the
+            # persister outlives the host (LIFO), so it writes what is still queued.
+            persister: Persister | None = None
+            if not isinstance(self.storage, MemoryStorage):
+                persister = await stack.enter_async_context(open_persister(self.storage))
             host = await stack.enter_async_context(
                 open_host(
                     self.server_id,
@@ -154,6 +162,7 @@ class RaftNode:
             server = RaftServer(
                 host,
                 storage=self.storage,
+                persister=persister,
                 state_machine=self.state_machine,
                 rng=self.rng,
                 config=self.config,
