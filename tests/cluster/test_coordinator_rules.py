@@ -726,3 +726,30 @@ def test_adapters_read_the_real_cores():
     assert gv.members() == [MemberInfo("n1", Status.ALIVE, {TAG_RAFT: "n1:8300"})]
     assert gv.member("n1") == gv.members()[0] and gv.member("n2") is None
     assert type(gv.members()[0].status) is Status
+
+
+# -- the trace schema ------------------------------------------------------------------
+
+
+def _schema_values(event: str, field: str) -> set[str]:
+    """The values docs/trace.md lists for ``field`` of ``event``: the backticked
+    words in the parentheses after the field name in that event's table row."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).parents[2] / "docs" / "trace.md"
+    (row,) = [line for line in doc.read_text().splitlines()
+              if line.startswith(f"| `{event}` |")]
+    m = re.search(rf"`{field}` \(([^)]*)\)", row)
+    assert m is not None, (event, field)
+    return set(re.findall(r"`([a-z]+)`", m.group(1)))
+
+
+def test_enum_values_are_the_trace_schema_strings():
+    """States, roles and statuses are StrEnums whose values are exactly the strings
+    docs/trace.md lists, so traces keep their schema."""
+    assert {s.value for s in NodeState} == _schema_values("cluster.state", "state")
+    assert {r.value for r in NodeRole} == _schema_values("cluster.state", "role")
+    assert {r.value for r in Role} == _schema_values("raft.role", "role")
+    assert {s.value for s in Status} == _schema_values("gossip.member", "status")
+    assert f"{NodeState.OPERATIONAL}" == "operational" and NodeRole.LEADER == "leader"
