@@ -327,20 +327,49 @@ class Cluster:
         assert raft.leader_id is not None
         return raft.leader_id
 
-    async def remove_node(self, node_id: str) -> int:
-        """Remove ``node_id`` from the Raft configuration (on the leader; a follower
-        raises :class:`~clusterfunk.raft.errors.NotLeader` naming the leader); the
-        coordinator then commits a map without it. Returns the configuration
-        entry's index once committed here. Bound it with ``trio.fail_after``."""
+    async def remove_node(self, node_id: str) -> None:
+        """Remove ``node_id`` from the cluster (on the leader; a follower raises
+        :class:`~clusterfunk.raft.errors.NotLeader` naming the leader): the leader
+        removes it from Raft and keeps it out of Raft and the map while gossip still
+        reports it alive (a killed node, until it is declared dead). Returns once
+        neither the Raft configuration nor the committed map has it. Bound it with
+        ``trio.fail_after``."""
         node = self._running()
-        if node.raft_driver is None or node.raft is None:
-            raise ClusterError(f"{self.node_id} is not a Raft member")
         raft = node.raft
+        if raft is None:
+            raise ClusterError(f"{self.node_id} is not a Raft member")
+        if not node.coord_driver.call(lambda c, now: c.remove_member(now, node_id)):
+            raise NotLeader(raft.leader_id, raft.leader_address)
+        await self._wait_state(
+            lambda: node_id not in raft.configuration.members() and node_id not in self.nodes()
+        )
+
+    async def set_voters(self, voters: int) -> None:
+        """Keep ``voters`` Raft voters from now on (on the leader; a follower raises
+        :class:`~clusterfunk.raft.errors.NotLeader`). The leader promotes or demotes one
+        member at a time; returns once the configuration has that many voters (or
+        every member is a voter). The target lives in the leader's configuration: a
+        new leader uses its own ``voters`` setting. Bound it with ``trio.fail_after``."""
+        if voters < 1:
+            raise ValueError("voters must be >= 1")
+        node = self._running()
+        raft = node.raft
+        if raft is None:
+            raise ClusterError(f"{self.node_id} is not a Raft member")
         if raft.role != "leader":
             raise NotLeader(raft.leader_id, raft.leader_address)
-        index = node.raft_driver.call(lambda core, now: core.remove_server(now, node_id))
-        await self._wait_state(lambda: raft.commit_index >= index)
-        return int(index)
+        node.coord_driver.call(lambda c, now: c.set_voter_target(now, voters))
+        await self._wait_state(
+            lambda: len(raft.configuration.voters) == min(voters, len(raft.configuration.members()))
+        )
+
+    def driver_stats(self) -> dict[str, Any]:
+        """Per protocol (``gossip``, ``raft``, ``coord``): the driver's counters
+        (messages and bytes in and out, malformed, oversize, unauthorized, ...)."""
+        node = self.node
+        if node is None:
+            return {}
+        return {name: d.stats for name, d in node.drivers.items() if d is not None}
 
     # -- endpoints -------------------------------------------------------------------
 

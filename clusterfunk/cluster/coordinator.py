@@ -150,6 +150,8 @@ class CoordinatorConfig:
       disables). Faster than gossip failure detection.
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
+    * ``mutants`` (empty): planted bugs switched on (:mod:`clusterfunk.mutants`); only
+      the simulator sets it.
     """
 
     voters: int = 3
@@ -162,6 +164,7 @@ class CoordinatorConfig:
     quarantine_time: float = 10.0
     unresponsive_after: float = 2.0
     wall_offset: float = 0.0
+    mutants: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         if self.voters < 1:
@@ -436,6 +439,30 @@ class CoordinatorCore:
             self._out.send(addr, LeaveRequest(self.id), True)
         return False
 
+    def remove_member(self, now: float, node: str) -> bool:
+        """Manual removal rule (an operator, on the leader): a leave on ``node``'s
+        behalf. The leader removes it from Raft and keeps it out of Raft and the map
+        while gossip still reports it alive (a killed node until it is declared
+        dead; a node that restarts later rejoins as new). Returns False on a node
+        that is not the leader; ``node`` must not be this node (transfer first)."""
+        self.now = now
+        if node == self.id:
+            raise ValueError("the leader cannot remove itself: transfer leadership first")
+        if self.role != LEADER:
+            return False
+        self.leaving.add(node)
+        self._leader_step(now)
+        return True
+
+    def set_voter_target(self, now: float, voters: int) -> None:
+        """Voter target rule (an operator): from now on keep ``voters`` Raft voters;
+        the leader promotes (:meth:`_promotion`) or demotes (:meth:`_demotion`) one
+        member at a time to reach it."""
+        self.now = now
+        self.cfg = attrs.evolve(self.cfg, voters=voters)  # validates voters >= 1
+        if self.role == LEADER:
+            self._leader_step(now)
+
     def _on_leave_request(self, now: float, msg: LeaveRequest) -> None:
         """Leave rule (the leader's side): the leader removes a member that asks to
         leave (like a gossip ``left``), and keeps it out of the map."""
@@ -573,9 +600,10 @@ class CoordinatorCore:
     def _reconcile(self, now: float, raft: RaftView) -> bool:
         """Membership rule: gossip drives Raft. Compares the full gossip member list
         with the Raft configuration and makes at most one change, the first of
-        :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`; a change waits while
-        the previous one is not committed (at most ``round_timeout``) or after a
-        refusal (``retry_interval``). Returns whether a change is still wanted."""
+        :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`, :meth:`_demotion`;
+        a change waits while the previous one is not committed (at most
+        ``round_timeout``) or after a refusal (``retry_interval``). Returns whether a
+        change is still wanted."""
         live: dict[str, MemberInfo] = {}
         gone: set[str] = set()
         for m in self.gossip.members():
@@ -592,6 +620,8 @@ class CoordinatorCore:
             action = self._addition(raft, live)
         if action is None:
             action = self._promotion(raft, live)
+        if action is None:
+            action = self._demotion(raft)
         if action is None:
             return False
         waiting = self._member_action_wait and now < self._member_action_at + \
@@ -657,6 +687,16 @@ class CoordinatorCore:
                     sid not in self.leaving and sid not in self.unresponsive:
                 return AddVoter(sid, addr)
         return None
+
+    def _demotion(self, raft: RaftView) -> RemoveServer | None:
+        """Demotion rule: while there are more voters than ``voters`` (an operator
+        lowered the target), remove the last voter by id that is not this node; the
+        addition rule then adds it back as a non-voter (a voter cannot be demoted in
+        one configuration change)."""
+        if len(raft.voters) <= self.cfg.voters:
+            return None
+        others = sorted(v for v in raft.voters if v != self.id)
+        return RemoveServer(others[-1]) if others else None
 
     def _check_responsive(self, now: float, raft: RaftView) -> None:
         """Liveness rule (the leader's fast failure detector, on Raft heartbeats): a
@@ -770,7 +810,11 @@ class CoordinatorCore:
             return
         r.acked.add(node)
         self._out.emit("cluster.ack", **{"from": node, "index": r.index})
-        if len(r.acked) == len(r.nodes):
+        all_acked = len(r.acked) == len(r.nodes)
+        if "shard-commit-before-acks" in self.cfg.mutants:
+            # MUTANT: breaks the ack rule (docs/cluster.md, resharding step 3)
+            all_acked = len(r.acked) > len(r.nodes) // 2
+        if all_acked:
             r.phase = Phase.COMMITTING
             r.deadline = now + self.cfg.round_timeout
             commit = ShardMapCommitted(r.index, r.nodes)
