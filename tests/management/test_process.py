@@ -206,10 +206,6 @@ def test_writes_need_the_token_on_real_nodes(cluster):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="Cluster's writes are being built in node.py: "
-                   "transfer_leadership() does not return (its wait is never woken), the "
-                   "coordinator re-adds a removed node while gossip still sees it alive, "
-                   "set_voters() does not exist yet")
 def test_step_down_and_remove_through_a_follower(cluster):
     """Runs last: it kills a node of the module's cluster."""
     nodes = cluster
