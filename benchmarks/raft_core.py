@@ -29,6 +29,7 @@ from clusterfunk import wire
 from clusterfunk.raft import kv
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
+from clusterfunk.raft.persist import apply_records
 from clusterfunk.raft.sqlite_store import SQLiteStorage
 from clusterfunk.raft.storage import MemoryStorage
 
@@ -43,7 +44,8 @@ def cluster(cfg: RaftConfig, store: str = "memory", trace: bool = False):
             return SQLiteStorage(os.path.join(tmp, f"{i}.db"))
         return MemoryStorage()
 
-    cores = {i: RaftCore(i, storage(i), kv.KVStore(), random.Random(i), cfg, boot)
+    stores = {i: storage(i) for i in ids}
+    cores = {i: RaftCore(i, stores[i], kv.KVStore(), random.Random(i), cfg, boot)
              for i in ids}
     for c in cores.values():
         c.trace_applies = trace  # a node without a tracer skips raft.apply digests
@@ -52,10 +54,21 @@ def cluster(cfg: RaftConfig, store: str = "memory", trace: bool = False):
     now = cores["n1"].next_deadline()
 
     def flush(i):
-        out = cores[i].drain()
-        if out is not None:
+        # what the driver does with a synchronous persister: write and sync each
+        # Output's records, send, report the batch durable to the core
+        core = cores[i]
+        out = core.drain()
+        while out is not None:
+            if out.persist:
+                apply_records(stores[i], out.persist)
+                if out.persist_token:
+                    stores[i].sync()
             for s in out.sends:
                 queue.append((s.dest.partition(":")[0], f"{i}:8300", wire.encode(s.msg)))
+            if not out.persist_token:
+                break
+            core.on_persisted(now, out.persist_token)
+            out = core.drain()
 
     def pump():
         while queue:
