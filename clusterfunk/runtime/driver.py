@@ -13,7 +13,10 @@ public events and trace records, in that order of obligations:
    counted and reported as ``net.oversize``), unless they depend on a batch that
    is not durable yet (``Output.wait_token``): then they, and every later send,
    are held in order and released when the persister reports that batch durable.
-   A persister that fails stops the driver (fail-stop): held sends never leave;
+   (Sends that depend on nothing un-durable, not even this output's own batch,
+   are handed over before step 3: a Raft leader's AppendEntries for entries it
+   writes in parallel.) A persister that fails stops the driver (fail-stop):
+   nothing after it leaves, held sends included;
 5. publish ``events`` to subscribers, write ``trace`` records; after a step that
    published events, call the step-end hooks once (so work can be done once per
    step instead of once per event);
