@@ -9,7 +9,8 @@ the page needs is reduced here to small arrays of numbers, so a 50-node,
   (KV clients are not lanes);
 * faults: crash (``sim.crash`` .. ``sim.restart``), pause (``sim.pause`` ..
   ``sim.resume``) and partition (``sim.partition`` .. ``sim.heal``) spans, link
-  changes (``sim.link``) and clock skews (``sim.skew``);
+  changes (``sim.link``), clock skews (``sim.skew``) and disk faults
+  (``sim.disk``);
 * Raft role and term change points per node (``raft.role``), cluster state
   change points (``cluster.state``);
 * gossip views: every change of the status in one node's view of a member
@@ -84,6 +85,7 @@ class ModelBuilder:
         self.partitions: list[list[Any]] = []  # [t0, t1 (None: open), groups, oneway]
         self.links: list[list[Any]] = []
         self.skews: list[list[Any]] = []
+        self.disks: list[list[Any]] = []  # [lane, t, kind]
         self.roles: dict[str, list[list[Any]]] = {}
         self.states: dict[str, list[list[Any]]] = {}
         self.gossip: list[list[Any]] = []
@@ -172,6 +174,9 @@ class ModelBuilder:
             _r(t), rec["loss"], rec["duplicate"], rec["reorder"], rec["stream_reset"],
             rec["latency"], rec["jitter"],
         ])
+
+    def _sim_disk(self, rec: Record, t: float) -> None:
+        self.disks.append([self.lane(rec["target"]), _r(t), rec["kind"]])
 
     def _sim_skew(self, rec: Record, t: float) -> None:
         self.skews.append([self.lane(rec["target"]), _r(t), rec["offset"], rec["drift"]])
@@ -323,6 +328,7 @@ class ModelBuilder:
             ],
             "links": self.links,
             "skews": [[remap[s[0]], *s[1:]] for s in self.skews if remap[s[0]] >= 0],
+            "disks": [[remap[x[0]], *x[1:]] for x in self.disks if remap[x[0]] >= 0],
             "gossip": [
                 [g[0], remap[g[1]], remap[g[2]], g[3]] for g in self.gossip
                 if remap[g[1]] >= 0 and remap[g[2]] >= 0

@@ -29,6 +29,7 @@ def _trace() -> list[dict]:
         _rec(1.7, "n1", "net.drop", src="n1:8300", dst="n3:8300", kind="stream",
              reason="partition"),
         _rec(2, "sim", "sim.partition", groups=[["n1", "n2"], ["n10", "n3"]]),
+        _rec(3, "sim", "sim.disk", target="n3", kind="torn_write"),
         _rec(3, "sim", "sim.crash", target="n3"),
         _rec(3.5, "n2", "gossip.member", member="n3", status="suspect", incarnation=1),
         _rec(4, "n2", "gossip.member", member="n3", status="dead", incarnation=1),
@@ -53,6 +54,7 @@ def test_model_holds_lanes_faults_roles_gossip_maps_messages(tmp_path) -> None:
     d = build(read([str(path)]), "t")
     assert d["nodes"] == ["n1", "n2", "n3", "n10"]  # natural order; client c1 is no lane
     assert d["crashes"] == [[2, 3, 5]]
+    assert d["disks"] == [[2, 3, "torn_write"]]
     assert d["pauses"] == [[3, 5.5, None]]  # still paused at the end
     assert d["partitions"] == [[2, 4, [[0, 1], [3, 2]], False]]
     assert d["roles"][0] == [[0, 0, 0], [1, 3, 1]] and d["roles"][2] == []
