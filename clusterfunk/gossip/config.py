@@ -73,6 +73,8 @@ class GossipConfig:
     join_max_attempts: int = 10
     #: Cap on queued broadcasts (the oldest, most transmitted are dropped first).
     max_broadcasts: int = 4096
+    #: planted bugs switched on (:mod:`clusterfunk.mutants`); only the simulator sets it.
+    mutants: frozenset[str] = frozenset()
 
 
 #: memberlist's DefaultLANConfig.

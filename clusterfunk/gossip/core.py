@@ -656,6 +656,8 @@ class GossipCore:
         having to refute lowers our health)."""
         if self.leaving:
             return
+        if "swim-never-refute" in self.config.mutants:
+            return  # MUTANT: breaks SWIM 4.2 (refute a suspicion with a higher incarnation)
         # Capped: peers accept no incarnation above the bound (claims are accepted
         # only below it, so the cap always still beats the claim being answered).
         self.incarnation = min(max(self.incarnation, incarnation) + 1, MAX_INCARNATION)
@@ -788,6 +790,10 @@ class GossipCore:
         name = msg.node
         rec = self._accused(now, msg, refute=True, src=src)
         if rec is None:
+            return
+        if "gossip-dead-without-suspicion" in self.config.mutants:
+            # MUTANT: breaks SWIM 4.2 / Lifeguard: dead at once, no time to refute
+            self._dead_node(now, Dead(msg.incarnation, name, msg.accuser), None)
             return
         if rec.status == SUSPECT and msg.incarnation == rec.incarnation:
             s = self._suspicions.get(name)

@@ -44,6 +44,8 @@ class RaftConfig:
       the price of one extra wake-up per step: worth it when ``sync`` costs real time
       (SQLite), not for ``MemoryStorage``. Term and vote are still durable before any
       message that depends on them leaves.
+    * ``mutants`` (empty): planted bugs switched on (:mod:`clusterfunk.mutants`); only
+      the simulator sets it.
     """
 
     election_timeout: float = 1.0
@@ -60,6 +62,7 @@ class RaftConfig:
     max_snapshot_bytes: int = 4 << 30
     max_clock_drift: float = 0.1
     parallel_leader_write: bool = False
+    mutants: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         if not self.election_timeout > 0:

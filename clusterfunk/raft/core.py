@@ -443,7 +443,10 @@ class RaftCore:
                 pass  # a granted pre-vote carries the proposed term, not a real one
             else:
                 self._become_follower(now, term, sender if kind in _LEADER_MSGS else None)
-        elif term < self.term:
+        elif term < self.term and not (
+                kind in (AppendEntries, Heartbeat) and "raft-stale-append" in self.cfg.mutants):
+            # (the mutant above breaks AppendEntries receiver rule 1, 5.1: it lets a
+            # deposed leader's AppendEntries / heartbeat through to the follower rules)
             self._drop("stale term")
             if kind in (AppendEntries, Heartbeat, InstallSnapshot):
                 # let a deposed leader learn the new term
@@ -580,9 +583,16 @@ class RaftCore:
                                                  or not self._in_lease(now))
         else:
             can_vote = self.vote == req.sender or (self.vote is None and self.leader_id is None)
-        if can_vote and self.log.is_up_to_date(req.last_index, req.last_term):
+        up_to_date = self.log.is_up_to_date(req.last_index, req.last_term)
+        if "raft-vote-without-log-check" in self.cfg.mutants:
+            up_to_date = True  # MUTANT: breaks the election restriction (5.4.1)
+        if can_vote and up_to_date:
             if not req.pre_vote:
                 self.vote = req.sender  # durable (drain) before the response leaves
+                if "raft-vote-not-persisted" in self.cfg.mutants:
+                    # MUTANT: breaks Figure 2 persistent state (5.2): drain believes the
+                    # vote is saved, so the response leaves before votedFor is durable
+                    self._saved_hs = HardState(self.term, self.vote, self._saved_hs.commit)
                 self._reset_election_timer(now)
             self._out.send(src, RequestVoteResponse(req.term, self.id, True, req.pre_vote), True)
         else:
@@ -762,6 +772,9 @@ class RaftCore:
                 self.term, self.id, False, 0, req.prev_index, hint, mine), True)
             return
         k = log.find_conflict(prev, entries)
+        if "raft-append-keeps-conflicts" in self.cfg.mutants:
+            # MUTANT: breaks AppendEntries receiver rule 3 (5.3): keep a conflicting suffix
+            k = max(k, min(len(entries), log.last_index - prev))
         if k < len(entries):
             first = prev + 1 + k
             if first <= self.commit_index:
@@ -894,7 +907,13 @@ class RaftCore:
         if len(matches) != len(voters):
             return
         n = quorum_index(matches)
-        if n > self.commit_index and self.log.term_at(n) == self.term:
+        if "raft-commit-minority" in self.cfg.mutants:
+            # MUTANT: breaks "a majority of matchIndex[i] >= N" (5.3): half (rounded down)
+            n = sorted(matches, reverse=True)[max(len(matches) // 2 - 1, 0)]
+        own_term = self.log.term_at(n) == self.term
+        if "raft-commit-old-term" in self.cfg.mutants:
+            own_term = True  # MUTANT: breaks 5.4.2 / Figure 8 (counts replicas of old terms)
+        if n > self.commit_index and own_term:
             self.commit_index = n
             self._apply_committed()
             if not self._committed_own_term and self.role == LEADER:
@@ -915,7 +934,10 @@ class RaftCore:
         base = log.base_index
         sm_apply = self.sm.apply
         trace_on = self.trace_applies
-        while self.last_applied < self.commit_index:
+        limit = self.commit_index
+        if "raft-apply-before-commit" in self.cfg.mutants:
+            limit = log.last_index  # MUTANT: breaks 5.3 / Figure 2 (apply only committed)
+        while self.last_applied < limit:
             idx = self.last_applied + 1
             e = entries[idx - base - 1]
             self.last_applied = idx
@@ -1019,6 +1041,10 @@ class RaftCore:
             return
         voters = self.configuration.voters
         if len(voters) == 1 and self.id in voters:
+            self._out.events.append(ReadReady(ctx, self.commit_index))
+            return
+        if "raft-read-without-quorum" in self.cfg.mutants:
+            # MUTANT: breaks ReadIndex step 3 (dissertation 6.4): no heartbeat round
             self._out.events.append(ReadReady(ctx, self.commit_index))
             return
         self._reads.append((self._read_seq + 1, ctx, self.commit_index))

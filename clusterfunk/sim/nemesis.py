@@ -29,9 +29,11 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
     failure, the driver stops at once (fail-stop: nothing that waited for the
     write leaves) and the node crashes (``sim.crash``); it is restarted at the
     end of the fault. If it did not sync during the fault, the fault is disarmed.
-  - ``torn_write``: the target crashes while its last surviving un-synced write
-    is torn (the disk discards it on replay, as SQLite's WAL does); restarted at
-    the end.
+  - ``torn_write``: power fails while the target writes its next batch that must
+    be synced (before the sync): the node stops at once, its disk keeps a random
+    prefix of the un-synced writes with the last one torn (discarded on replay,
+    as SQLite's WAL does); restarted at the end. If it wrote no such batch
+    during the fault, the fault is disarmed.
   - ``corrupt``: one synced record of the target is damaged and the target
     crashes. At the end it is started again only if its store recovers; a store
     that detects the damage (a checksum or shape check) refuses to start, and
@@ -79,6 +81,23 @@ class NemesisConfig:
             raise ValueError("nemesis durations must satisfy 0 <= min <= max and mean_gap > 0")
 
 
+@attrs.define
+class Fault:
+    """One fault the nemesis started, in full (:attr:`Nemesis.schedule`): from ``at``
+    to ``until`` (true seconds); ``target`` (crash, pause, skew), ``groups``
+    (partition), ``link`` (the changed :class:`LinkConfig` fields of loss, duplicate,
+    reorder), ``offset`` / ``drift`` (skew: the clock set at ``at``)."""
+
+    at: float
+    until: float
+    kind: str
+    target: str = ""
+    groups: list[list[str]] = attrs.Factory(list)
+    link: dict[str, float] = attrs.Factory(dict)
+    offset: float = 0.0
+    drift: float = 0.0
+
+
 def parse_kinds(text: str) -> tuple[str, ...]:
     """``"partition,crash"`` -> ``("partition", "crash")``; ``"all"`` -> every kind
     but ``disk``; ``"all,disk"`` -> every kind."""
@@ -99,6 +118,8 @@ class Nemesis:
         self.config = config
         self.rng = sim.rng("nemesis")
         self.faults: list[tuple[float, str, str]] = []
+        #: the same faults in full, replayable as scenario events (clusterfunk shrink)
+        self.schedule: list[Fault] = []
         #: (time, node, error) of nodes whose store refused to start (disk corrupt)
         self.refused: list[tuple[float, str, str]] = []
         self._until = float("inf")
@@ -125,15 +146,17 @@ class Nemesis:
         live = [n for n in self.targets if sim.alive(n)]
         end = None
         detail = ""
+        fault = Fault(sim.now, sim.now + duration, kind)
         if kind == "partition" and len(self.targets) >= 2:
             order = list(self.targets)
             rng.shuffle(order)
             cut = rng.randrange(1, len(order))
             sim.partition([sorted(order[:cut]), sorted(order[cut:])])
+            fault.groups = [sorted(order[:cut]), sorted(order[cut:])]
             end = sim.heal
         elif kind in ("crash", "pause", "skew") and live:
             target = rng.choice(live)
-            detail = target
+            detail = fault.target = target
             if kind == "crash":
                 sim.crash(target)
                 end = lambda: sim.restart(target)  # noqa: E731
@@ -143,6 +166,7 @@ class Nemesis:
             else:
                 clock = sim.hosts[target].clock
                 sim.set_skew(target, clock.offset + rng.uniform(0.0, 1.0), rng.uniform(-0.02, 0.02))
+                fault.offset, fault.drift = clock.offset, clock.drift
 
                 def end() -> None:
                     # stop drifting without stepping the clock: keep local time continuous
@@ -151,7 +175,7 @@ class Nemesis:
 
         elif kind == "disk" and live:
             target = rng.choice(live)
-            detail = target
+            detail = fault.target = target
             end = self._disk_fault(target, rng.choice(DISK_FAULTS))
         elif kind in ("loss", "duplicate", "reorder"):
             old = sim.link
@@ -165,11 +189,16 @@ class Nemesis:
                 new.reorder = rng.uniform(0.10, 0.50)
                 new.reorder_window = 0.05
             sim.set_default_link(new)
+            fault.link = {
+                k: getattr(new, k) for k in attrs.fields_dict(LinkConfig)
+                if getattr(new, k) != getattr(old, k)
+            }
             end = lambda: sim.set_default_link(old)  # noqa: E731
         if end is None:  # nothing to do (no live target): try again later
             self._next()
             return
         self.faults.append((round(sim.now, 6), kind, detail))
+        self.schedule.append(fault)
 
         def finish() -> None:
             end()
@@ -198,10 +227,15 @@ class Nemesis:
 
             return end
         if what == "torn_write":
-            disk.tear_next_crash = True
+            disk.power_cut_on_next_write = True
+
+            def end_torn() -> None:
+                disk.power_cut_on_next_write = False  # no write during the fault
+                if not sim.alive(target):
+                    sim.restart(target)
+
+            return end_torn
         sim.crash(target)
-        if what == "torn_write":
-            return lambda: sim.restart(target)
 
         def start_if_it_recovers() -> None:
             # The node's start reads its store first (RaftCore -> recover()): a

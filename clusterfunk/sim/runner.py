@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
+from clusterfunk import mutants as mutants_mod
 from clusterfunk.sim import scenario as scenario_mod
 from clusterfunk.sim.nemesis import Nemesis, NemesisConfig, parse_kinds
 from clusterfunk.sim.netmodel import LinkConfig
@@ -40,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "pause": [],
     "resume": [],
     "datagram_budget": 1400,
+    "mutant": None,
 }
 
 
@@ -90,6 +93,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="append", metavar="ID@T", help="resume node ID at T")
     p.add_argument("--datagram-budget", type=int, help="max datagram bytes (default 1400)")
     p.add_argument("--scenario", metavar="FILE.toml", help="options and a story of faults")
+    p.add_argument(
+        "--mutant",
+        metavar="NAME",
+        help="switch on a planted bug (comma list allowed); see --list-mutants",
+    )
+    p.add_argument(
+        "--list-mutants",
+        action="store_true",
+        help="print the planted bugs, one per line (name first), and exit",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(
         "--progress",
@@ -146,12 +159,16 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
             raise UsageError(f"--{k} must be a probability between 0 and 1")
     if ns.latency < 0 or ns.jitter < 0:
         raise UsageError("--latency and --jitter must be >= 0")
+    try:
+        ns.mutants = mutants_mod.parse(ns.mutant, ns.protocol)
+    except mutants_mod.UnknownMutant as exc:
+        raise UsageError(str(exc)) from None
     return ns
 
 
-def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, Any, Nemesis | None]:
-    tracer = Tracer(lambda: 0.0, out, net=bool(opts.trace_net))
-    link = LinkConfig(
+def link_config(opts: argparse.Namespace) -> LinkConfig:
+    """The default link of resolved options."""
+    return LinkConfig(
         latency=opts.latency / 1000.0,
         jitter=opts.jitter / 1000.0,
         loss=opts.loss,
@@ -159,6 +176,11 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
         reorder=opts.reorder,
         stream_reset=opts.stream_reset,
     )
+
+
+def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, Any, Nemesis | None]:
+    tracer = Tracer(lambda: 0.0, out, net=bool(opts.trace_net))
+    link = link_config(opts)
     sim = Simulation(opts.seed, tracer=tracer, link=link, datagram_budget=opts.datagram_budget)
     workload = load_workload(opts.protocol)(opts)
     workload.setup(sim)
@@ -182,11 +204,17 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
 
 
 def run(
-    opts: argparse.Namespace, *, progress: bool = False, err: IO[str] = sys.stderr
+    opts: argparse.Namespace,
+    *,
+    progress: bool = False,
+    err: IO[str] = sys.stderr,
+    out: IO[str] | None = None,
+    schedule: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Run a simulation described by resolved options; return the summary dict."""
+    """Run a simulation described by resolved options; return the summary dict.
+    Without ``opts.trace``, the trace goes to ``out`` if given; ``schedule`` (a list)
+    receives the nemesis's faults in full (:attr:`Nemesis.schedule`)."""
     with contextlib.ExitStack() as stack:
-        out: IO[str] | None = None
         if opts.trace == "-":
             out = sys.stdout
         elif opts.trace:
@@ -201,6 +229,8 @@ def run(
         if progress:
             err.write("\n")
         wall = time.perf_counter() - wall0
+        if nemesis is not None and schedule is not None:
+            schedule.extend(nemesis.schedule)
         result = workload.finish(sim)
         sim.tracer.emit("sim", "sim.end", {"events": sim.stats["events"]})
     violations = list(result.pop("violations", []))
@@ -268,7 +298,59 @@ def print_summary(summary: dict[str, Any], stream: IO[str]) -> None:
         w("  invariants: no violations\n")
 
 
+class _Sha256Writer:
+    """A text sink that keeps the sha256 of what ``--trace FILE`` would hold, and one
+    of the same without the ``sim.end`` record (whose event count includes the
+    nemesis's own wake-ups, so it differs when the same faults come from a scenario)."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.body = hashlib.sha256()
+        self._in_end = False
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.h.update(data)
+        if text.startswith('{"t":') and '"node":"sim","ev":"sim.end"' in text:
+            self._in_end = True
+        elif self._in_end and text == "\n":
+            self._in_end = False
+        else:
+            self.body.update(data)
+        return len(text)
+
+
+class Outcome(NamedTuple):
+    """What :func:`run_one` returns."""
+
+    verdict: str  # "ok" or "fail"
+    violations: list[str]
+    trace_sha256: str  # of the bytes `simulate --trace FILE` writes for the same options
+    summary: dict[str, Any]
+    schedule: list[Any]  # the nemesis's faults in full (nemesis.Fault)
+    body_sha256: str  # the same trace without its sim.end record
+
+
+def run_one(opts: argparse.Namespace) -> Outcome:
+    """Run one simulation from resolved options (:func:`resolve_options`) in this
+    process, without writing a trace; return verdict, violations and trace hash
+    (for ``clusterfunk sweep`` and ``shrink``)."""
+    opts = argparse.Namespace(**{**vars(opts), "trace": None})
+    sink = _Sha256Writer()
+    schedule: list[Any] = []
+    summary = run(opts, out=sink, schedule=schedule)  # type: ignore[arg-type]
+    violations = list(summary["violations"])
+    verdict = "fail" if violations else "ok"
+    return Outcome(
+        verdict, violations, sink.h.hexdigest(), summary, schedule, sink.body.hexdigest()
+    )
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "list_mutants", False):
+        for m in mutants_mod.MUTANTS.values():
+            print(mutants_mod.describe(m))
+        return 0
     try:
         opts = resolve_options(args)
         progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())

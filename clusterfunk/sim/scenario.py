@@ -29,6 +29,7 @@
     [[events]]
     at = 50.0
     action = "link"         # latency_ms jitter_ms loss duplicate reorder stream_reset
+                            # reorder_window_ms
     loss = 0.2
 
     [[events]]
@@ -141,6 +142,8 @@ def _set_link(sim: Simulation, a: dict[str, Any]) -> None:
         changes["latency"] = float(a["latency_ms"]) / 1000
     if "jitter_ms" in a:
         changes["jitter"] = float(a["jitter_ms"]) / 1000
+    if "reorder_window_ms" in a:
+        changes["reorder_window"] = float(a["reorder_window_ms"]) / 1000
     for k in ("loss", "duplicate", "reorder", "stream_reset"):
         if k in a:
             changes[k] = float(a[k])

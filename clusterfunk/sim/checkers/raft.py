@@ -20,7 +20,13 @@ How each property is checked
   ``digest`` is a violation. A ``raft.snapshot`` restore is compared the same way
   (``term`` at its ``index``). Also per node: applies are in index order and
   contiguous (after a snapshot restore at ``i`` the next is ``i + 1``; a crash,
-  ``sim.crash``, resets the node). Trace events only.
+  ``sim.crash``, resets the node). Trace events only. With the logs: an entry is
+  applied only once committed (**Apply Committed Only**, Figure 2: the applied index
+  never exceeds the node's commit index when its ``raft.apply`` record arrives; on
+  with ``apply_committed=True``, for live views only). Likewise the **Leader Commit
+  Rule** (5.4.2, Figure 8): when a leader applies, its commit index is where it was at
+  its election or at an entry of its own term; and **Commit Majority** (Figure 2,
+  rules for leaders): a majority of its voters hold the entry at its commit index.
 
 * **Leader Completeness** (a leader's log holds every entry committed in earlier
   terms): when a node becomes leader (``raft.role`` leader), every entry known to
@@ -94,9 +100,19 @@ class SafetyChecker:
     """Checks the five safety properties online. See the module docstring."""
 
     def __init__(
-        self, nodes: list[str], read_log: LogReader | None = None, *, limit: int = 100
+        self,
+        nodes: list[str],
+        read_log: LogReader | None = None,
+        *,
+        limit: int = 100,
+        apply_committed: bool = False,
     ) -> None:
         self.nodes = list(nodes)
+        #: check Apply Committed Only and the Leader Commit Rule (need ``read_log``
+        #: views of the live cores)
+        self.apply_committed = apply_committed
+        self._commit0: dict[str, tuple[int, int]] = {}  # leader -> (term, commit at election)
+        self._majority_checked: dict[str, int] = {}  # leader -> commit index last checked
         self.read_log = read_log
         self.limit = limit
         self.violations: list[str] = []
@@ -155,6 +171,7 @@ class SafetyChecker:
             if view is not None:
                 self._leader_completeness(rec["t"], node, term, view)
                 self._start_tenure(node, term, view)
+                self._commit0[node] = (term, view.commit_index)
 
     def _on_apply(self, rec: dict[str, Any]) -> None:
         """State Machine Safety: if a server has applied a log entry at a given
@@ -173,12 +190,59 @@ class SafetyChecker:
                 f"State Machine Safety: {node} applied index {index} as term {term} "
                 f"digest {digest}, but {first[2]} applied term {first[0]} digest {first[1]}",
             )
+        if self.apply_committed and self.read_log is not None:
+            # Figure 2, rules for all servers: only entries up to commitIndex are applied
+            # (records reach the checker after the step, with its final commit index)
+            view = self.read_log(node)
+            if view is not None and index > view.commit_index:
+                self._violation(
+                    rec["t"], f"Apply Committed Only: {node} applied index {index} beyond its "
+                    f"commit index {view.commit_index}"
+                )
+            # 5.4.2 / Figure 8: a leader moves its commit index only onto an entry of its
+            # own term (earlier terms' entries commit with it, never by counting replicas)
+            role, c0 = self._role.get(node), self._commit0.get(node)
+            if view is not None and role is not None and role[0] == "leader" \
+                    and c0 is not None and c0[0] == role[1] and view.commit_index > c0[1] \
+                    and view.commit_index >= view.first_index \
+                    and view.term_at(view.commit_index) != role[1]:
+                self._violation(
+                    rec["t"], f"Leader Commit Rule: {node}, leader of term {role[1]}, "
+                    f"committed index {view.commit_index} of term "
+                    f"{view.term_at(view.commit_index)} by counting replicas"
+                )
+            if view is not None and role is not None and role[0] == "leader":
+                self._commit_majority(rec["t"], node, role[1], view)
         expect = self._next_apply.get(node)
         if expect is not None and index != expect:
             self._violation(
                 rec["t"], f"{node} applied index {index} but the next in order was {expect}"
             )
         self._next_apply[node] = index + 1
+
+    def _commit_majority(self, t: float, node: str, term: int, view: LogView) -> None:
+        """Commit Majority (Figure 2, rules for leaders: N is committed once a majority
+        of matchIndex[i] >= N): when a leader applies, a majority of the voters of its
+        configuration hold the entry at its commit index (a crashed voter, or one that
+        compacted the index, is given the benefit of the doubt)."""
+        c = view.commit_index
+        voters = getattr(view, "voters", None)
+        if self._majority_checked.get(node) == c or voters is None or self.read_log is None \
+                or c < view.first_index:
+            return
+        self._majority_checked[node] = c
+        want = view.term_at(c)
+        holders = 0
+        for v in voters:
+            other = view if v == node else self.read_log(v)
+            if other is None or c < other.first_index or (
+                    c <= other.last_index and other.term_at(c) == want):
+                holders += 1
+        if 2 * holders <= len(voters):
+            self._violation(
+                t, f"Commit Majority: {node}, leader of term {term}, committed index {c} "
+                f"held by only {holders} of {len(voters)} voters"
+            )
 
     def _on_snapshot(self, rec: dict[str, Any]) -> None:
         node, index, term = rec["node"], rec["index"], rec["term"]

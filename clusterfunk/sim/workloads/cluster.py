@@ -17,7 +17,8 @@ Checkers (violations fail the run):
   inspected every ``check_every`` seconds);
 * every committed map (first ``cluster.shardmap`` ``committed`` record of an index)
   decodes to its digest, owns every shard exactly once with a node of its list,
-  and is balanced (max load - min load <= the largest shard weight);
+  and is balanced (max load - min load <= the largest shard weight), and every node
+  of it had its ``cluster.ack`` of that proposal counted before the commit;
 * every node that applied the commit of a proposal index has the same digest and
   node list;
 * at the end, if no fault happened in the last ``settle`` seconds: every live node
@@ -37,6 +38,8 @@ import random
 import statistics
 import time
 from typing import Any
+
+import attrs
 
 from clusterfunk.cluster.assembly import ClusterNode
 from clusterfunk.cluster.coordinator import (
@@ -68,8 +71,12 @@ class MapChecker:
         self.proposed: dict[int, tuple[str, tuple[str, ...]]] = {}
         self.moved: list[int] = []
         self.order: list[int] = []  # proposal indexes in first-commit order
+        self.acks: dict[int, set[str]] = {}  # proposal index -> nodes whose ack was counted
 
     def __call__(self, rec: dict[str, Any]) -> None:
+        if rec["ev"] == "cluster.ack":
+            self.acks.setdefault(rec["index"], set()).add(rec["from"])
+            return
         if rec["ev"] != "cluster.shardmap":
             return
         index = rec["index"]
@@ -81,6 +88,11 @@ class MapChecker:
             if rec["phase"] == "committed":
                 self.order.append(index)
                 self.moved.append(rec["moved"])
+                # the ack rule: a map is committed only once every node of it acked
+                unacked = [n for n in rec["nodes"] if n not in self.acks.get(index, ())]
+                if unacked:
+                    self.violations.append(f"t={rec['t']}: map at {index} committed before "
+                                           f"{unacked} acked it")
                 self._validate(rec)
                 self.wl._on_commit(rec)
         elif first != key:
@@ -139,10 +151,13 @@ class ClusterWorkload:
                 f"--shard-weights must be uniform or random, not {self.weights_kind!r}"
             )
         voters = getattr(args, "voters", None) or 3
-        self.gossip_config = profile(getattr(args, "gossip_profile", None) or "lan")
+        mutants = getattr(args, "mutants", frozenset())  # planted bugs (simulate --mutant)
+        self.gossip_config = attrs.evolve(
+            profile(getattr(args, "gossip_profile", None) or "lan"), mutants=mutants)
         election = getattr(args, "election_timeout", None) or 1.0
-        self.raft_config = RaftConfig(election_timeout=election, heartbeat_interval=election / 10)
-        self.coord_config = CoordinatorConfig(voters=voters)
+        self.raft_config = RaftConfig(election_timeout=election, heartbeat_interval=election / 10,
+                                      mutants=mutants)
+        self.coord_config = CoordinatorConfig(voters=voters, mutants=mutants)
         settle = getattr(args, "settle", None)
         # a healed partition merges through gossip's reconnect (every 30 s on each side
         # in the LAN profile), which can take up to about a minute
@@ -158,7 +173,7 @@ class ClusterWorkload:
         self.seeds = [f"n{i}:{GOSSIP_PORT}" for i in range(1, min(SEEDS, self.nodes) + 1)]
         self.bootstrap = {"n1": f"n1:{RAFT_PORT}"}
         self.sim: Simulation | None = None
-        self.safety = SafetyChecker(self.names, self._read_log)
+        self.safety = SafetyChecker(self.names, self._read_log, apply_committed=True)
         self.maps = MapChecker(self)
         self.last_fault = 0.0
         self.partitioned = False
@@ -247,7 +262,7 @@ class ClusterWorkload:
         if ev.startswith("raft.") or ev == "sim.crash":
             self.safety(rec)
         if ev.startswith("cluster."):
-            if ev == "cluster.shardmap":
+            if ev in ("cluster.shardmap", "cluster.ack"):
                 self.maps(rec)
             elif ev == "cluster.state":
                 self.states[rec["node"]] = rec["state"]

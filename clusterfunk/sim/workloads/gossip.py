@@ -39,6 +39,8 @@ import math
 import random
 from typing import Any
 
+import attrs
+
 from clusterfunk.gossip.assembly import GossipMember
 from clusterfunk.gossip.config import GossipConfig, profile
 from clusterfunk.gossip.core import GossipCore
@@ -150,7 +152,10 @@ class GossipWorkload:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.nodes: int = args.nodes
-        self.config = profile(getattr(args, "gossip_profile", None) or "lan")
+        self.config = attrs.evolve(  # planted bugs (simulate --mutant)
+            profile(getattr(args, "gossip_profile", None) or "lan"),
+            mutants=getattr(args, "mutants", frozenset()),
+        )
         bound = getattr(args, "detect_bound", None)
         self.bound = float(bound) if bound else detection_bound(self.config, self.nodes)
         self.keyring = bool(getattr(args, "gossip_keyring", False))
@@ -283,6 +288,6 @@ class GossipWorkload:
 
     def _profile_name(self) -> str:
         for name in ("lan", "wan", "local"):
-            if profile(name) == self.config:
+            if profile(name) == attrs.evolve(self.config, mutants=frozenset()):
                 return name
         return "custom"

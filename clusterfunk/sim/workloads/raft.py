@@ -82,6 +82,11 @@ class CoreLogView:
     def content_at(self, index: int) -> Any:
         return self.log.entry(index)
 
+    @property
+    def voters(self) -> list[str]:
+        """The voters of the core's latest configuration (for the Commit Majority check)."""
+        return list(self.core.configuration.voters)
+
 
 class RaftApp:
     """One incarnation of a simulated Raft node: the Raft server assembly that ships
@@ -309,11 +314,12 @@ class RaftWorkload:
         # them (10.2.1); the simulated disk loses un-synced writes at a crash.
         self.config = RaftConfig(
             election_timeout=election, heartbeat_interval=election / 10, parallel_leader_write=True,
+            mutants=getattr(args, "mutants", frozenset()),  # planted bugs (simulate --mutant)
         )
         self.names: list[str] = [f"n{i}" for i in range(1, self.nodes + 1)]
         self.addresses = {n: f"{n}:{PORT}" for n in self.names}
         self.history = HistoryBuilder()
-        self.checker = SafetyChecker(self.names, self._read_log)
+        self.checker = SafetyChecker(self.names, self._read_log, apply_committed=True)
         self.sim: Simulation | None = None
         self.client_list: list[SimClient] = []
         self.last_seen: dict[str, str] = {}
