@@ -14,8 +14,10 @@ Disk faults (the nemesis' ``disk`` kind, traced as ``sim.disk``):
   :class:`~clusterfunk.runtime.api.DiskFailure` and makes nothing durable (what
   reached the platter is unknown: a crash afterwards keeps a random prefix, as
   always). The caller must stop (fail-stop), never retry as if it had worked.
-* a torn last write (:attr:`SimDisk.tear_next_crash`, then a crash): power is lost
-  in the middle of the last surviving un-synced write. Like SQLite's WAL (every
+* a torn last write (:attr:`SimDisk.power_cut_on_next_write`: the simulator's
+  Raft persister stops the node while it writes its next batch, before the sync;
+  or :attr:`SimDisk.tear_next_crash`, then a crash): power is lost in the middle
+  of the last surviving un-synced write. Like SQLite's WAL (every
   frame checksummed, a bad frame and what follows it ignored on recovery), the
   disk detects the torn record when it replays its journal and discards it: the
   store sees the previous value of that key (or none), never a half-written one.
@@ -57,6 +59,8 @@ class SimDisk:
         self.lost_writes = 0
         self.fail_next_sync = False
         self.tear_next_crash = False
+        #: a disk fault: the persister cuts the power while it writes its next batch
+        self.power_cut_on_next_write = False
         self.torn_writes = 0
 
     def write(self, key: Any, value: Any) -> None:

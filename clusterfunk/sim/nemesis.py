@@ -29,9 +29,11 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
     failure, the driver stops at once (fail-stop: nothing that waited for the
     write leaves) and the node crashes (``sim.crash``); it is restarted at the
     end of the fault. If it did not sync during the fault, the fault is disarmed.
-  - ``torn_write``: the target crashes while its last surviving un-synced write
-    is torn (the disk discards it on replay, as SQLite's WAL does); restarted at
-    the end.
+  - ``torn_write``: power fails while the target writes its next batch that must
+    be synced (before the sync): the node stops at once, its disk keeps a random
+    prefix of the un-synced writes with the last one torn (discarded on replay,
+    as SQLite's WAL does); restarted at the end. If it wrote no such batch
+    during the fault, the fault is disarmed.
   - ``corrupt``: one synced record of the target is damaged and the target
     crashes. At the end it is started again only if its store recovers; a store
     that detects the damage (a checksum or shape check) refuses to start, and
@@ -225,10 +227,15 @@ class Nemesis:
 
             return end
         if what == "torn_write":
-            disk.tear_next_crash = True
+            disk.power_cut_on_next_write = True
+
+            def end_torn() -> None:
+                disk.power_cut_on_next_write = False  # no write during the fault
+                if not sim.alive(target):
+                    sim.restart(target)
+
+            return end_torn
         sim.crash(target)
-        if what == "torn_write":
-            return lambda: sim.restart(target)
 
         def start_if_it_recovers() -> None:
             # The node's start reads its store first (RaftCore -> recover()): a

@@ -198,6 +198,19 @@ class SimPersister:
         apply_records(self.storage, records)
         if not token:
             return
+        disk = self.storage.disk
+        if disk.power_cut_on_next_write:
+            # A disk fault (torn_write): power fails while this batch is being
+            # written, before its sync: the node stops now; the crash keeps a random
+            # prefix of the un-synced writes, the last of them torn.
+            disk.power_cut_on_next_write = False
+            disk.tear_next_crash = True
+            self.failed = True
+            if self._handler is not None:
+                self._handler.on_persist_failed(DiskFailure("simulated power cut"))
+            if self._crash is not None:
+                self._crash()
+            return
         if self.latency <= 0 or self._schedule is None:
             self._sync(token)
             return

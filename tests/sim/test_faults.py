@@ -323,3 +323,11 @@ def test_disk_faults_keep_raft_safe(seed: int) -> None:
         assert "damaged record" in err or "checksum" in err, err
         assert not any(x["ev"] == "sim.restart" and x["target"] == node
                        and x["t"] >= _t for x in records)
+
+
+def test_power_cuts_mid_write_tear_records_and_lose_no_acknowledged_write() -> None:
+    wl, nem, summary, _records = _disk_run(2, ("disk",))
+    torn = sum(h.disk.torn_writes for h in wl.sim.hosts.values())
+    assert torn > 0, "a torn_write fault cut the power during a batch"
+    assert summary["violations"] == [] and summary["linearizable"] is True
+    assert len(nem.refused) <= 2  # corrupt stores refused, a majority kept
