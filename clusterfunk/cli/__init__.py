@@ -23,6 +23,7 @@ PLUGINS = (
     "clusterfunk.cli.cluster_node",
     "clusterfunk.cli.ctl",
     "clusterfunk.audit.cli",
+    "clusterfunk.sweep.cli",
     "clusterfunk.view.cli",
 )
 

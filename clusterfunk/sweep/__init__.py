@@ -1,0 +1,1 @@
+"""Seed sweeps and shrinking of failing simulations (``clusterfunk sweep``, ``shrink``)."""

@@ -1,0 +1,123 @@
+"""Planted bugs: the registry, the switches, and that the checkers catch them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from clusterfunk import mutants
+from clusterfunk.cli import build_parser, main
+from clusterfunk.cluster.coordinator import CoordinatorConfig
+from clusterfunk.gossip.config import GossipConfig
+from clusterfunk.raft.config import RaftConfig
+from clusterfunk.sweep.sweep import resolve_argv, run_seed
+
+
+def test_registry_is_pure_and_complete() -> None:
+    # importing the registry pulls in no simulator or protocol module
+    code = (
+        "import sys, clusterfunk.mutants as m; "
+        "bad = [k for k in sys.modules if k.startswith(('clusterfunk.sim', 'clusterfunk.raft', "
+        "'clusterfunk.gossip', 'clusterfunk.cluster', 'trio'))]; "
+        "print(len(m.MUTANTS)); assert not bad, bad"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = mutants.names()
+    for wanted in (
+        "raft-commit-old-term", "raft-vote-without-log-check", "raft-vote-not-persisted",
+        "raft-stale-append", "raft-apply-before-commit", "swim-never-refute",
+        "gossip-dead-without-suspicion", "shard-commit-before-acks",
+    ):
+        assert wanted in names
+    for m in mutants.MUTANTS.values():
+        assert m.rule and m.section and m.core in ("raft", "gossip", "coordinator")
+
+
+def test_off_by_default() -> None:
+    assert RaftConfig().mutants == frozenset()
+    assert GossipConfig().mutants == frozenset()
+    assert CoordinatorConfig().mutants == frozenset()
+    assert resolve_argv(["simulate", "--protocol", "raft"]).mutants == frozenset()
+
+
+def test_list_mutants(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--list-mutants"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == mutants.names()
+
+
+def test_parse_validates_name_and_protocol() -> None:
+    assert mutants.parse("raft-stale-append", "cluster") == {"raft-stale-append"}
+    with pytest.raises(mutants.UnknownMutant):
+        mutants.parse("no-such-bug")
+    with pytest.raises(mutants.UnknownMutant):
+        mutants.parse("swim-never-refute", "raft")  # raft runs no gossip core
+    with pytest.raises(mutants.UnknownMutant):
+        mutants.parse("shard-commit-before-acks", "gossip")
+
+
+def test_simulate_rejects_a_bad_mutant(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["simulate", "--protocol", "raft", "--duration", "1", "--mutant", "nope"])
+    assert rc == 2
+    assert "unknown mutant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["raft-node", "--id", "n1", "--bind", "127.0.0.1:1", "--peers", "n1=127.0.0.1:1",
+         "--data-dir", "/tmp/x"],
+        ["gossip-node", "--name", "n1"],
+        ["cluster-node", "--id", "n1"],
+    ],
+)
+def test_real_process_commands_reject_mutant(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    cmd = sub.choices[argv[0]]  # type: ignore[index]
+    assert not any(s.startswith("--mut") for s in cmd._option_string_actions)
+    parser.parse_args(argv)  # the command line is valid without the option
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*argv, "--mutant", "raft-stale-append"])
+    assert exc.value.code == 2
+    assert "--mutant" in capsys.readouterr().err
+
+
+def _run(protocol: str, nodes: int, duration: float, seed: int, mutant: str | None,
+         extra: tuple[str, ...]) -> dict:
+    argv = ["simulate", "--protocol", protocol, "--nodes", str(nodes), "--duration",
+            str(duration), "--seed", str(seed), *extra]
+    if mutant:
+        argv += ["--mutant", mutant]
+    return run_seed(argv)
+
+
+# (protocol, nodes, duration, seed, options, mutant, violation text): small runs found by
+# `clusterfunk sweep` (docs/mutants.md); the same run without the mutant is clean.
+CAUGHT = [
+    ("raft", 3, 10, 1, ("--nemesis", "all"), "raft-apply-before-commit",
+     "Apply Committed Only"),
+    ("raft", 3, 10, 1, ("--nemesis", "all"), "raft-commit-minority", "Commit Majority"),
+    ("raft", 3, 30, 9, ("--nemesis", "partition,crash"), "raft-append-keeps-conflicts",
+     "State Machine Safety"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("protocol", "nodes", "duration", "seed", "extra", "mutant", "text"), CAUGHT
+)
+def test_checkers_catch_the_mutant(
+    protocol: str, nodes: int, duration: float, seed: int, extra: tuple[str, ...],
+    mutant: str, text: str,
+) -> None:
+    bad = _run(protocol, nodes, duration, seed, mutant, extra)
+    assert bad["verdict"] == "fail"
+    assert any(text in v for v in bad["violations"]), bad["violations"]
+    good = _run(protocol, nodes, duration, seed, None, extra)
+    assert good["verdict"] == "ok", good["violations"]
