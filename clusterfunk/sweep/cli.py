@@ -1,4 +1,4 @@
-"""``clusterfunk sweep`` (registered by ``add_parser``)."""
+"""``clusterfunk sweep`` and ``clusterfunk shrink`` (registered by ``add_parser``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from clusterfunk.sweep import sweep as sweep_mod
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``sweep`` on an ``argparse`` subparsers object."""
+    """Register ``sweep`` and ``shrink`` on an ``argparse`` subparsers object."""
     p = sub.add_parser(
         "sweep",
         help="run a simulation over a range of seeds in parallel and report failures",
@@ -41,6 +41,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")
     p.set_defaults(func=main_sweep)
+
+    from clusterfunk.sweep import shrink
+
+    shrink.add_parser(sub)
 
 
 def main_sweep(args: argparse.Namespace) -> int:
