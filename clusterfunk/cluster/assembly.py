@@ -13,7 +13,11 @@ Rules:
 
 1. Driver order is gossip, Raft, coordinator (the host starts them in this order).
 2. Raft is driven with a lazy timer (a follower's election deadline moves on every
-   AppendEntries; see :mod:`clusterfunk.runtime.driver`).
+   AppendEntries; see :mod:`clusterfunk.runtime.driver`). The Raft and coordination
+   drivers screen every message with their authorizer (runtime/auth.py), requiring
+   the sender's identity when the host authenticates frames; the gossip part is the
+   gossip assembly (:class:`~clusterfunk.gossip.assembly.GossipMember`, keyring
+   included).
 3. A node bootstraps only when the caller passes ``bootstrap`` naming it (the
    caller's policy: e.g. no seeds, or the simulation's first boot of ``n1``), and
    the Raft core bootstraps only an empty store.
@@ -23,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -40,12 +45,14 @@ from clusterfunk.cluster.coordinator import (
 from clusterfunk.cluster.glue import NodeGlue
 from clusterfunk.cluster.statemachine import ClusterStateMachine
 from clusterfunk.cluster.views import GossipMembershipView, RaftCoreView
+from clusterfunk.gossip.assembly import GossipMember
 from clusterfunk.gossip.config import GossipConfig
-from clusterfunk.gossip.core import GossipCore
+from clusterfunk.gossip.keyring import Keyring, NonceSource
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.persist import SyncPersister
 from clusterfunk.runtime.api import Persister
+from clusterfunk.runtime.auth import coordination_authorizer, raft_authorizer
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT, Host
 
 #: Default port numbers of the named ports.
@@ -57,8 +64,11 @@ class ClusterNode:
 
     ``rng(what)`` gives each part its own random source (the simulator derives them
     from the seed, production from one ``random.Random``). ``storage`` is the Raft
-    store (ignored for a gossip-only client, ``member=False``). ``tags`` are extra
-    gossip tags (endpoints ``ep.<name>``).
+    store (ignored for a gossip-only client, ``member=False``) and ``persister`` makes
+    its writes durable (default: synchronously). ``tags`` are extra gossip tags
+    (endpoints ``ep.<name>``). ``keyring`` seals (or, without ``encrypt``,
+    authenticates) every gossip packet; ``nonce`` is its nonce source (the simulator
+    passes a seeded one).
     """
 
     def __init__(
@@ -78,6 +88,9 @@ class ClusterNode:
         tags: Mapping[str, str] | None = None,
         trace_applies: bool = True,
         persister: Persister | None = None,
+        keyring: Keyring | None = None,
+        encrypt: bool = True,
+        nonce: NonceSource = os.urandom,
     ) -> None:
         name = host.name
         self.host = host
@@ -90,10 +103,13 @@ class ClusterNode:
         }
         if member:
             self.base_tags[TAG_RAFT] = host.address(RAFT)
-        self.gossip = GossipCore(
-            name, gaddr, rng("gossip"), gossip_config, {**self.base_tags, **(tags or {})}
+        self.gossip_member = GossipMember(
+            host, rng=rng("gossip"), config=gossip_config,
+            tags={**self.base_tags, **(tags or {})}, keyring=keyring, encrypt=encrypt,
+            nonce=nonce,
         )
-        self.gossip_driver = host.driver(self.gossip, GOSSIP)
+        self.gossip = self.gossip_member.core
+        self.gossip_driver = self.gossip_member.driver
         self.sm = ClusterStateMachine()
         self.raft: RaftCore | None = None
         self.raft_driver = None
@@ -106,6 +122,7 @@ class ClusterNode:
             self.raft_driver = host.driver(
                 self.raft, RAFT, lazy_timer=True,
                 persister=persister if persister is not None else SyncPersister(storage),
+                authorizer=raft_authorizer(require_identity=host.authenticated),
             )
         cfg = attrs.evolve(coord_config, wall_offset=host.wall_offset())
         self.coord = CoordinatorCore(
@@ -118,7 +135,10 @@ class ClusterNode:
             weights=weights,
             config=cfg,
         )
-        self.coord_driver = host.driver(self.coord, COORD)
+        self.coord_driver = host.driver(
+            self.coord, COORD,
+            authorizer=coordination_authorizer(require_identity=host.authenticated),
+        )
         self.glue = NodeGlue(self.coord_driver, self.raft_driver, self.gossip_driver, host.defer)
         host.on_stop.append(self.glue.close)
         self.glue.kick()  # first pump: resync from the recovered state machine

@@ -20,6 +20,7 @@ from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.persist import SyncPersister
 from clusterfunk.raft.requests import Callback, Requests
 from clusterfunk.runtime.api import Persister
+from clusterfunk.runtime.auth import raft_authorizer
 from clusterfunk.runtime.host import RAFT, Host
 
 
@@ -57,6 +58,7 @@ class RaftServer:
         self.driver = host.driver(
             self.core, port, lazy_timer=True,
             persister=persister if persister is not None else SyncPersister(storage),
+            authorizer=raft_authorizer(require_identity=host.authenticated),
         )
         self.requests = Requests(self.core, fail_on_step_down=fail_on_step_down)
         self.driver.subscribe(self.requests.on_event)

@@ -22,6 +22,10 @@ Rules every host keeps:
 2. :meth:`Host.defer` runs ``fn`` later, never inside the current driver step,
    and never after the node stopped.
 3. Callbacks in :attr:`Host.on_stop` run once, when the node stops.
+4. When :attr:`Host.authenticated` is true, every stream frame reaches its driver
+   with the identity of its sender, and assemblies make their authorizers require
+   it (a Raft message only from the server it names; an ``Ack`` or
+   ``LeaveRequest`` only from the node it speaks for).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from clusterfunk.runtime.api import Address, Core, Persister
+from clusterfunk.runtime.auth import Authorizer
 from clusterfunk.runtime.driver import Driver
 
 #: The port names of a cluster node (their default numbers are in ``cluster.assembly``).
@@ -60,11 +65,20 @@ class Host(Protocol):
         *,
         persister: Persister | None = None,
         lazy_timer: bool = False,
+        authorizer: Authorizer | None = None,
         encode: Callable[[Any], bytes] = ...,
         decode: Callable[[bytes], Any] = ...,
     ) -> Driver:
         """A driver for ``core`` on endpoint ``port`` (started by the host, rule 1);
+        ``authorizer`` screens every decoded message (runtime/auth.py);
         ``encode``/``decode`` replace the wire codec (the gossip keyring seals)."""
+        ...
+
+    @property
+    def authenticated(self) -> bool:
+        """Stream frames carry the sender's authenticated node id (a TLS certificate's
+        name on the real network; the sending host in the simulator), so authorizers
+        can require it (rule 4)."""
         ...
 
     def defer(self, fn: Callable[[], None]) -> None:

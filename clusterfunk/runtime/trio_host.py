@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -31,8 +31,10 @@ import trio
 
 from clusterfunk import wire
 from clusterfunk.runtime.api import DEFAULT_DATAGRAM_BUDGET, Core, Persister, Tracer
+from clusterfunk.runtime.auth import Authorizer
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.net import NetTransport, open_transport
+from clusterfunk.runtime.tls import TLSConfig
 
 log = logging.getLogger("clusterfunk.runtime")
 
@@ -120,8 +122,10 @@ class TrioHost:
         transports: dict[str, NetTransport],
         clock: TrioClock,
         tracer: Tracer | None,
+        authenticated: bool = False,
     ) -> None:
         self._name = name
+        self._authenticated = authenticated
         self.transports = transports
         self.clock = clock
         self.tracer = tracer
@@ -136,6 +140,11 @@ class TrioHost:
     def name(self) -> str:
         return self._name
 
+    @property
+    def authenticated(self) -> bool:
+        """True when the stream ports run mutual TLS (see :func:`open_host`)."""
+        return self._authenticated
+
     def address(self, port: str) -> str:
         return self.transports[port].local_address
 
@@ -146,6 +155,7 @@ class TrioHost:
         *,
         persister: Persister | None = None,
         lazy_timer: bool = False,
+        authorizer: Authorizer | None = None,
         encode: Callable[[Any], bytes] = wire.encode,
         decode: Callable[[bytes], Any] = wire.decode,
     ) -> Driver:
@@ -159,6 +169,7 @@ class TrioHost:
             encode=encode,
             decode=decode,
             lazy_timer=lazy_timer,
+            authorizer=authorizer,
         )
         self.drivers.append(d)
         return d
@@ -212,6 +223,8 @@ async def open_host(
     max_datagram: dict[str, int] | None = None,
     tracer: Tracer | None = None,
     rng: random.Random | None = None,
+    tls: TLSConfig | None = None,
+    tls_ports: Collection[str] = (),
 ) -> AsyncIterator[TrioHost]:
     """Bind one UDP + TCP endpoint per named port (``binds``: name -> ``host:port``,
     port 0 picks a free port, race-free: the socket is bound before anyone learns
@@ -219,9 +232,15 @@ async def open_host(
     assembly on the yielded host and call :meth:`TrioHost.start`.
 
     ``advertise`` gives, per port name, the address peers should use (an advertised
-    port of 0 means the bound port). On exit the host's ``on_stop`` callbacks run,
-    every driver stops and every socket closes.
+    port of 0 means the bound port). ``tls``: the ports named in ``tls_ports`` run
+    mutual TLS (every stream connection, both ways, with a certificate of the
+    cluster CA whose name is the node id the peer claims); then the host is
+    :attr:`~TrioHost.authenticated` and frames reach drivers with that identity. On
+    exit the host's ``on_stop`` callbacks run, every driver stops and every socket
+    closes.
     """
+    if tls_ports and tls is None:
+        raise ValueError("tls_ports given without a TLS configuration")
     rng = rng if rng is not None else random.Random()
     advertise = advertise or {}
     max_datagram = max_datagram or {}
@@ -241,10 +260,13 @@ async def open_host(
                     max_datagram=max_datagram.get(port, DEFAULT_DATAGRAM_BUDGET),
                     rng=random.Random(rng.random()),
                     on_handler_error=count,
+                    tls=tls if port in tls_ports else None,
+                    node_id=name,
                 )
             )
         nursery = await stack.enter_async_context(trio.open_nursery())
-        host = TrioHost(name, transports, TrioClock(nursery, on_handler_error=count), tracer)
+        host = TrioHost(name, transports, TrioClock(nursery, on_handler_error=count), tracer,
+                        authenticated=tls is not None and bool(tls_ports))
         holder.append(host)
         nursery.start_soon(host._run_deferred, name=f"cf-deferred {name}")
         try:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from clusterfunk.runtime.api import DEFAULT_DATAGRAM_BUDGET, Core, Persister
+from clusterfunk.runtime.auth import Authorizer
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.sim.disk import SimDisk
 from clusterfunk.sim.netmodel import LinkConfig, Partitions
@@ -147,6 +148,11 @@ class SimHost:
         """Simulated wall clock = virtual local clock (offset 0)."""
         return 0.0
 
+    @property
+    def authenticated(self) -> bool:
+        """Frames carry the sending host's name as their identity (see ``_FRAME``)."""
+        return True
+
     def endpoint(self, port: int) -> SimEndpoint:
         if port in self.endpoints:
             raise ValueError(f"{self.name}: port {port} already bound")
@@ -162,11 +168,12 @@ class SimHost:
         *,
         persister: Persister | None = None,
         lazy_timer: bool = False,
+        authorizer: Authorizer | None = None,
         encode: Callable[[Any], bytes] | None = None,
         decode: Callable[[bytes], Any] | None = None,
     ) -> Driver:
         """Create a driver for ``core`` on ``host:port``; it starts with the host."""
-        kw: dict[str, Any] = {"lazy_timer": lazy_timer}
+        kw: dict[str, Any] = {"lazy_timer": lazy_timer, "authorizer": authorizer}
         if encode is not None:
             kw["encode"] = encode
         if decode is not None:
@@ -564,7 +571,9 @@ class Simulation:
                 stats["frames_delivered"] += 1
                 if tracer.net:
                     self._net(dst.name, "net.deliver", b, a, "stream", "bytes", len(c))
-                ep.handler.on_frame(b, c)
+                # the sending host is the frame's authenticated identity (as a TLS
+                # certificate's name is on the real network)
+                ep.handler.on_frame_from(b, src_host, c)
             else:  # _CALL
                 a(*b)
             if stop is not None and stop():

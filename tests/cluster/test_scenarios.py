@@ -214,7 +214,7 @@ def test_leader_that_hears_no_ack_hands_leadership_over():
     sim.run_until(10.0)
     old = leader(sim, wl)
     drv = sim.app(old).coord_driver
-    drv.on_frame = lambda src, data: None  # its coordination port hears nothing
+    drv.on_frame_from = lambda src, identity, data: None  # its coordination port hears nothing
     victim = _non_leader(sim, wl)
     sim.crash(victim)  # forces a round
     sim.run_until(40.0)
