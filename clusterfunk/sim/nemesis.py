@@ -38,8 +38,8 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
     crashes. At the end it is started again only if its store recovers; a store
     that detects the damage (a checksum or shape check) refuses to start, and
     the node stays down for the rest of the run (:attr:`Nemesis.refused` holds
-    the error). Only while fewer than a minority of the targets were lost this
-    way; otherwise the fault is a ``torn_write``.
+    the error). Only while a majority of the targets that hold a Raft store can
+    still start; otherwise (or with nothing synced yet) it is a ``torn_write``.
 
   ``disk`` is kept out of ``all`` so that the traces of existing ``--nemesis
   all`` runs (the README's main job) do not change.
@@ -210,10 +210,14 @@ class Nemesis:
         """Start one disk fault on ``target``; returns what ends it."""
         sim = self.sim
         disk = sim.hosts[target].disk
-        if what == "corrupt" and len(self.refused) >= (len(self.targets) - 1) // 2:
-            what = "torn_write"  # keep a majority of the targets able to start
         if what == "corrupt":
-            keys = [k for k in disk.keys() if type(k) is tuple and k[:1] == ("raft",)]  # noqa: SIM118
+            # Keep a majority of the nodes that hold a Raft store able to start.
+            holders = [t for t in self.targets
+                       if any(_raft_key(k) for k in sim.hosts[t].disk.keys())]  # noqa: SIM118
+            if len(self.refused) >= (len(holders) - 1) // 2:
+                what = "torn_write"
+        if what == "corrupt":
+            keys = [k for k in disk.keys() if _raft_key(k)]  # noqa: SIM118
             if disk.corrupt(self.rng, keys) is None:
                 what = "torn_write"  # nothing synced to damage yet
         sim.tracer.emit("sim", "sim.disk", {"target": target, "kind": what})
@@ -248,6 +252,10 @@ class Nemesis:
             sim.restart(target)
 
         return start_if_it_recovers
+
+
+def _raft_key(key: object) -> bool:
+    return type(key) is tuple and key[:1] == ("raft",)
 
 
 def link_with(base: LinkConfig, **changes: float) -> LinkConfig:
