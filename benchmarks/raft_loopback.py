@@ -57,6 +57,7 @@ def start_cluster(
             "-m",
             "clusterfunk",
             "raft-node",
+            "--insecure",
             "--id",
             sid,
             "--bind",

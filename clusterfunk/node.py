@@ -23,6 +23,12 @@ and waits for the leader to add it. Ports set to 0 are bound to free ports
 before anything else starts (no probing, no race).
 ``member=False`` makes a gossip-only client (role ``nonmember``): it can look up
 endpoints but holds no shards.
+
+Security (docs/operations.md): ``tls=load_tls_dir(dir, node_id)`` runs mutual TLS
+on the Raft and coordination ports, and then every Raft or coordination message
+is accepted only from the node its certificate names (and Raft only from servers
+of the configuration); ``keyring=`` seals every gossip packet (the gossip port
+stays reachable by gossip-only clients that hold the key).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from clusterfunk.cluster.assembly import DEFAULT_PORTS, ClusterNode
 from clusterfunk.cluster.statemachine import ClusterStateMachine
 from clusterfunk.gossip.config import LAN, GossipConfig
 from clusterfunk.gossip.core import GossipCore
+from clusterfunk.gossip.keyring import Keyring
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
@@ -48,6 +55,7 @@ from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
 from clusterfunk.runtime.persist import open_persister
+from clusterfunk.runtime.tls import TLSConfig
 from clusterfunk.runtime.trio_host import TrioHost, open_host
 from clusterfunk.sharding import ShardMap
 
@@ -88,6 +96,9 @@ class Cluster:
         coord_config: co.CoordinatorConfig | None = None,
         tracer: Any = None,
         rng: random.Random | None = None,
+        tls: TLSConfig | None = None,
+        keyring: Keyring | None = None,
+        encrypt: bool = True,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
@@ -108,6 +119,9 @@ class Cluster:
         self.coord_config = coord_config
         self.tracer = tracer
         self.rng = rng if rng is not None else random.Random()
+        self.tls = tls
+        self.keyring = keyring
+        self.encrypt = encrypt
         self.addresses: dict[str, str] = {}
         self._endpoints: dict[str, str] = {}
         self._events: EventHub[tuple[str, str]] = EventHub()
@@ -165,6 +179,8 @@ class Cluster:
                         max_datagram={GOSSIP: self.gossip_config.udp_buffer_size},
                         tracer=self.tracer,
                         rng=random.Random(seed()),
+                        tls=self.tls,
+                        tls_ports=(RAFT, COORD) if self.tls is not None else (),
                     )
                 )
             except OSError as exc:
@@ -186,6 +202,8 @@ class Cluster:
                 seeds=self.seeds,
                 service_name=self.service_name,
                 tags=self._endpoint_tags(),
+                keyring=self.keyring,
+                encrypt=self.encrypt,
             )
             self.sm = node.sm
             node.glue.on_state.append(self._on_state)

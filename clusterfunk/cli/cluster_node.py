@@ -103,8 +103,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("trace", "str", None, "write the JSON Lines trace here"),
     Option("log_format", "choice", "human", "log format on stderr", choices=LOG_FORMATS),
     Option("log_level", "choice", "info", "log level", choices=LOG_LEVELS),
-    # TLS (issue 11): the TLS work adds its options here (e.g. tls_dir, insecure) and
-    # builds the contexts in _management_tls below.
+    Option("tls_dir", "str", None, "certificate directory (clusterfunk certs): ca.pem and "
+           "<id>.pem / <id>-key.pem; mutual TLS on the Raft, coordination and management "
+           "ports (SIGHUP reloads the certificates)"),
+    Option("insecure", "bool", False, "run without TLS (every stream port is open to anyone "
+           "who can reach it): explicitly"),
+    Option("keyring_file", "str", None, "gossip keyring: a file with one base64 key per line "
+           "(the first is primary); every gossip packet is sealed with it"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -228,6 +233,11 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
         raise ConfigError("a member node needs --data-dir (a voter that restarts with an "
                           "empty log under the same id can break Raft's guarantees); "
                           "--in-memory runs without one, explicitly")
+    if cfg["tls_dir"] and cfg["insecure"]:
+        raise ConfigError("--tls-dir and --insecure exclude each other")
+    if not cfg["tls_dir"] and not cfg["insecure"]:
+        raise ConfigError("no TLS configured: give --tls-dir DIR (clusterfunk certs makes one) "
+                          "or run without TLS with --insecure")
     for name in ("gossip_port", "raft_port", "coord_port", "management_port"):
         if not 0 <= cfg[name] <= 65535:
             raise ConfigError(f"{name} must be 0..65535, not {cfg[name]}")
@@ -343,6 +353,10 @@ def handler(args: argparse.Namespace) -> int:
         sys.stdout.write(format_config(cfg, source))
         return 0
     setup_logging(cfg["log_format"], cfg["log_level"])
+    if cfg["insecure"]:
+        print("clusterfunk cluster-node: warning: running WITHOUT TLS (--insecure): anyone "
+              "who can reach the Raft, coordination and management ports can talk to them",
+              file=sys.stderr, flush=True)
     interrupted = False
     errors: list[BaseException] = []
     try:
@@ -362,15 +376,45 @@ class StartError(Exception):
     """The node cannot start (a port in use, ...): one line for the user."""
 
 
+def _load_tls(cfg: dict[str, Any]) -> Any:
+    """The node's :class:`~clusterfunk.runtime.tls.TLSConfig` from ``--tls-dir`` (None
+    with ``--insecure``), loaded once per process."""
+    if not cfg["tls_dir"]:
+        return None
+    cached = cfg.get("_tls")
+    if cached is None:
+        from clusterfunk.runtime.tls import TLSError, load_tls_dir
+
+        try:
+            cached = load_tls_dir(cfg["tls_dir"], cfg["id"])
+        except (TLSError, OSError) as exc:
+            raise StartError(f"--tls-dir {cfg['tls_dir']}: {exc}") from None
+        cfg["_tls"] = cached
+    return cached
+
+
 def _management_tls(cfg: dict[str, Any]) -> tuple[Any, Any]:
-    """The management server's TLS contexts: (server, client for forwarding writes).
-    TLS (issue 11) plugs in here: with a certificate directory ``d``,
-    ``tls = clusterfunk.runtime.tls.load_tls_dir(d, cfg["id"])`` and return
-    ``(tls.server_context, tls.client_context)`` -- the server context requires client
-    certificates of the cluster CA, so every request is authenticated by the
-    handshake (tested with ``clusterfunk certs`` files in tests/management/test_ctl.py).
-    Today: ``(None, None)``, plain HTTP."""
-    return None, None
+    """The management server's TLS contexts: (server, client for forwarding writes),
+    from ``--tls-dir`` -- the server context requires client certificates of the
+    cluster CA, so every request is authenticated by the handshake; ``(None, None)``
+    (plain HTTP) with ``--insecure``."""
+    tls = _load_tls(cfg)
+    if tls is None:
+        return None, None
+    return tls.server_context, tls.client_context
+
+
+def _load_keyring(cfg: dict[str, Any]) -> Any:
+    if not cfg["keyring_file"]:
+        return None
+    from clusterfunk.gossip.keyring import Keyring, KeyringError, decode_key
+
+    try:
+        with open(cfg["keyring_file"], encoding="ascii") as f:
+            keys = [decode_key(line.strip()) for line in f if line.strip()]
+        return Keyring(keys)
+    except (OSError, ValueError, KeyringError) as exc:
+        raise StartError(f"--keyring-file {cfg['keyring_file']}: {exc}") from None
 
 
 #: a node not yet in the map logs a warning after this long, then at doubling intervals
@@ -520,6 +564,7 @@ async def serve(cfg: dict[str, Any]) -> None:
                     data_dir=cfg["data_dir"], shards=cfg["shards"], voters=cfg["voters"],
                     gossip_port=cfg["gossip_port"], raft_port=cfg["raft_port"],
                     coord_port=cfg["coord_port"], tracer=tracer,
+                    tls=_load_tls(cfg), keyring=_load_keyring(cfg),
                 ))
             except (ValueError, OSError, ClusterError) as exc:
                 raise StartError(f"cannot start the node: {exc}") from None
@@ -580,11 +625,21 @@ async def _serve_events(cluster: Any, management: str) -> None:
     last = (cluster.state(), cluster.role(), cluster.leader())
     # SIGINT / SIGTERM end the loop below; leaving the ``async with`` then leaves the
     # cluster gracefully (a KeyboardInterrupt could land anywhere).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
                 async for sig in signals:
+                    if sig == signal.SIGHUP:  # reload the certificates for new connections
+                        tls = getattr(cluster, "tls", None)
+                        if tls is not None:
+                            try:
+                                tls.reload()
+                            except Exception as exc:  # bad files: keep the old ones
+                                log.error("SIGHUP: certificates not reloaded: %s", exc)
+                            else:
+                                log.info("SIGHUP: certificates reloaded")
+                        continue
                     log.info("signal %s: leaving the cluster", signal.Signals(sig).name)
                     nursery.cancel_scope.cancel()
                     return

@@ -51,6 +51,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--election-timeout", type=float, default=1.0, help="T in seconds (1.0)")
     p.add_argument("--heartbeat", type=float, default=None, help="seconds (default T/10)")
     p.add_argument("--trace", help="write the JSON Lines trace here")
+    p.add_argument("--tls-dir", help="certificate directory (clusterfunk certs): mutual TLS on "
+                   "the Raft and client ports with ca.pem and <id>.pem / <id>-key.pem")
+    p.add_argument("--insecure", action="store_true",
+                   help="run without TLS (the ports are open to anyone who can reach them)")
     p.add_argument(
         "--no-batch",
         dest="batch",
@@ -67,6 +71,27 @@ def handler(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"clusterfunk raft-node: error: {exc}", file=sys.stderr)
         return 2
+    if bool(args.tls_dir) == bool(args.insecure):
+        print("clusterfunk raft-node: error: " + (
+            "--tls-dir and --insecure exclude each other" if args.tls_dir else
+            "no TLS configured: give --tls-dir DIR (clusterfunk certs makes one) or run "
+            "without TLS with --insecure"), file=sys.stderr)
+        return 2
+    tls = None
+    if args.tls_dir:
+        from clusterfunk.runtime.tls import TLSError, load_tls_dir
+
+        try:
+            tls = load_tls_dir(args.tls_dir, args.id)
+        except (TLSError, OSError) as exc:
+            print(f"clusterfunk raft-node: error: --tls-dir {args.tls_dir}: {exc}",
+                  file=sys.stderr)
+            return 2
+    else:
+        print("clusterfunk raft-node: warning: running WITHOUT TLS (--insecure): anyone who "
+              "can reach the Raft and client ports can talk to them", file=sys.stderr,
+              flush=True)
+    args.tls = tls
     if args.id not in peers:
         print(f"clusterfunk raft-node: error: --peers must include {args.id}", file=sys.stderr)
         return 2
@@ -126,6 +151,7 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
             advertise=args.advertise,
             tracer=tracer,
             rng=random.Random(),
+            tls=args.tls,
         ) as node:
             host, port = _client_bind(args)
             listeners = await trio.open_tcp_listeners(port, host=host)

@@ -51,6 +51,7 @@ from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import RAFT
 from clusterfunk.runtime.persist import open_persister
+from clusterfunk.runtime.tls import TLSConfig
 from clusterfunk.runtime.trio_host import open_host
 
 NotLeader = _errors.NotLeader
@@ -97,7 +98,9 @@ class RaftNode:
     ``peers`` maps server id -> ``host:port`` of every voter of the initial
     configuration (this node included; its own entry may say port 0 when
     ``bind`` picks the port). ``bootstrap=False`` starts with no configuration (a
-    node that waits to be added). ``config`` is a ``RaftConfig``.
+    node that waits to be added). ``config`` is a ``RaftConfig``. ``tls``
+    (:func:`clusterfunk.runtime.tls.load_tls_dir`) runs mutual TLS on the Raft port:
+    then a Raft message is accepted only from the server its certificate names.
 
     Timeouts: every waiting method takes ``timeout=`` as a convenience (raising
     :class:`Timeout`); ``trio.fail_after`` / ``move_on_after`` around a call work
@@ -117,8 +120,10 @@ class RaftNode:
         tracer: Any = None,
         rng: random.Random | None = None,
         bootstrap: bool = True,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.server_id = server_id
+        self.tls = tls
         self.bind = bind
         self.peers = dict(peers or {})
         self.storage = storage
@@ -154,6 +159,8 @@ class RaftNode:
                     advertise={RAFT: self.advertise} if self.advertise else None,
                     tracer=self.tracer,
                     rng=random.Random(self.rng.random()),
+                    tls=self.tls,
+                    tls_ports=(RAFT,) if self.tls is not None else (),
                 )
             )
             mine = self.peers.get(self.server_id)

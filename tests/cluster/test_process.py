@@ -17,6 +17,7 @@ def _start(node_id: str, ports: list[int], join: str | None) -> subprocess.Popen
         "-m",
         "clusterfunk",
         "cluster-node",
+        "--insecure",
         "--id",
         node_id,
         "--shards",

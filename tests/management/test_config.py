@@ -20,7 +20,9 @@ from clusterfunk.cli.cluster_node import (
 
 
 def _args(*argv: str):
-    return build_parser().parse_args(["cluster-node", *argv])
+    # these tests are about configuration sources, not TLS: run without it explicitly
+    tls = [] if "--tls-dir" in argv else ["--insecure"]
+    return build_parser().parse_args(["cluster-node", *argv, *tls])
 
 
 def _write(tmp_path, text: str) -> str:
@@ -123,8 +125,8 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_print_config_round_trips_and_hides_the_token(tmp_path, capsys, monkeypatch):
-    path = _write(tmp_path, 'id = "a"\nin_memory = true\njoin = ["127.0.0.1:7946"]\n'
-                  '[endpoint]\nweb = "h:80"\n')
+    path = _write(tmp_path, 'id = "a"\nin_memory = true\ninsecure = true\n'
+                  'join = ["127.0.0.1:7946"]\n[endpoint]\nweb = "h:80"\n')
     monkeypatch.setenv("CLUSTERFUNK_TOKEN", "very-secret")
     monkeypatch.setenv("CLUSTERFUNK_VOTERS", "5")
     assert main(["cluster-node", "--config", path, "--management-port", "0",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INNER = r"""
 import json, os, subprocess, sys, time
 PY = [sys.executable, "-m", "clusterfunk"]
-MDNS = ["--mdns", "--mdns-interface", "127.0.0.1", "--in-memory", "--shards", "10",
+MDNS = ["--mdns", "--mdns-interface", "127.0.0.1", "--in-memory", "--insecure", "--shards", "10",
         "--gossip-port", "0", "--raft-port", "0", "--coord-port", "0",
         "--management-port", "0", "--log-level", "warning"]
 procs = []

@@ -32,7 +32,7 @@ class Node:
     def __init__(self, node_id: str, join: str | None) -> None:
         self.id = node_id
         self.gossip = free_port()
-        cmd = [sys.executable, "-m", "clusterfunk", "cluster-node", "--id", node_id,
+        cmd = [sys.executable, "-m", "clusterfunk", "cluster-node", "--insecure", "--id", node_id,
                "--shards", str(SHARDS), "--gossip-port", str(self.gossip),
                "--raft-port", str(free_port()), "--coord-port", str(free_port()),
                "--management-port", "0", "--log-level", "warning", "--in-memory"]

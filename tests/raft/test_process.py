@@ -36,6 +36,7 @@ class Cluster:
             "-m",
             "clusterfunk",
             "raft-node",
+            "--insecure",
             "--id",
             sid,
             "--bind",
