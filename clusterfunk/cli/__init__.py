@@ -22,9 +22,10 @@ PLUGINS = (
     "clusterfunk.cli.ping",
     "clusterfunk.cli.cluster_node",
     "clusterfunk.cli.ctl",
+    "clusterfunk.security.certs",
     "clusterfunk.audit.cli",
-    "clusterfunk.sweep.cli",
     "clusterfunk.view.cli",
+    "clusterfunk.sweep.cli",
 )
 
 
