@@ -335,18 +335,22 @@ class RaftCore:
         durable. The leader now counts its own entries of those batches toward a
         commit (Rules for Servers, Leaders: a majority of matchIndex, 5.3, counting
         itself only for what is on its disk)."""
-        self.now = now
         if token <= self._durable_seq:
             return
         self._durable_seq = token
         marks = self._leader_marks
+        if not marks or marks[0][0] > token:
+            return  # nothing of a leader's own entries in it: nothing to do
         last = 0
         while marks and marks[0][0] <= token:
             last = marks.popleft()[1]
         if last > self._synced_last and self.role == LEADER:
+            self.now = now
             self._synced_last = last
+            commit = self.commit_index
             self._maybe_commit()
-        self._end_step()
+            if self.commit_index != commit:
+                self._end_step()
 
     def _end_step(self) -> None:
         """End of one input: the leader's batched broadcasts, then the step's persist
