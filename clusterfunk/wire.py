@@ -187,10 +187,10 @@ def _encoder_for(tp: Any) -> Callable[[Any], Any] | None:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
-            conv = _encoder_for(inner[0])
-            if conv is None:
+            inner_conv = _encoder_for(inner[0])
+            if inner_conv is None:
                 return None
-            return lambda v: None if v is None else conv(v)
+            return lambda v: None if v is None else inner_conv(v)
         return None
     if origin is tuple:
         conv = _encoder_for(args[0]) if args else None
@@ -230,7 +230,7 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
                 raise WireError(f"{where}: expected float")
             if not math.isfinite(v):
                 raise WireError(f"{where}: not a finite number")
-            return v
+            return float(v)
 
         return dec_float
     if tp is bool:
@@ -334,7 +334,8 @@ def encode(msg: Any) -> bytes:
     except KeyError:
         raise TypeError(f"{cls.__qualname__} is not a registered wire message") from None
     body = _ENCODERS[cls](msg)
-    return _packer.pack([WIRE_VERSION, tag, *body])
+    data: bytes = _packer.pack([WIRE_VERSION, tag, *body])
+    return data
 
 
 def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:

@@ -71,7 +71,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             core.me = driver.transport.local_address
             core.peers = [p for p in peers if p != core.me]
             await trio.sleep(args.duration)
-            tstats = driver.transport.stats
+            tstats: Any = driver.transport.stats  # type: ignore[attr-defined]  # NetTransport
             dstats = driver.stats
     finally:
         if out is not None:

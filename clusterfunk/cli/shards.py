@@ -69,13 +69,13 @@ def _weights(spec: str, n: int, seed: int) -> list[float] | list[int] | int:
     if spec == "random":
         rng = random.Random(seed)
         return [rng.randint(1, 10) for _ in range(n)]
-    values: list[float] | list[int] = []
+    values: list[float] = []
     for lineno, line in enumerate(Path(spec).read_text().splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
-            values.append(int(text))  # type: ignore[arg-type]
+            values.append(int(text))
         except ValueError:
             try:
                 values.append(float(text))
@@ -191,7 +191,7 @@ def handler(args: argparse.Namespace) -> int:
         print(f"clusterfunk shards: error: {exc}", file=sys.stderr)
         return 2
     rows = summary(m)
-    result = {
+    result: dict[str, Any] = {
         "shards": m.n_shards,
         "total_weight": m.total_weight,
         "max_weight": m.max_weight,

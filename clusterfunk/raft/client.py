@@ -127,8 +127,11 @@ def _fast_codec_agrees() -> bool:
         ClientReply(4, NOT_LEADER, None, "n2"),
     ]
     for m in samples:
-        fast = (request_frame(m.id, m.command, m.read) if type(m) is ClientRequest
-                else reply_frame(m.id, m.status, m.result, m.leader_id))
+        if isinstance(m, ClientRequest):
+            fast = request_frame(m.id, m.command, m.read)
+        else:
+            assert isinstance(m, ClientReply)
+            fast = reply_frame(m.id, m.status, m.result, m.leader_id)
         if fast != frame(m) or _fast_decode(fast[4:], MAX_FRAME) != wire.decode(fast[4:]):
             return False
     return True

@@ -89,10 +89,10 @@ class Requests:
         if isinstance(e, ev.Applied):
             self._on_applied(e.index, e.term, e.result)
         elif isinstance(e, ev.ReadReady):
-            cb = self.reads.pop(e.ctx, None)
-            if cb is not None:
-                index = e.index
-                self.when_applied(index, lambda: cb(index, None))
+            ready = self.reads.pop(e.ctx, None)
+            if ready is not None:
+                index, done = e.index, ready
+                self.when_applied(index, lambda: done(index, None))
         elif isinstance(e, ev.ReadFailed):
             cb = self.reads.pop(e.ctx, None)
             if cb is not None:

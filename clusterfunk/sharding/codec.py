@@ -58,7 +58,7 @@ class ShardMapDecodeError(ValueError):
     """The bytes are not a valid encoded shard map (truncated, corrupt or oversized)."""
 
 
-def _le(a: array) -> bytes:
+def _le(a: array[int]) -> bytes:
     if _BIG:  # pragma: no cover - little-endian hosts only in CI
         a = array(a.typecode, a)
         a.byteswap()
@@ -200,7 +200,7 @@ def decode_map(data: bytes | bytearray | memoryview) -> ShardMap:
     owners: list[str | None]
     if width == 0:
         owners = [None] * n
-        wids: bytearray | array = bytearray(b"\xff" * n)
+        wids: bytearray | array[int] = bytearray(b"\xff" * n)
     else:
         table: list[str | None] = [None] * (256 if width == 1 else max_wid + 1)
         for node, wid in workers.items():

@@ -58,7 +58,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from zlib import crc32
 
 import attrs
@@ -243,7 +243,7 @@ class ShardMap:
         w = normalize(weights)
         self._w = w
         self._owners: list[str | None] = [None] * w.n
-        self._wids: bytearray | array = bytearray(b"\xff" * w.n)
+        self._wids: bytearray | array[int] = bytearray(b"\xff" * w.n)
         self._nodes: tuple[str, ...] = ()
         self._workers: dict[str, int] = {}
         self._loads: dict[str, Load] | None = {}
@@ -262,7 +262,7 @@ class ShardMap:
         cls,
         w: Weights,
         owners: list[str | None],
-        wids: bytearray | array,
+        wids: bytearray | array[int],
         nodes: tuple[str, ...],
         workers: dict[str, int],
         loads: dict[str, Load] | None,
@@ -481,7 +481,7 @@ class ShardMap:
 
         if not new_nodes:
             owners: list[str | None] = [None] * n
-            wids: bytearray | array = bytearray(b"\xff" * n)
+            wids: bytearray | array[int] = bytearray(b"\xff" * n)
             new_map = ShardMap._from_parts(w, owners, wids, (), {}, {}, self)
             shards = tuple(range(n))
             return new_map, MoveReport((), tuple(leavers), n, shards, w.total)
@@ -523,7 +523,7 @@ class ShardMap:
             weight_moved: Load = len(moved)
         elif w.kind == INT:
             values = w.values
-            weight_moved = sum([values[s] for s in moved])  # type: ignore[index]
+            weight_moved = sum([values[s] for s in moved])  # type: ignore[index,misc]
         else:
             values = w.values
             weight_moved = math.fsum([values[s] for s in moved])  # type: ignore[index]
@@ -538,19 +538,19 @@ class ShardMap:
 
 def _round_robin(
     n: int, nodes: tuple[str, ...], workers: Mapping[str, int], small: bool
-) -> tuple[list[str | None], bytearray | array]:
+) -> tuple[list[str | None], bytearray | array[int]]:
     k = len(nodes)
     reps = n // k + 1
-    owners: list[str | None] = (list(nodes) * reps)[:n]
+    owners = cast("list[str | None]", (list(nodes) * reps)[:n])
     ids = [workers[x] for x in nodes]
     if small:
-        wids: bytearray | array = bytearray((bytes(ids) * reps)[:n])
+        wids: bytearray | array[int] = bytearray((bytes(ids) * reps)[:n])
     else:
         wids = array("H", ids * reps)[:n]
     return owners, wids
 
 
-def _convert_wids(wids: bytearray | array, small: bool) -> bytearray | array:
+def _convert_wids(wids: bytearray | array[int], small: bool) -> bytearray | array[int]:
     """Copy of the worker id array in the representation for ``small``."""
     if isinstance(wids, bytearray):
         if small:
@@ -565,7 +565,7 @@ def _convert_wids(wids: bytearray | array, small: bool) -> bytearray | array:
 def _place_orphans_uniform(
     orphans: list[int],
     owners: list[str | None],
-    wids: bytearray | array,
+    wids: bytearray | array[int],
     loads: dict[str, Load],
     workers: Mapping[str, int],
 ) -> None:
@@ -581,7 +581,7 @@ def _place_orphans_uniform(
 def _place_orphans_heap(
     orphans: list[int],
     owners: list[str | None],
-    wids: bytearray | array,
+    wids: bytearray | array[int],
     loads: dict[str, Load],
     workers: Mapping[str, int],
     w: Weights,
@@ -600,7 +600,7 @@ def _place_orphans_heap(
 
 
 def _finder(
-    owners: list[str | None], wids: bytearray | array, n: int
+    owners: list[str | None], wids: bytearray | array[int], n: int
 ) -> Callable[[str, int, int], int]:
     """``find(node, wid, pos)``: first shard of ``node`` at or after ``pos``, cyclically."""
     if isinstance(wids, bytearray):
@@ -631,7 +631,7 @@ def _top_up_uniform(
     stay: list[str],
     joiners: list[str],
     owners: list[str | None],
-    wids: bytearray | array,
+    wids: bytearray | array[int],
     loads: dict[str, Load],
     workers: Mapping[str, int],
     n: int,
@@ -672,7 +672,7 @@ def _top_up_heap(
     stay: list[str],
     joiners: list[str],
     owners: list[str | None],
-    wids: bytearray | array,
+    wids: bytearray | array[int],
     loads: dict[str, Load],
     workers: Mapping[str, int],
     w: Weights,

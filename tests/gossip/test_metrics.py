@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clusterfunk.sim.checkers import gossip as metrics
 from clusterfunk.runtime.driver import DriverStats
+from clusterfunk.sim.checkers import gossip as metrics
 
 
 def start(*nodes: str) -> dict:

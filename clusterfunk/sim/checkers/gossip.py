@@ -79,9 +79,9 @@ class DetectionTracker:
             s, x, status = r["node"], _name(r["member"]), r["status"]
             if status == DEAD:
                 self.dead_views.add((s, x))
-                for target, t0, delays, _ in self.crashes:
-                    if target == x and s in delays and delays[s] is None:
-                        delays[s] = round(r["t"] - t0, 6)
+                for target, t0, waiting, _ in self.crashes:
+                    if target == x and s in waiting and waiting[s] is None:
+                        waiting[s] = round(r["t"] - t0, 6)
             else:
                 self.dead_views.discard((s, x))
         elif ev == "sim.start":
@@ -93,10 +93,10 @@ class DetectionTracker:
             x, t0 = r["target"], r["t"]
             self.up[x] = False
             self._forget(x)
-            for target, _, delays, _ in self.crashes:
+            for target, _, pending, _ in self.crashes:
                 # A survivor that crashes before deciding is no longer a survivor.
-                if target != x and x in delays and delays[x] is None:
-                    del delays[x]
+                if target != x and x in pending and pending[x] is None:
+                    del pending[x]
             survivors = [n for n, u in self.up.items() if u and n != x and n not in self.paused]
             delays: dict[str, float | None] = {
                 s: (0.0 if (s, x) in self.dead_views else None) for s in survivors

@@ -52,7 +52,7 @@ from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.roles import Role
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 from clusterfunk.sim.checkers.raft import SafetyChecker
-from clusterfunk.sim.raft_storage import SimStorage
+from clusterfunk.sim.raft_storage import SimPersister, SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
 from clusterfunk.sim.workloads.raft import CoreLogView
 
@@ -151,7 +151,8 @@ class ClusterWorkload:
                 f"--shard-weights must be uniform or random, not {self.weights_kind!r}"
             )
         voters = getattr(args, "voters", None) or 3
-        mutants = getattr(args, "mutants", frozenset())  # planted bugs (simulate --mutant)
+        # planted bugs (simulate --mutant)
+        mutants: frozenset[str] = getattr(args, "mutants", frozenset())
         self.gossip_config = attrs.evolve(
             profile(getattr(args, "gossip_profile", None) or "lan"), mutants=mutants)
         election = getattr(args, "election_timeout", None) or 1.0
@@ -223,14 +224,19 @@ class ClusterWorkload:
         return CoreLogView(app.raft)
 
     def factory(self, host: SimHost) -> ClusterNode:
+        """The node assembly that ships (:class:`~clusterfunk.cluster.assembly.ClusterNode`),
+        on the simulated host. ``n1`` bootstraps on its first boot only; later boots
+        recover from ``host.disk``."""
         name, seed, incarnation = host.name, host.sim.seed, host.incarnation
 
         def rng(what: str) -> random.Random:
             return random.Random(f"{seed}/cluster/{name}/{incarnation}/{what}")
 
+        storage = SimStorage(host.disk)
         return ClusterNode(
             host,
-            storage=SimStorage(host.disk),
+            storage=storage,
+            persister=SimPersister.for_host(host, storage),
             rng=rng,
             weights=self.weights,
             gossip_config=self.gossip_config,

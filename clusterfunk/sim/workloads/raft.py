@@ -48,7 +48,7 @@ from clusterfunk.raft.errors import NotLeader, RaftError
 from clusterfunk.raft.roles import Role
 from clusterfunk.sim.checkers.linearizability import HistoryBuilder, check_history
 from clusterfunk.sim.checkers.raft import SafetyChecker
-from clusterfunk.sim.raft_storage import SimStorage
+from clusterfunk.sim.raft_storage import SimPersister, SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
 
 PORT = 8300
@@ -300,9 +300,8 @@ class RaftWorkload:
         self.clients: int = getattr(args, "clients", None) or 3
         self.keys: int = getattr(args, "keys", None) or 4
         self.op_rate: float = getattr(args, "op_rate", None) or 10.0
-        self.read_index: float = getattr(args, "read_index", None)
-        if self.read_index is None:
-            self.read_index = 0.5
+        read_index = getattr(args, "read_index", None)
+        self.read_index: float = 0.5 if read_index is None else float(read_index)
         self.check_every: float = getattr(args, "check_every", None) or 0.5
         self.op_timeout: float = getattr(args, "op_timeout", None) or 3.0
         self.attempt_timeout = 0.3
@@ -365,6 +364,7 @@ class RaftWorkload:
         server = RaftServer(
             host, storage=store, state_machine=sm, rng=host.rng, config=self.config,
             bootstrap=self.addresses, port=PORT_NAME, fail_on_step_down=False,
+            persister=SimPersister.for_host(host, store),
         )
         return RaftApp(server, store, sm)
 
