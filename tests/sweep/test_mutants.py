@@ -105,6 +105,11 @@ CAUGHT = [
     ("raft", 3, 10, 1, ("--nemesis", "all"), "raft-commit-minority", "Commit Majority"),
     ("raft", 3, 30, 9, ("--nemesis", "partition,crash"), "raft-append-keeps-conflicts",
      "State Machine Safety"),
+    ("gossip", 5, 60, 19, ("--nemesis", "all"), "swim-never-refute", "false positive"),
+    ("gossip", 5, 60, 19, ("--nemesis", "all"), "gossip-dead-without-suspicion",
+     "false positive"),
+    ("cluster", 5, 60, 2, ("--nemesis", "all"), "shard-commit-before-acks",
+     "committed before"),
 ]
 
 

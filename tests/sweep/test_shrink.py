@@ -102,7 +102,7 @@ def test_mutant_failure_shrinks_to_a_few_faults(
     assert first.verdict == "fail" and first.schedule
     kind = sh.violation_kind(first.violations[0])
     out = tmp_path / "shrunk.toml"
-    rc = main(["shrink", *SHRINK_CASE[1:], "-o", str(out), "--max-runs", "14"])
+    rc = main(["shrink", *SHRINK_CASE[1:], "-o", str(out), "--max-runs", "10"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert f"clusterfunk simulate --scenario {shlex.quote(str(out))}" in text
@@ -115,7 +115,7 @@ def test_mutant_failure_shrinks_to_a_few_faults(
                                             for e in sh.fault_events(f, base)]}).events
     assert _fault_seconds(sc.events) < _fault_seconds(before)  # and shorter ones
     # the scenario alone (no nemesis) still fails the same way
-    ns = runner.resolve_options(argparse.Namespace(scenario=str(out)))
+    ns = sw.resolve_argv(["simulate", "--scenario", str(out)])
     assert not ns.nemesis and ns.mutants == {"raft-append-keeps-conflicts"}
     res = runner.run_one(ns)
     assert res.verdict == "fail"
