@@ -818,8 +818,9 @@ class GossipCore:
     def _suspicion_timer(self, now: float, name: str) -> None:
         """A suspicion's timer: the member dies at the deadline (:meth:`_suspicion_timeout`);
         before that, the suspicion is announced again at its refresh points
-        (:meth:`_refresh_suspicion`). Wake-ups left behind by a moved deadline do
-        nothing."""
+        (:meth:`_refresh_suspicion`). A refresh point that passed unserved (we
+        were stalled) is served first, which moves the deadline to one min timeout
+        later. Wake-ups left behind by a moved deadline do nothing."""
         s = self._suspicions.get(name)
         if s is None:
             return
@@ -827,14 +828,13 @@ class GossipCore:
         if rec is None or rec.status != SUSPECT or rec.incarnation != s.incarnation:
             self._suspicions.pop(name, None)
             return
-        if now >= s.deadline:
-            self._suspicion_timeout(now, rec)
-            return
         due = s.next_refresh()
         if due is not None and now >= due:
             s.last_call = now
             self._refresh_suspicion(now, rec, s)
             self._at(s.next_wake(), _SUSPICION, name)
+        elif now >= s.deadline:
+            self._suspicion_timeout(now, rec)
 
     def _suspicion_timeout(self, now: float, rec: MemberRecord) -> None:
         """Rule (SWIM confirm): an unrefuted suspicion whose (shrinking) timeout has

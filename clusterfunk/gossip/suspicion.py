@@ -15,7 +15,10 @@ reach the suspect ever heard of it, and the timer runs out after the partition
 has healed: a false death. So every holder re-announces a pending suspicion at
 the refresh points ``deadline - j x min`` (j >= 1, after the start): the last
 one comes one min timeout before the member is declared dead, which is the time
-the suspect then has to hear of it and refute.
+the suspect then has to hear of it and refute. And the verdict never comes
+sooner than one min timeout after the last announcement: a holder that was
+stalled past its refresh points (a paused process) announces it on waking and
+waits that long, instead of declaring a member dead that never heard of it.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ class Suspicion:
 
     Invariants: ``start`` is fixed; ``confirmers`` never contains the same member
     twice (the first accuser is in it but does not count as a confirmation); the
-    deadline only moves earlier, never below ``start + min_timeout``;
-    ``start <= last_call``, and ``last_call`` only moves forward.
+    Lifeguard deadline only moves earlier, never below ``start + min_timeout``;
+    ``start <= last_call``, ``last_call`` only moves forward, and the deadline is
+    never before ``last_call + min_timeout``.
     """
 
     __slots__ = (
@@ -105,16 +109,23 @@ class Suspicion:
         return True
 
     @property
-    def deadline(self) -> float:
-        """Local time at which the member is declared dead if nobody refutes."""
+    def lifeguard_deadline(self) -> float:
+        """Start plus the Lifeguard timeout for the confirmations so far."""
         return self.start + remaining_timeout(self.n, self.k, self.min_timeout, self.max_timeout)
+
+    @property
+    def deadline(self) -> float:
+        """Rule (ours, suspicion refresh): local time at which the member is declared
+        dead if nobody refutes: the Lifeguard deadline, but never sooner than one
+        min timeout after the last announcement."""
+        return max(self.lifeguard_deadline, self.last_call + self.min_timeout)
 
     def next_refresh(self) -> float | None:
         """Rule (ours, suspicion refresh): the next time this suspicion is announced
         again: the earliest point ``deadline - j x min_timeout`` (j >= 1) after the
         last announcement, or None when the next thing due is the deadline. The
         points follow the deadline when confirmations move it."""
-        d = self.deadline
+        d = self.lifeguard_deadline
         m = self.min_timeout
         after = self.last_call + 1e-9
         if d - m <= after:

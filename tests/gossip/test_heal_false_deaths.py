@@ -88,7 +88,9 @@ def test_without_the_refresh_a_suspicion_from_the_minority_kills_a_live_member(
     cluster_factory: Any, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The control: the mechanism of the issue, reproduced."""
-    monkeypatch.setattr(GossipCore, "_refresh_suspicion", lambda self, now, rec, s: None)
+    # No refresh points: no announcement after the first, no floor under the
+    # Lifeguard deadline -- the old timer exactly.
+    monkeypatch.setattr(su.Suspicion, "next_refresh", lambda self: None)
     c, healed = _run(cluster_factory, seed)
     suspected = _minority_suspicions(c, healed)
     dead = _dead_after_heal(c, healed)
@@ -154,9 +156,33 @@ def test_refresh_points_follow_the_deadline_the_last_one_a_min_timeout_before() 
     r = s2.next_refresh()
     assert r is not None and r > 14.0
     assert (d - r) / 4.0 == pytest.approx(round((d - r) / 4.0))  # still deadline - j x min
-    # Fully confirmed: the deadline is start + min, nothing to refresh.
+    # Fully confirmed: the Lifeguard deadline is start + min, nothing to refresh;
+    # but the verdict waits one min timeout after the last announcement (14.0).
     assert s2.confirm("n4")
-    assert s2.deadline == pytest.approx(14.0) and s2.next_refresh() is None
+    assert s2.lifeguard_deadline == pytest.approx(14.0) and s2.next_refresh() is None
+    assert s2.deadline == pytest.approx(18.0)
+
+
+def test_a_holder_stalled_past_its_refresh_points_announces_on_waking_then_waits() -> None:
+    """A holder paused (SIGSTOP, a long GC pause) through the rest of a suspicion
+    would declare the member dead the instant it resumes, although the member may
+    have refuted long ago; now it makes a last call first and waits a min
+    timeout."""
+    a = _core("a", 1)
+    for i in range(2, 12):
+        _feed(a, 0.0, Alive(0, f"n{i}", f"n{i}:7946", {}))
+    _feed(a, 10.0, Suspect(0, "n2", "n3"))
+    s = a._suspicions["n2"]
+    late = s.deadline + 30.0  # we were stopped from 10.5 s to here
+    a.on_tick(late)
+    out = a.drain()
+    assert a.member("n2").status == "suspect"  # not dead on waking ...
+    sent = [_parts(x.msg)[0] for x in (out.sends if out else []) if x.dest == "n2:7946"]
+    assert any(isinstance(p, Suspect) and p.node == "n2" for p in sent)  # ... a last call
+    assert s.deadline == pytest.approx(late + s.min_timeout)
+    a.on_tick(late + s.min_timeout)
+    a.drain()
+    assert a.member("n2").status == "dead"  # unrefuted: dead one min timeout later
 
 
 def test_a_pending_suspicion_is_announced_again_to_the_suspect_and_by_gossip() -> None:
