@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -50,13 +50,14 @@ from clusterfunk.gossip.keyring import Keyring
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
+from clusterfunk.raft.roles import Role
 from clusterfunk.raft.storage import MemoryStorage
 from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
 from clusterfunk.runtime.persist import open_persister
 from clusterfunk.runtime.tls import TLSConfig
-from clusterfunk.runtime.trio_host import TrioHost, open_host
+from clusterfunk.runtime.trio_host import TrioHost, open_host, wait_until
 from clusterfunk.sharding import ShardMap
 
 GOSSIP_PORT = DEFAULT_PORTS[GOSSIP]
@@ -233,38 +234,31 @@ class Cluster:
         assert node is not None
         node.coord_driver.call(lambda c, now: c.set_stopping(now))
         raft = node.raft_driver
-        if raft is not None and node.raft is not None and node.raft.role == "leader":
+        if raft is not None and node.raft is not None and node.raft.role is Role.LEADER:
             try:
                 raft.call(lambda core, now: core.transfer_leadership(now))
             except RaftError:
                 pass  # no other voter: nothing to hand over
             else:
                 with trio.move_on_after(self.raft_config.election_timeout):
-                    await self._wait_state(lambda: node.raft is None or node.raft.role != "leader")
+                    await self._wait_state(
+                        lambda: node.raft is None or node.raft.role is not Role.LEADER
+                    )
         if raft is not None:
             # ask the leader to remove us from Raft while we can still vote for it
             with trio.move_on_after(2 * self.raft_config.election_timeout):
                 while not node.coord_driver.call(lambda c, now: c.request_leave(now)):
                     await trio.sleep(self.raft_config.heartbeat_interval)
         node.gossip_driver.call(lambda core, now: core.leave(now))
+        gossip = node.gossip
         with trio.move_on_after(5 * self.gossip_config.gossip_interval + 0.5):
-            while node.gossip_driver.call(lambda core, now: core.pending_broadcasts()) > 0:
-                await trio.sleep(self.gossip_config.gossip_interval / 2)
+            await wait_until([node.gossip_driver], lambda: gossip.pending_broadcasts() == 0)
 
-    async def _wait_state(self, done: Any) -> None:
+    async def _wait_state(self, done: Callable[[], bool]) -> None:
         """Wait until ``done()`` holds, re-checked after every step of any driver."""
         node = self.node
         assert node is not None
-        changed = [trio.Event()]  # replaced after each wake-up; the hooks read the current one
-        removers = [d.on_step_end(lambda: changed[0].set())
-                    for d in node.drivers.values() if d is not None]
-        try:
-            while not done():
-                await changed[0].wait()
-                changed[0] = trio.Event()
-        finally:
-            for r in removers:
-                r()
+        await wait_until([d for d in node.drivers.values() if d is not None], done)
 
     def _on_state(self, ev: co.StateChanged) -> None:
         self._events.publish((ev.state, ev.role))
@@ -374,7 +368,7 @@ class Cluster:
         raft = node.raft
         if raft is None:
             raise ClusterError(f"{self.node_id} is not a Raft member")
-        if raft.role != "leader":
+        if raft.role is not Role.LEADER:
             raise NotLeader(raft.leader_id, raft.leader_address)
         node.coord_driver.call(lambda c, now: c.set_voter_target(now, voters))
         await self._wait_state(

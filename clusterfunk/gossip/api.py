@@ -41,10 +41,11 @@ from clusterfunk.gossip.config import LAN, GossipConfig, query_timeout
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.gossip.events import QueryAck, QueryDone, QueryResponse
 from clusterfunk.gossip.keyring import KeyResult, Keyring, SecureCodec
+from clusterfunk.gossip.messages import Status
 from clusterfunk.runtime.api import Tracer
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import GOSSIP
-from clusterfunk.runtime.trio_host import open_host
+from clusterfunk.runtime.trio_host import open_host, wait_until
 
 
 class GossipError(RuntimeError):
@@ -179,7 +180,7 @@ class GossipNode:
         return self._call(lambda core, now: core.members())
 
     def alive_members(self) -> list[Any]:
-        return [m for m in self.members() if m.status == "alive"]
+        return [m for m in self.members() if m.status == Status.ALIVE]
 
     async def join(self, seeds: Iterable[str], *, timeout: float | None = None) -> int:
         """Join through ``seeds`` (addresses); waits until another member is known.
@@ -191,12 +192,13 @@ class GossipNode:
         if not seeds:
             return len(self.members())
         self._call(lambda core, now: core.join(now, seeds))
+
+        def others() -> int:
+            return sum(1 for m in self.members() if m.name != self.name)
+
         with trio.move_on_after(self.join_timeout if timeout is None else timeout):
-            while True:
-                n = sum(1 for m in self.members() if m.name != self.name)
-                if n:
-                    return n + 1
-                await trio.sleep(0.02)
+            await wait_until([self._driver], lambda: others() > 0)
+            return others() + 1
         raise GossipError(f"could not join through {seeds}")
 
     async def leave(self, *, timeout: float | None = None) -> None:
@@ -207,9 +209,10 @@ class GossipNode:
         """
         self._call(lambda core, now: core.leave(now))
         limit = timeout if timeout is not None else 5 * self.config.gossip_interval + 0.5
+        core = self.core
+        assert core is not None
         with trio.move_on_after(limit):
-            while self._call(lambda core, now: core.pending_broadcasts()) > 0:
-                await trio.sleep(self.config.gossip_interval / 2)
+            await wait_until([self._driver], lambda: core.pending_broadcasts() == 0)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Replace this node's tags; the update is disseminated."""
@@ -317,7 +320,7 @@ class GossipNode:
         # idempotent, so a step that did not reach everyone is simply asked again.
         result = None
         for _ in range(max(1, attempts)):
-            expected = sum(1 for m in self.members() if m.status == "alive")
+            expected = sum(1 for m in self.members() if m.status == Status.ALIVE)
             res = await self.query(
                 kr.query_name(op), key, timeout=timeout, want_ack=False, enough=expected
             )

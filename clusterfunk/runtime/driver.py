@@ -89,8 +89,8 @@ class Driver:
         persister: Persister | None = None,
         encode: Callable[[Any], bytes] = wire.encode,
         decode: Callable[[bytes], Any] = wire.decode,
-        lazy_timer: bool = False,
         authorizer: Authorizer | None = None,
+        lazy_timer: bool = False,
     ) -> None:
         self.node = node
         self.core = core
@@ -105,6 +105,7 @@ class Driver:
         self.stats = DriverStats()
         self._subscribers: list[Callable[[Any], None]] = []
         self._step_end: list[Callable[[], None]] = []
+        self._after_step: list[Callable[[], None]] = []
         self._deadline = math.inf
         self.lazy_timer = lazy_timer
         self.running = False
@@ -140,6 +141,13 @@ class Driver:
         step, after the last subscriber saw the last event). Returns a remover."""
         self._step_end.append(callback)
         return lambda: self._step_end.remove(callback)
+
+    def after_step(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after every step (every input: message, timer, call),
+        once its output is handled, events or not: for waiters that re-check a
+        condition on the core. Returns a remover."""
+        self._after_step.append(callback)
+        return lambda: self._after_step.remove(callback)
 
     def call(self, fn: Callable[[Any, float], Any]) -> Any:
         """Run ``fn(core, now)`` as a local input (an API call) and flush its output."""
@@ -216,6 +224,9 @@ class Driver:
         finally:
             self._in_flush = False
         self._arm()
+        if self._after_step:
+            for hook in tuple(self._after_step):
+                hook()
 
     # -- persister callbacks -----------------------------------------------
 

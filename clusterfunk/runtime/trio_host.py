@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -214,6 +214,21 @@ class TrioHost:
             d.stop()
 
 
+async def wait_until(drivers: Iterable[Driver], done: Callable[[], bool]) -> None:
+    """Wait until ``done()`` holds, re-checking it after every step of any of
+    ``drivers`` (what can change a core's state) instead of polling. The caller
+    bounds the wait (``trio.fail_after`` / ``move_on_after``)."""
+    changed = [trio.Event()]  # replaced after each wake-up; the hooks read the current one
+    removers = [d.after_step(lambda: changed[0].set()) for d in drivers]
+    try:
+        while not done():
+            await changed[0].wait()
+            changed[0] = trio.Event()
+    finally:
+        for remove in removers:
+            remove()
+
+
 @asynccontextmanager
 async def open_host(
     name: str,
@@ -321,4 +336,7 @@ async def open_driver(
         yield driver
 
 
-__all__ = ["NetTransport", "TrioClock", "TrioHost", "open_driver", "open_host", "open_transport"]
+__all__ = [
+    "NetTransport", "TrioClock", "TrioHost", "open_driver", "open_host", "open_transport",
+    "wait_until",
+]
