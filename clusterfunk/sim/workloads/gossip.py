@@ -52,7 +52,6 @@ from clusterfunk.gossip.keyring import (
     check_key,
     collect_key_result,
     query_name,
-    register_key_queries,
     seeded_nonces,
 )
 from clusterfunk.gossip.messages import Status
