@@ -50,11 +50,19 @@ class FakeClock:
 
 
 class FakePersister:
+    """Synchronous: logs each batch and reports it durable at once."""
+
     def __init__(self, log: Log) -> None:
         self.log = log
+        self.handler: Any = None
 
-    def persist(self, records: list[Any]) -> None:
+    def bind(self, handler: Any) -> None:
+        self.handler = handler
+
+    def persist(self, records: list[Any], token: int) -> None:
         self.log.lines.append(f"persist {records}")
+        if token:
+            self.handler.on_persisted(token)
 
 
 class EchoCore:
@@ -64,12 +72,19 @@ class EchoCore:
         self.out = Output()
         self.deadline = 5.0
         self.ticks: list[float] = []
+        self.token = 0
+        self.durable = 0
+
+    def on_persisted(self, now: float, token: int) -> None:
+        self.durable = token
 
     def start(self, now: float) -> None:
         self.out.emit("echo.start")
 
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
+        self.token += 1
         self.out.persist.append(("seen", msg.seq))
+        self.out.persist_token = self.out.wait_token = self.token  # the Pong needs it durable
         self.out.send(src, Pong(msg.seq, msg.sent), stream=stream)
         self.out.events.append(("pinged", msg.seq))
         self.out.emit("echo.ping", seq=msg.seq)
@@ -99,7 +114,7 @@ def make() -> tuple[Driver, EchoCore, Log, FakeClock, Tracer]:
 
 
 def test_persist_happens_before_send_then_events() -> None:
-    d, _core, log, clock, tracer = make()
+    d, core, log, clock, tracer = make()
     clock.t = 2.0
     d.on_datagram("peer:9", wire.encode(Ping(7, 1.5)))
     d.on_frame("peer:9", wire.encode(Ping(8, 1.5)))
@@ -117,6 +132,7 @@ def test_persist_happens_before_send_then_events() -> None:
         (2.0, "n1", "echo.ping"),
     ]
     assert clock.armed == [5.0, 3.0]  # re-armed only when the deadline changed
+    assert core.durable == 2  # the core was told each batch is durable
 
 
 def test_junk_is_dropped_counted_and_traced() -> None:
