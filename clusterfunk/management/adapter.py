@@ -234,6 +234,7 @@ class ClusterManaged:
                     messages_out=s.frames_out + s.datagrams_out,
                     bytes_in=s.bytes_in, bytes_out=s.bytes_out,
                     malformed=s.malformed, oversize=s.oversize,
+                    unauthorized=getattr(s, "unauthorized", 0),
                 )
         gossip = dict(c.gossip_core.stats) if c.gossip_core is not None else {}
         coord = dict(c.coord.stats) if c.coord is not None else {}

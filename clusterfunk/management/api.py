@@ -13,7 +13,7 @@ writes that reach a follower on to the leader, see :mod:`.server`), and raise
 
 from __future__ import annotations
 
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import NotRequired, Protocol, TypedDict, runtime_checkable
 
 #: The endpoint name under which a node publishes its management API (gossip tag
 #: ``ep.clusterfunk.management``), as the issue names it.
@@ -117,6 +117,7 @@ class TrafficView(TypedDict):
     bytes_out: int
     malformed: int
     oversize: int
+    unauthorized: NotRequired[int]  # refused by the identity / stream rules (issue 11)
 
 
 class CountersView(TypedDict):

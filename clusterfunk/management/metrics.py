@@ -143,11 +143,14 @@ class NodeCollector(Collector):
             ("clusterfunk_sent_bytes", "bytes sent", "bytes_out"),
             ("clusterfunk_malformed_messages", "input dropped as malformed", "malformed"),
             ("clusterfunk_oversize_messages", "messages refused as oversized", "oversize"),
+            ("clusterfunk_unauthorized_messages",
+             "messages refused by the authorizer (identity, streams-only rules)",
+             "unauthorized"),
         ]
         for name, doc, key in families:
             fam = CounterMetricFamily(name, doc, labels=["protocol"])
             for proto in sorted(traffic):
-                fam.add_metric([proto], traffic[proto][key])  # type: ignore[literal-required]
+                fam.add_metric([proto], int(traffic[proto].get(key, 0)))  # type: ignore[call-overload]
             yield fam
 
 
