@@ -12,7 +12,7 @@ from typing import IO, Any, NamedTuple
 
 from clusterfunk import mutants as mutants_mod
 from clusterfunk.sim import scenario as scenario_mod
-from clusterfunk.sim.nemesis import Nemesis, NemesisConfig, parse_kinds
+from clusterfunk.sim.nemesis import EXTRA_KINDS, KINDS, Nemesis, NemesisConfig, parse_kinds
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
 from clusterfunk.sim.workload import WORKLOADS, add_workload_arguments, load_workload
@@ -77,8 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nemesis",
         metavar="KINDS",
-        help="random faults: comma list of partition,crash,pause,loss,duplicate,"
-        "reorder,skew or 'all'",
+        help=f"random faults: comma list of {','.join(KINDS + EXTRA_KINDS)}; 'all' is every "
+        f"kind but {','.join(EXTRA_KINDS)} ('all,disk' adds disk faults: fsync errors, torn "
+        "writes, corrupt records)",
     )
     p.add_argument(
         "--nemesis-until",
