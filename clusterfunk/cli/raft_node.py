@@ -154,11 +154,13 @@ async def serve(args: argparse.Namespace, peers: dict[str, str]) -> None:
             tls=args.tls,
         ) as node:
             host, port = _client_bind(args)
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
+            caddr = listeners[0].socket.getsockname()
+            if args.tls is not None:  # the client port needs a client certificate too
+                listeners = [trio.SSLListener(lst, args.tls.server_context) for lst in listeners]
             server = ClientServer(node, batch=args.batch)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, server.handle, listeners)
-                caddr = listeners[0].socket.getsockname()
                 print(
                     json.dumps(
                         {

@@ -24,6 +24,7 @@ redirects to the leader and pipelining (:meth:`SyncClient.pipeline`).
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterable
@@ -199,9 +200,14 @@ class SyncClient:
     applied, so retrying is safe); connection errors try the next node.
     """
 
-    def __init__(self, nodes: dict[str, str], timeout: float = 5.0) -> None:
+    def __init__(
+        self, nodes: dict[str, str], timeout: float = 5.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.nodes = dict(nodes)
         self.timeout = timeout
+        #: TLS for nodes started with ``--tls-dir`` (``load_tls_dir(dir, "client")``'s
+        #: ``client_context``: the cluster CA and the client certificate)
+        self.ssl_context = ssl_context
         self.leader: str | None = None
         self._sock: socket.socket | None = None
         self._conn_to: str | None = None
@@ -228,6 +234,8 @@ class SyncClient:
         host, _, port = self.nodes[node].rpartition(":")
         s = socket.create_connection((host, int(port)), timeout=self.timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            s = self.ssl_context.wrap_socket(s)
         self._sock, self._conn_to = s, node
         self._buf = FrameBuffer()
         return s

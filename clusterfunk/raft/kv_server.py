@@ -92,20 +92,37 @@ class ClientServer:
         self.batch = batch
         self.bad_frames = 0
         self.connections = 0
+        self.broken = 0  # connections that ended in a transport or TLS error
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        """Serve one connection (plain TCP, or TLS from a ``trio.SSLListener``)."""
         self.connections += 1
         conn = _Conn(self, stream)
         try:
             await conn.run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # a client that vanished, reset the connection or failed the TLS handshake:
+            # it costs that connection only (errors from the connection's nursery
+            # arrive grouped, so ``except*``; nothing a client does may end the node)
+            self.broken += 1
         finally:
             await trio.aclose_forcefully(stream)
 
 
+class _SSLReader:
+    """``StreamReader``'s interface over a TLS stream (no raw-socket fast path)."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
+
+    async def receive(self, size: int) -> bytes:
+        return bytes(await self.stream.receive_some(size))
+
+
 class _Conn:
-    def __init__(self, server: ClientServer, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, server: ClientServer, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    ) -> None:
         self.server = server
         self.node = server.node
         self.stream = stream
@@ -114,8 +131,10 @@ class _Conn:
         self.closed = False
         self.writing = False
         # The stdlib socket under trio's (non-blocking): lets replies leave from
-        # inside the core's event callback without a task switch.
-        self.raw = getattr(stream.socket, "_sock", None)
+        # inside the core's event callback without a task switch (plain TCP only:
+        # TLS records go through the stream).
+        plain = isinstance(stream, trio.SocketStream)
+        self.raw = getattr(stream.socket, "_sock", None) if plain else None
 
     def reply(self, rid: int, status: str, result: Any = None, leader: str | None = None) -> None:
         if self.closed:
@@ -217,7 +236,10 @@ class _Conn:
     async def _reader(self, nursery: trio.Nursery) -> None:
         buf = proto.FrameBuffer()
         node = self.node
-        incoming = StreamReader(self.stream)
+        stream = self.stream
+        incoming: StreamReader | _SSLReader = (
+            StreamReader(stream) if isinstance(stream, trio.SocketStream) else _SSLReader(stream)
+        )
         while True:
             # 64 KiB: a recv buffer above malloc's mmap threshold (128 KiB) costs an
             # mmap + munmap per call (~8 us measured), more than the rest of the read.

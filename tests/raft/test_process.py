@@ -21,9 +21,10 @@ from clusterfunk.sim.checkers.raft import SafetyChecker
 
 
 class Cluster:
-    def __init__(self, tmp, n: int = 3, store: str = "sqlite") -> None:
+    def __init__(self, tmp, n: int = 3, store: str = "sqlite", tls_dir=None) -> None:
         self.tmp = tmp
         self.store = store
+        self.tls = ["--tls-dir", str(tls_dir)] if tls_dir is not None else ["--insecure"]
         self.raft = {f"n{i}": f"127.0.0.1:{free_port()}" for i in range(1, n + 1)}
         self.client = {k: f"127.0.0.1:{free_port()}" for k in self.raft}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -36,7 +37,7 @@ class Cluster:
             "-m",
             "clusterfunk",
             "raft-node",
-            "--insecure",
+            *self.tls,
             "--id",
             sid,
             "--bind",
@@ -189,3 +190,45 @@ def test_bad_client_frames_close_only_that_connection(cluster):
         assert ei.value.status == "error" and "exceeds the limit" in str(ei.value.detail)
         assert c.request(kv.encode_get("big")) is None
     cluster.stop_all()
+
+
+def test_tls_raft_nodes_serve_only_clients_with_a_cluster_certificate(tmp_path):
+    """--tls-dir: mutual TLS on the Raft port and on the KV client port."""
+    import ssl
+
+    from clusterfunk.runtime.tls import load_tls_dir
+    from clusterfunk.security.certs import write_certs
+
+    write_certs(tmp_path / "certs", ["n1", "n2", "n3"])
+    write_certs(tmp_path / "other", ["n1"])
+    c = Cluster(tmp_path, tls_dir=tmp_path / "certs")
+    try:
+        for sid in c.raft:
+            c.start(sid)
+        ctx = load_tls_dir(tmp_path / "certs", "client").client_context
+        with SyncClient(c.client, timeout=5.0, ssl_context=ctx) as client:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    client.request(kv.encode_put("k", "v"))
+                    break
+                except (ClientError, OSError):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert client.request(kv.encode_get("k"), read=True) == "v"
+        # a plain client, and a client with another CA's certificate, are refused
+        for bad in (None, load_tls_dir(tmp_path / "other", "client").client_context):
+            with SyncClient(c.client, timeout=2.0, ssl_context=bad) as intruder:
+                try:
+                    intruder.request(kv.encode_put("k", "forged"))
+                except (ClientError, OSError, ssl.SSLError):
+                    pass
+                else:
+                    raise AssertionError("a client without a cluster certificate was served")
+        # regression: a client failing the TLS handshake ended the node (its error
+        # escaped the connection's nursery in an ExceptionGroup)
+        assert all(p.poll() is None for p in c.procs.values())
+        with SyncClient(c.client, timeout=5.0, ssl_context=ctx) as client:
+            assert client.request(kv.encode_get("k"), read=True) == "v"
+    finally:
+        c.stop_all()
