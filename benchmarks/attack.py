@@ -198,9 +198,18 @@ class Procs:
                         out[name] = v
         return out
 
+    def kv_client(self, timeout: float) -> SyncClient:
+        """A client of the raft-nodes (with the "client" certificate under TLS)."""
+        ctx = None
+        if self.tls:
+            from clusterfunk.runtime.tls import load_tls_dir
+
+            ctx = load_tls_dir(self.certs, "client").client_context
+        return SyncClient({k: f"127.0.0.1:{self.ports[k]['client']}" for k in RAFT},
+                          timeout=timeout, ssl_context=ctx)
+
     def raft_leader(self, timeout: float = 10.0) -> str | None:
-        c = SyncClient({k: f"127.0.0.1:{self.ports[k]['client']}" for k in RAFT},
-                       timeout=timeout)
+        c = self.kv_client(timeout)
         try:
             c.request(kv.encode_get("probe"), deadline=time.monotonic() + timeout)
             return c.leader
@@ -287,8 +296,7 @@ class Attacker:
         c[key] = c.get(key, 0) + n
 
     def tls_port(self, node: str, port: str) -> bool:
-        return self.p.tls and port in ("raft", "coord", "mgmt") and not (
-            node in RAFT and port == "client")
+        return self.p.tls and port in ("raft", "coord", "mgmt", "client")
 
     def stream_ports(self) -> list[tuple[str, str]]:
         out = [(n, k) for n in CLUSTER for k in ("gossip", "raft", "coord", "mgmt")]
@@ -589,8 +597,10 @@ def run(tls: bool, *, rounds: int = 20, idle: int = 500, loris: int = 5,
         ok = wait_until(cluster_ready, 60)
         rl = procs.raft_leader(20)
         if not ok or rl is None:
+            dead = {n: (root / f"{n}.err").read_text(errors="replace")[-1500:]
+                    for n, up in procs.alive().items() if not up}
             raise RuntimeError(f"no stable start: cluster {procs.cluster_view()}, raft {rl}, "
-                               f"alive {procs.alive()}")
+                               f"alive {procs.alive()}, stderr of the dead: {dead}")
         time.sleep(1.0)
         before = _snapshot(procs)
         rep["before"] = before
@@ -622,8 +632,7 @@ def run(tls: bool, *, rounds: int = 20, idle: int = 500, loris: int = 5,
         def probe() -> dict[str, Any]:
             t0 = time.monotonic()
             ldr = procs.raft_leader(10)
-            c = SyncClient({k: f"127.0.0.1:{procs.ports[k]['client']}" for k in RAFT},
-                           timeout=10)
+            c = procs.kv_client(10)
             wrote = False
             try:
                 c.request(kv.encode_put("idle-probe", "v"), deadline=time.monotonic() + 10)
@@ -706,6 +715,11 @@ def _same_leaders(a: dict[str, Any], b: dict[str, Any]) -> dict[str, bool]:
             "raft_term": a["raft_terms"] == b["raft_terms"]}
 
 
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("insecure", "tls", "both"), default="both")
@@ -714,11 +728,14 @@ def main() -> int:
     ap.add_argument("--loris", type=int, default=5, help="slow-loris connections per port")
     ap.add_argument("--loris-seconds", type=float, default=40.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", type=Path, help="keep the processes' files under this directory")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     modes = [False, True] if args.mode == "both" else [args.mode == "tls"]
     reports = [run(m, rounds=args.rounds, idle=args.idle, loris=args.loris,
-                   loris_seconds=args.loris_seconds, seed=args.seed) for m in modes]
+                   loris_seconds=args.loris_seconds, seed=args.seed,
+                   root=_mkdir(args.keep / ("tls" if m else "insecure")) if args.keep else None)
+               for m in modes]
     if args.json:
         print(json.dumps(reports, indent=1, sort_keys=True))
     else:
