@@ -104,6 +104,7 @@ class Phase(enum.StrEnum):
 
     PROPOSED = "proposed"  # the proposal entry is not applied yet
     ACKING = "acking"  # collecting the acks of the proposal's nodes
+    HOLDING = "holding"  # every ack in; the commit waits for old leases (takeover rule)
     COMMITTING = "committing"  # the commit entry is not applied yet
 
 
@@ -150,6 +151,17 @@ class CoordinatorConfig:
       disables). Faster than gossip failure detection.
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
+    * ``lease`` (1.5): shard lease. A member serves shards only while its Raft server
+      heard from a leader of its term (the leader: passed CheckQuorum) within this
+      long; past it, it releases every shard (fencing rule) and gains shards again only
+      at the next commit it applies. Must stay below ``unresponsive_after`` minus the
+      clock drift and message delay allowances (docs/cluster.md); 0 disables it.
+    * ``takeover_wait`` (3.0): a new leader commits no map that takes shards from
+      nodes that did not ack until this long after it won (the takeover rule): at
+      least the Raft election timeout (the old leader's CheckQuorum) plus ``lease``
+      plus drift and delay allowances (docs/cluster.md).
+    * ``gain_retry`` (0.1): a gain blocked by the lease or by catching up is tried
+      again this often.
     * ``mutants`` (empty): planted bugs switched on (:mod:`clusterfunk.mutants`); only
       the simulator sets it.
     """
@@ -164,6 +176,9 @@ class CoordinatorConfig:
     quarantine_time: float = 10.0
     unresponsive_after: float = 2.0
     wall_offset: float = 0.0
+    lease: float = 1.5
+    takeover_wait: float = 3.0
+    gain_retry: float = 0.1
     mutants: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
@@ -172,6 +187,8 @@ class CoordinatorConfig:
         for name in ("ack_timeout", "reconcile_interval", "round_timeout", "retry_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not self.lease >= 0:
+            raise ValueError("lease must be >= 0")
 
 
 # -- actions (public events the glue carries out) --------------------------------
@@ -208,6 +225,32 @@ class TransferLeadership:
 class StateChanged:
     state: NodeState
     role: NodeRole
+
+
+@attrs.frozen
+class ReleaseShards:
+    """This node stopped serving ``shards`` (applying the proposal at ``index``, or
+    fenced, or stopping): the owner runs its release hook and then reports
+    :meth:`CoordinatorCore.released` with the same ``index``; a held ack waits for it."""
+
+    index: int
+    shards: frozenset[int]
+
+
+@attrs.frozen
+class Settle:
+    """Ask the glue to call :meth:`CoordinatorCore.settle` once its queue is empty (a
+    gain waits for the lease or for catching up)."""
+
+
+@attrs.frozen
+class OwnershipChanged:
+    """The shards this node serves changed: ``gained`` at the commit of the proposal
+    at ``index``, or ``lost`` (released) at ``index``."""
+
+    gained: frozenset[int]
+    lost: frozenset[int]
+    index: int
 
 
 Action = Propose | AddNonVoter | AddVoter | RemoveServer | TransferLeadership
@@ -278,6 +321,17 @@ class CoordinatorCore:
         self._echo: dict[str, tuple[int, float]] = {}
         self.unresponsive: set[str] = set()
         self.now = 0.0
+        self._won_at = -math.inf
+        # shard ownership (docs/cluster.md, "Exclusive shard ownership")
+        #: the shards this node serves now, and the map index that gave them
+        self.owned: frozenset[int] = frozenset()
+        self.owned_index = 0
+        #: outstanding ReleaseShards (index -> how many), and the ack that waits for them
+        self._releasing: dict[int, int] = {}
+        self._ack_held: MapRecord | None = None
+        self._gain_wanted = False  # a gain waits for the lease or for catching up
+        self._gain_retry_at = math.inf
+        self._mine_cache: dict[int, frozenset[int]] = {}
 
     # ------------------------------------------------------------------ Core
 
@@ -296,12 +350,18 @@ class CoordinatorCore:
 
     def on_tick(self, now: float) -> None:
         self.now = now
+        self._fence(now)
+        if self._gain_wanted and now >= self._gain_retry_at:
+            self._gain_wanted = False
+            self._out.events.append(Settle())  # the glue settles once its queue is empty
         if self.role != LEADER:
             return
         r = self.round
         if r is not None and now >= r.deadline:
             if r.phase is Phase.ACKING:
                 self._ack_timeout(now, r)
+            elif r.phase is Phase.HOLDING:
+                self._propose_commit(now, r)
             else:
                 self._round_timeout(r)
         if now >= self._reconcile_at:
@@ -311,9 +371,12 @@ class CoordinatorCore:
     def next_deadline(self) -> float:
         """The earliest leader timer still in the future (a timer at or before the last
         input's ``now`` has been served by that input)."""
-        if self.role != LEADER:
-            return math.inf
         now = self.now
+        # the lease end and a gain retry are due even if already past: only on_tick
+        # serves them (and each clears itself: fenced -> nothing owned; retry -> flag off)
+        due = min(self._lease_end(), self._gain_retry_at if self._gain_wanted else math.inf)
+        if self.role != LEADER:
+            return due
         times = [self._reconcile_at, self._retry_at]
         times += [until for _i, until in self.quarantined.values()]
         if self.round is not None:
@@ -322,7 +385,7 @@ class CoordinatorCore:
             times += [self._reshard_at, self._change_since + self.cfg.reshard_max_delay,
                       self._backoff_until]
         future = [t for t in times if t > now]
-        return min(future) if future else math.inf
+        return min(min(future) if future else math.inf, due)
 
     def drain(self) -> Output | None:
         out = self._out
@@ -392,12 +455,19 @@ class CoordinatorCore:
         ):
             self.committed = sm.committed
             self._emit_map("committed", sm.committed)
+        if self.owned:  # a restored snapshot may have taken shards away
+            want = self._mine(self.committed) if self.committed is not None else frozenset()
+            if sm.proposal is not None:
+                want &= self._mine(sm.proposal)
+            if self.owned - want:
+                self._release(self.owned - want, sm.committed.index if sm.committed else 0)
         p = sm.proposal
         if p is not None and (self.pending is None or self.pending.index != p.index):
             self.pending = p
             self._emit_map("proposed", p)
+            self._release_lost(p)
             if p.leader != self.id:
-                self._out.send(p.ack, Ack(self.id, p.index), True)
+                self._ack_or_hold(now, p)
         elif p is None:
             self.pending = None
         self._update_state(now)
@@ -419,6 +489,7 @@ class CoordinatorCore:
         ``stopping`` for good, whatever else changes (only ``invalid`` would win)."""
         self.now = now
         self._stopping = True
+        self._drop_all(now, "stopping")
         self._update_state(now)
 
     def request_leave(self, now: float) -> bool:
@@ -536,6 +607,7 @@ class CoordinatorCore:
         its round starts collecting acks)."""
         self.pending = rec
         self._emit_map("proposed", rec)
+        self._release_lost(rec)
         r = self.round
         if rec.leader == self.id:
             if (
@@ -547,9 +619,9 @@ class CoordinatorCore:
                 r.index = rec.index
                 r.nodes = rec.nodes
                 r.deadline = now + self.cfg.ack_timeout
-                self._record_ack(now, r, self.id)
+                self._ack_or_hold(now, rec)
         else:
-            self._out.send(rec.ack, Ack(self.id, rec.index), True)
+            self._ack_or_hold(now, rec)
 
     def _on_commit(self, now: float, rec: MapRecord) -> None:
         """Apply rule for ShardMapCommitted: the named proposal is now in force."""
@@ -562,12 +634,157 @@ class CoordinatorCore:
             self.round = None
             self._resharded_term = r.term
 
+    # ------------------------------------------------------------------ shard ownership
+
+    def released(self, now: float, index: int) -> None:
+        """Release-done rule: the owner's release hook for the :class:`ReleaseShards` of
+        ``index`` finished (or overran its timeout). Once no release is outstanding,
+        the held ack of the pending proposal is sent (the leader counts its own)."""
+        self.now = now
+        n = self._releasing.get(index, 0)
+        if n <= 0:
+            self._count("unexpected released")
+            return
+        if n == 1:
+            del self._releasing[index]
+        else:
+            self._releasing[index] = n - 1
+        held = self._ack_held
+        if self._releasing or held is None:
+            return
+        self._ack_held = None
+        if self.pending is None or self.pending.index != held.index:
+            self._count("held ack of a superseded proposal dropped")
+            return
+        self._send_ack(now, held)
+        if self.role == LEADER:
+            self._leader_step(now)
+
+    def settle(self, now: float) -> None:
+        """Called by the glue after a pump that processed log results or Raft changes
+        (so a batch of results applied in one Raft step -- a restart replaying its log,
+        a lagging follower catching up -- is judged by its *last* map, never an
+        intermediate one): runs the fencing rule, then the gain rule."""
+        self.now = now
+        self._fence(now)
+        self._gain(now)
+
+    def _release_lost(self, rec: MapRecord) -> None:
+        """Release rule: on applying a proposal, stop serving at once every shard this
+        node serves that the proposal gives to another node (``shard.release``), and
+        ask the owner to finish their work (:class:`ReleaseShards`); the ack of the
+        proposal waits for :meth:`released` (:meth:`_ack_or_hold`)."""
+        lost = self.owned - self._mine(rec)
+        if lost:
+            self._release(lost, rec.index)
+
+    def _ack_or_hold(self, now: float, rec: MapRecord) -> None:
+        """Ack-after-release rule: a proposal is acked (to the leader's ack address; the
+        leader records its own ack) only when no release is outstanding; otherwise
+        the ack is held until :meth:`released` (a newer proposal replaces it)."""
+        if self._releasing:
+            self._ack_held = rec
+            self._count("acks held for a release")
+            return
+        self._ack_held = None
+        self._send_ack(now, rec)
+
+    def _send_ack(self, now: float, rec: MapRecord) -> None:
+        if rec.leader != self.id:
+            self._out.send(rec.ack, Ack(self.id, rec.index), True)
+            return
+        r = self.round
+        if r is not None and r.phase is Phase.ACKING and r.index == rec.index:
+            self._record_ack(now, r, self.id)
+
+    def _gain(self, now: float) -> None:
+        """Gain rule: start serving the shards the committed map gives this node, except
+        those a pending proposal takes away (``shard.acquire``), only when (1) the
+        lease holds, (2) the node is not stopping, and (3) it is caught up: its Raft
+        commit index reached the highest commit index a leader announced to it since
+        it booted, in an AppendEntries of the current term received within ``lease``
+        (the leader: it committed in its term), so it has applied every map
+        committed before that announcement was sent -- a restarted, partitioned or
+        lagging node never serves from a stale map. Run after the glue's pump (never
+        between two results of one batch); a gain blocked by (1) or (3) is retried."""
+        self._gain_wanted = False
+        rec = self.committed
+        raft = self.raft
+        if rec is None or self._stopping or raft is None:
+            return
+        want = self._mine(rec)
+        if self.pending is not None:
+            want &= self._mine(self.pending)
+        gained = want - self.owned
+        if not gained:
+            return
+        heard = raft.leader_commit
+        fresh = self.cfg.lease <= 0 or now < raft.leader_commit_at + self.cfg.lease
+        if not self._lease_ok(now) or heard is None or not fresh or raft.commit_index < heard:
+            self._gain_wanted = True
+            self._gain_retry_at = now + self.cfg.gain_retry
+            return
+        self.owned = self.owned | gained
+        self.owned_index = rec.index
+        self._out.emit("shard.acquire", index=rec.index, shards=sorted(gained))
+        self._out.events.append(OwnershipChanged(frozenset(gained), frozenset(), rec.index))
+
+    def _fence(self, now: float) -> None:
+        """Fencing rule (the shard lease): a node whose Raft server has not heard from a
+        leader of its term within ``lease`` (the leader: no CheckQuorum success) stops
+        serving every shard. It serves again only from the next commit it applies."""
+        if self.owned and not self._lease_ok(now):
+            self._count("fenced: lease expired")
+            self._drop_all(now, "lease")
+
+    def _drop_all(self, now: float, why: str) -> None:
+        if self.owned:
+            self._release(self.owned, self.owned_index)
+
+    def _release(self, lost: frozenset[int], index: int) -> None:
+        self.owned = self.owned - lost
+        self._releasing[index] = self._releasing.get(index, 0) + 1
+        self._out.emit("shard.release", index=index, shards=sorted(lost))
+        self._out.events.append(OwnershipChanged(frozenset(), frozenset(lost), index))
+        self._out.events.append(ReleaseShards(index, frozenset(lost)))
+
+    def _lease_end(self) -> float:
+        """Local time the lease ends (inf without a lease or with nothing served)."""
+        if not self.owned or self.cfg.lease <= 0 or self.raft is None:
+            return math.inf
+        return self.raft.leader_contact + self.cfg.lease
+
+    def _lease_ok(self, now: float) -> bool:
+        if self.cfg.lease <= 0 or self.raft is None:
+            return True
+        return now < self.raft.leader_contact + self.cfg.lease  # same sum as _lease_end
+
+    def _mine(self, rec: MapRecord) -> frozenset[int]:
+        """The shards ``rec``'s map gives this node (decoded once per index)."""
+        got = self._mine_cache.get(rec.index)
+        if got is not None:
+            return got
+        sm = self.sm
+        m: ShardMap | None = None
+        if sm.proposal is not None and sm.proposal.index == rec.index:
+            m = sm.proposed_map()
+        elif sm.committed is not None and sm.committed.index == rec.index:
+            m = sm.committed_map()
+        if m is None:
+            m = ShardMap.decode(rec.blob)
+        got = frozenset(m.shards_of(self.id))
+        if len(self._mine_cache) >= 4:
+            del self._mine_cache[min(self._mine_cache)]
+        self._mine_cache[rec.index] = got
+        return got
+
     # ------------------------------------------------------------------ leader
 
     def _become_leader(self, now: float, term: int) -> None:
         """New-leader rule: forget the previous term's round, quarantine, leavers and
         echo times; reconcile at once; reshard ``reshard_delay`` after winning."""
         self.term = term
+        self._won_at = now
         self.round = None
         self.quarantined = {}
         self.leaving = set()
@@ -814,11 +1031,33 @@ class CoordinatorCore:
         if "shard-commit-before-acks" in self.cfg.mutants:
             # MUTANT: breaks the ack rule (docs/cluster.md, resharding step 3)
             all_acked = len(r.acked) > len(r.nodes) // 2
-        if all_acked:
-            r.phase = Phase.COMMITTING
-            r.deadline = now + self.cfg.round_timeout
-            commit = ShardMapCommitted(r.index, r.nodes)
-            self._out.events.append(Propose((wire.encode(commit),)))
+        if not all_acked:
+            return
+        if self._takeover_hold(now, r):
+            return
+        self._propose_commit(now, r)
+
+    def _takeover_hold(self, now: float, r: Round) -> bool:
+        """Takeover rule: a commit that takes shards from nodes that did not ack (nodes
+        of the committed map left out of the proposal) waits until ``takeover_wait``
+        after this leader won: by then a deposed leader has stepped down (CheckQuorum)
+        and the leases its heartbeats gave its followers have run out (docs/cluster.md).
+        Returns True when the round holds (phase ``holding`` until that time)."""
+        committed = self.committed
+        if committed is None or now >= self._won_at + self.cfg.takeover_wait:
+            return False
+        if not set(committed.nodes) - set(r.nodes):
+            return False
+        r.phase = Phase.HOLDING
+        r.deadline = self._won_at + self.cfg.takeover_wait
+        self._count("commits held for takeover")
+        return True
+
+    def _propose_commit(self, now: float, r: Round) -> None:
+        r.phase = Phase.COMMITTING
+        r.deadline = now + self.cfg.round_timeout
+        commit = ShardMapCommitted(r.index, r.nodes)
+        self._out.events.append(Propose((wire.encode(commit),)))
 
     def _ack_timeout(self, now: float, r: Round) -> None:
         """Ack timeout rule: nodes that did not ack are quarantined and the round repeats

@@ -19,7 +19,14 @@ the pump runs the queue, in FIFO order, when no handler is running:
 * coordinator actions -> ``raft_driver.call(...)``; a refusal (``RaftError``) goes
   back as ``action_failed``;
 * coordinator ``StateChanged`` -> the ``on_state`` callbacks (immediately; they only
-  enqueue for the application).
+  enqueue for the application);
+* shard ownership: ``OwnershipChanged`` -> the ``on_ownership`` callbacks
+  (immediately, enqueue only); ``ReleaseShards`` -> the ``release`` handler, which
+  must call :meth:`NodeGlue.released` once the application finished (the Trio API
+  runs the async hook in a task; the simulator at once or after a simulated delay);
+  without a handler the release is reported at once (through the queue). After a
+  pump that processed log results or Raft changes, ``coordinator.settle`` runs the
+  fencing and gain rules once on the final state.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ _RAFT = ("raft",)
 _CONFIG = ("config",)
 _MEMBERS = ("members",)
 _RESTORED = ("restored",)
+_SETTLE = ("settle",)
 
 
 class NodeGlue:
@@ -67,6 +75,10 @@ class NodeGlue:
         self.defer = defer
         self.queue: deque[tuple[Any, ...]] = deque()
         self.on_state: list[Callable[[co.StateChanged], None]] = []
+        self.on_ownership: list[Callable[[co.OwnershipChanged], None]] = []
+        #: runs the application's release work for a ReleaseShards; must end with
+        #: :meth:`released` (None: released at once)
+        self.release: Callable[[co.ReleaseShards], None] | None = None
         self.closed = False
         self.synced = False
         self.pumps = 0
@@ -110,10 +122,25 @@ class NodeGlue:
         if isinstance(ev, gev.MEMBER_EVENTS):
             self._push(_MEMBERS)
 
+    def released(self, index: int) -> None:
+        """The application finished releasing the shards of ``ReleaseShards(index)``
+        (call from outside any driver step, e.g. a task or a simulator event)."""
+        self._push(("released", index))
+
     def _on_coord(self, ev: Any) -> None:
         if isinstance(ev, co.StateChanged):
             for cb in tuple(self.on_state):
                 cb(ev)
+        elif isinstance(ev, co.OwnershipChanged):
+            for ocb in tuple(self.on_ownership):
+                ocb(ev)
+        elif isinstance(ev, co.Settle):
+            self._push(_SETTLE)
+        elif isinstance(ev, co.ReleaseShards):
+            if self.release is None:
+                self._push(("released", ev.index))
+            else:
+                self.release(ev)
         else:
             self._push(("action", ev))
 
@@ -130,21 +157,33 @@ class NodeGlue:
             self.synced = True
             self._resync()
         q = self.queue
+        settle = False
         while q and not self.closed:
             item = q.popleft()
             kind = item[0]
             if kind == "applied":
                 call(_applied(item[1]))
+                settle = True
             elif kind == "raft":
                 call(lambda c, now: c.raft_changed(now))
+                settle = True
             elif kind == "config":
                 call(lambda c, now: c.raft_changed(now, config_committed=True))
+                settle = True
+            elif kind == "settle":
+                settle = True
+            elif kind == "released":
+                call(_released(item[1]))
             elif kind == "members":
                 call(lambda c, now: c.members_changed(now))
             elif kind == "restored":
                 self._resync()
+                settle = True
             elif kind == "action":
                 self._act(item[1])
+            if settle and not q and not self.closed:
+                settle = False
+                call(lambda c, now: c.settle(now))
 
     def _resync(self) -> None:
         raft = self.raft
@@ -179,6 +218,10 @@ class NodeGlue:
         except RaftError as exc:
             err = f"{type(exc).__name__}: {exc}"
             self.coord.call(lambda c, now: c.action_failed(now, action, err))
+
+
+def _released(index: int) -> Callable[[co.CoordinatorCore, float], None]:
+    return lambda c, now: c.released(now, index)
 
 
 def _applied(result: Any) -> Callable[[co.CoordinatorCore, float], None]:

@@ -59,6 +59,20 @@ class RaftView(Protocol):
     def nonvoters(self) -> Mapping[str, str]:
         """Non-voters of the current configuration: id -> Raft address, sorted by id."""
 
+    @property
+    def leader_contact(self) -> float:
+        """Local time this server last heard from a leader of its term (the leader:
+        its last successful CheckQuorum); the shard lease is measured from it."""
+
+    @property
+    def leader_commit(self) -> int | None:
+        """The highest commit index a leader announced to this server since boot (None
+        before any; the leader: its commit index once it committed in its term)."""
+
+    @property
+    def leader_commit_at(self) -> float:
+        """Local time :attr:`leader_commit` was last announced (an AppendEntries)."""
+
     def followers(self) -> Iterable[str]:
         """Leader only: the servers it replicates to, sorted by id (empty otherwise)."""
 
@@ -125,6 +139,18 @@ class RaftCoreView:
     @property
     def nonvoters(self) -> Mapping[str, str]:
         return self._core.configuration.nonvoters
+
+    @property
+    def leader_contact(self) -> float:
+        return self._core.leader_contact
+
+    @property
+    def leader_commit(self) -> int | None:
+        return self._core.leader_commit
+
+    @property
+    def leader_commit_at(self) -> float:
+        return self._core.leader_commit_at
 
     def followers(self) -> Iterable[str]:
         return self._core.progress.keys()

@@ -232,6 +232,8 @@ class RaftCore:
         self._hb_deadline = math.inf
         self._cq_deadline = math.inf
         self._leader_contact = -math.inf
+        self._heard_commit: tuple[int, int] | None = None  # (term, highest leaderCommit)
+        self._heard_commit_at = -math.inf  # local time of the last AppendEntries
         # elections
         self._votes: dict[str, bool] = {}
         # leader state
@@ -276,6 +278,32 @@ class RaftCore:
     @property
     def is_leader(self) -> bool:
         return self.role == LEADER
+
+    @property
+    def leader_contact(self) -> float:
+        """Local time this server last heard from a leader of its term (an accepted
+        AppendEntries or InstallSnapshot; on the leader, the last CheckQuorum that
+        found a quorum active; at boot, the start time). Read by the coordinator's
+        shard lease (docs/cluster.md)."""
+        return self._leader_contact
+
+    @property
+    def leader_commit(self) -> int | None:
+        """The highest commit index the leader of the current term announced to this
+        server since it booted (None before its first AppendEntries); on the leader,
+        its commit index once it committed an entry of its term (None before). A
+        server whose ``commit_index`` reached it has applied everything committed
+        before that message was sent."""
+        if self.role == LEADER:
+            return self.commit_index if self._committed_own_term else None
+        heard = self._heard_commit
+        return heard[1] if heard is not None and heard[0] == self.term else None
+
+    @property
+    def leader_commit_at(self) -> float:
+        """Local time of the last AppendEntries from a leader (heartbeats do not carry
+        the leader's real commit index); on the leader, :attr:`leader_contact`."""
+        return self._leader_contact if self.role == LEADER else self._heard_commit_at
 
     # ------------------------------------------------------------------ Core API
 
@@ -746,6 +774,10 @@ class RaftCore:
         already in the log. 5. If leaderCommit > commitIndex, set commitIndex =
         min(leaderCommit, index of last new entry)."""
         self._follow(now, req.sender)
+        heard = self._heard_commit
+        if heard is None or heard[0] != self.term or req.commit > heard[1]:
+            self._heard_commit = (self.term, req.commit)
+        self._heard_commit_at = now
         log = self.log
         try:
             entries = req.entries

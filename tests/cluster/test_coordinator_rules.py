@@ -10,6 +10,7 @@ state changes. Times are the core's local clock, in seconds.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -64,6 +65,9 @@ class FakeRaft:
     nonvoters: dict[str, str] = attrs.Factory(dict)
     match: dict[str, int] = attrs.Factory(dict)
     echo: dict[str, int] = attrs.Factory(dict)
+    leader_contact: float = math.inf  # the shard lease never expires unless a test says so
+    leader_commit: int | None = None
+    leader_commit_at: float = -math.inf
 
     def followers(self) -> list[str]:
         return sorted(self.match)
@@ -628,7 +632,7 @@ def test_liveness_rule_stalled_heartbeat_echoes_leave_the_map_until_they_advance
     """Liveness rule: a member whose heartbeat echoes have not advanced for
     unresponsive_after (2 s) is left out of the next map although gossip still says
     alive; it is back in as soon as its echoes advance."""
-    node = Node()
+    node = Node(takeover_wait=0.0)  # the takeover rule is tested in test_ownership_rules
     t = node.committed_round()  # echoes of n2 and n3 first seen at 0.0
     node.beat("n2")
     assert proposes(node.tick(1.9)) == []
