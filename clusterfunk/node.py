@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -100,6 +100,8 @@ class Cluster:
         tls: TLSConfig | None = None,
         keyring: Keyring | None = None,
         encrypt: bool = True,
+        on_release: Callable[[frozenset[int]], Awaitable[None]] | None = None,
+        release_timeout: float = 5.0,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
@@ -130,6 +132,7 @@ class Cluster:
         self._host: TrioHost | None = None
         self.node: ClusterNode | None = None
         self.sm = ClusterStateMachine()
+        self._init_ownership(on_release, release_timeout)
 
     # -- the parts (read-only views for tools: management API, tests) ---------------
 
@@ -155,6 +158,7 @@ class Cluster:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            await self._open_release_tasks(stack)  # exits after the host (LIFO)
             # Exit order (LIFO): the host stops the drivers, then the persister writes
             # what is still queued, then the storage closes.
             storage: Any = None
@@ -208,6 +212,7 @@ class Cluster:
             )
             self.sm = node.sm
             node.glue.on_state.append(self._on_state)
+            self._wire_ownership(node)
             self.node = node
             host.start()
         except BaseException:
@@ -226,6 +231,7 @@ class Cluster:
                 await self._leave()
         finally:
             self._events.close()
+            self._ownership.close()
             await stack.aclose()
 
     async def _leave(self) -> None:
@@ -405,3 +411,79 @@ class Cluster:
         if m is None:
             return None
         return m.tags.get(f"ep.{name}")
+
+    # -- shard ownership ---------------------------------------------------------------
+
+    def _init_ownership(
+        self, on_release: Callable[[frozenset[int]], Awaitable[None]] | None,
+        release_timeout: float,
+    ) -> None:
+        if not release_timeout > 0:
+            raise ValueError("release_timeout must be > 0")
+        self.on_release = on_release
+        self.release_timeout = release_timeout
+        #: release hooks that overran ``release_timeout`` / raised
+        self.release_overruns = 0
+        self.release_errors = 0
+        self._ownership: EventHub[tuple[frozenset[int], frozenset[int], int]] = EventHub()
+        self._release_nursery: trio.Nursery | None = None
+
+    async def _open_release_tasks(self, stack: AsyncExitStack) -> None:
+        """The nursery the release hooks run in (cancelled once the host stopped)."""
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        self._release_nursery = nursery
+
+    def _wire_ownership(self, node: ClusterNode) -> None:
+        node.glue.on_ownership.append(self._on_ownership)
+        node.glue.release = self._start_release
+
+    def _on_ownership(self, ev: co.OwnershipChanged) -> None:
+        self._ownership.publish((ev.gained, ev.lost, ev.index))
+
+    def _start_release(self, ev: co.ReleaseShards) -> None:
+        assert self._release_nursery is not None
+        self._release_nursery.start_soon(self._run_release, ev)
+
+    async def _run_release(self, ev: co.ReleaseShards) -> None:
+        """Run the release hook (bounded by ``release_timeout``), then report the
+        release: the held ack leaves (late if the hook overran: the leader
+        quarantines this node, as for any late ack)."""
+        try:
+            if self.on_release is not None:
+                with trio.move_on_after(self.release_timeout) as scope:
+                    await self.on_release(ev.shards)
+                if scope.cancelled_caught:
+                    self.release_overruns += 1
+        except Exception:  # the application's bug must not hold the ack forever
+            self.release_errors += 1
+        finally:
+            node = self.node
+            if node is not None and self._stack is not None:
+                node.glue.released(ev.index)
+
+    def serves(self, shard: int) -> bool:
+        """Whether this node serves ``shard`` now: gained at a commit, not released,
+        and the lease still holds (checked at the call). Serve a request only if
+        this is True when you handle it."""
+        node = self.node
+        if node is None or self._stack is None:
+            return False
+        return bool(node.coord_driver.call(lambda c, now: c.serves(now, shard)))
+
+    def owned(self) -> frozenset[int]:
+        """The shards this node serves (see :meth:`serves`)."""
+        return self.coord.owned if self.coord is not None else frozenset()
+
+    def worker_id(self) -> int | None:
+        """This node's worker id in the committed map (None when it is not in it)."""
+        m = self.shard_map()
+        if m is None or self.node_id not in m.nodes:
+            return None
+        return m.worker_id(self.node_id)
+
+    def ownership(self) -> EventStream[tuple[frozenset[int], frozenset[int], int]]:
+        """Every later change of the served shards, as ``(gained, lost, map_index)``
+        (lost at a proposal, a lease expiry or a stop; gained at a commit), on its own
+        unbounded queue; ends when the node stops."""
+        return self._ownership.subscribe()

@@ -660,6 +660,11 @@ class CoordinatorCore:
         if self.role == LEADER:
             self._leader_step(now)
 
+    def serves(self, now: float, shard: int) -> bool:
+        """Whether this node serves ``shard`` at ``now`` (owned, and the lease holds:
+        a lease that ran out since the last tick already counts)."""
+        return shard in self.owned and self._lease_ok(now)
+
     def settle(self, now: float) -> None:
         """Called by the glue after a pump that processed log results or Raft changes
         (so a batch of results applied in one Raft step -- a restart replaying its log,
