@@ -575,7 +575,7 @@ def slow_loris(att: Attacker, targets: list[tuple[str, str]], per_target: int,
 
 def run(tls: bool, *, rounds: int = 20, idle: int = 500, loris: int = 5,
         loris_seconds: float = 40.0, impersonate: bool = True, seed: int = 1,
-        root: Path | None = None) -> dict[str, Any]:
+        settle: float = 3.0, root: Path | None = None) -> dict[str, Any]:
     """Start both clusters, attack them, return the report (see the module doc)."""
     tmp = None
     if root is None:
@@ -657,7 +657,7 @@ def run(tls: bool, *, rounds: int = 20, idle: int = 500, loris: int = 5,
         rep["unchanged_by_nonmember"] = _same_leaders(before, after)
         if impersonate:
             att.impersonate(max(1, rounds // 4), term, cl_leader, before["raft_leader"])
-            time.sleep(3.0)
+            time.sleep(settle)
             imp = _snapshot(procs)
             rep["after_impersonation"] = imp
             rep["unchanged_by_impersonation"] = _same_leaders(before, imp)

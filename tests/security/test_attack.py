@@ -57,7 +57,7 @@ def _common(rep: dict, mode: str) -> None:
 
 
 def test_secured_processes_survive_the_attacks_unchanged(tmp_path: Path) -> None:
-    rep = run(True, rounds=4, idle=100, loris=1, loris_seconds=9, root=tmp_path)
+    rep = run(True, rounds=2, idle=40, loris=1, loris_seconds=8, settle=2.0, root=tmp_path)
     _common(rep, "tls")
     # claiming a member's name with a cluster-CA certificate in another name changes
     # nothing either: no leader, term or map change, no node removed
@@ -74,6 +74,6 @@ def test_secured_processes_survive_the_attacks_unchanged(tmp_path: Path) -> None
 
 
 def test_open_processes_survive_everything_a_non_member_sends(tmp_path: Path) -> None:
-    rep = run(False, rounds=4, idle=100, loris=1, loris_seconds=9, impersonate=False,
+    rep = run(False, rounds=2, idle=40, loris=1, loris_seconds=8, impersonate=False,
               root=tmp_path)
     _common(rep, "insecure")
