@@ -160,6 +160,11 @@ class FrameBuffer:
         self._buf = bytearray()
         self.max_frame = max_frame
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame begun but not complete yet."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Any]:
         buf = self._buf
         buf += data

@@ -11,6 +11,7 @@ connection and is counted; it never touches the node.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -87,16 +88,35 @@ class ClientServer:
     sends all replies ready so far in one write. No task per request, except reads.
     """
 
-    def __init__(self, node: RaftNode, batch: bool = True) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        batch: bool = True,
+        *,
+        max_connections: int = 1024,
+        frame_timeout: float = 30.0,
+    ) -> None:
         self.node = node
         self.batch = batch
+        #: open connections above this are closed at once (counted in ``refused``)
+        self.max_connections = max_connections
+        #: a frame begun must be complete within this many seconds (slow-loris)
+        self.frame_timeout = frame_timeout
         self.bad_frames = 0
         self.connections = 0
+        self.open = 0
+        self.refused = 0
+        self.frame_timeouts = 0
         self.broken = 0  # connections that ended in a transport or TLS error
 
     async def handle(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         """Serve one connection (plain TCP, or TLS from a ``trio.SSLListener``)."""
         self.connections += 1
+        if self.open >= self.max_connections:
+            self.refused += 1
+            await trio.aclose_forcefully(stream)
+            return
+        self.open += 1
         conn = _Conn(self, stream)
         try:
             await conn.run()
@@ -106,6 +126,7 @@ class ClientServer:
             # arrive grouped, so ``except*``; nothing a client does may end the node)
             self.broken += 1
         finally:
+            self.open -= 1
             await trio.aclose_forcefully(stream)
 
 
@@ -243,7 +264,12 @@ class _Conn:
         while True:
             # 64 KiB: a recv buffer above malloc's mmap threshold (128 KiB) costs an
             # mmap + munmap per call (~8 us measured), more than the rest of the read.
-            data = await incoming.receive(1 << 16)
+            limit = self.server.frame_timeout if buf.pending else math.inf
+            with trio.move_on_after(limit) as waited:
+                data = await incoming.receive(1 << 16)
+            if waited.cancelled_caught:  # a frame begun and never finished: slow-loris
+                self.server.frame_timeouts += 1
+                return
             if not data:
                 return
             try:
