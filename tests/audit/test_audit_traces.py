@@ -34,7 +34,7 @@ APPLIED = {
     "raft": {"election safety", "state machine safety", "apply order", "linearizability"},
     "cluster": {
         "election safety", "state machine safety", "apply order", "shard-map agreement",
-        "gossip false positives",
+        "gossip false positives", "shard ownership",  # shard.acquire/release (issue 9)
     },
     "gossip": {"gossip false positives"},
 }
