@@ -10,7 +10,11 @@
 * **Exclusive ownership** (``shard.acquire`` / ``shard.release``, issue 9): a node
   serves a shard from its ``shard.acquire`` until its ``shard.release`` (or its
   ``sim.crash``: a crashed node serves nothing); a ``shard.acquire`` of a shard
-  that another node serves at that moment is a violation.
+  that another node serves at that moment is a violation. A paused process
+  (``sim.pause`` .. ``sim.resume``) executes nothing, so it serves nothing while
+  paused; but when it resumes, every shard it held that another node acquired
+  meanwhile must be released at the instant it resumes (its first step, before
+  it could serve anything): a later release, or none, is a violation.
 * **Routed requests** (``app.request``): a request answered ``ok`` was handled by
   the node that served its shard at that moment.
 
@@ -78,7 +82,7 @@ class ShardOwnership(Check):
     """No shard served by two nodes at once; ``ok`` requests handled by the owner."""
 
     name = "shard ownership"
-    prefixes = ("shard.", "app.request", "sim.crash")
+    prefixes = ("shard.", "app.request", "sim.crash", "sim.pause", "sim.resume")
 
     def __init__(self, limit: int = 100) -> None:
         super().__init__(limit)
@@ -87,9 +91,14 @@ class ShardOwnership(Check):
         self.acquires = 0
         self.releases = 0
         self.requests = 0
+        self.frozen: dict[str, set[int]] = {}  # paused node -> the shards it held
+        #: resumed node -> (resume time, shards others acquired while it was paused)
+        self.owing: dict[str, tuple[float, set[int], str]] = {}
 
     def feed(self, rec: Record, where: str) -> None:
         ev = rec["ev"]
+        if self.owing:
+            self._settle(rec["t"])
         if ev == "shard.acquire":
             self._acquire(rec, where)
         elif ev == "shard.release":
@@ -105,8 +114,54 @@ class ShardOwnership(Check):
             self._request(rec, where)
         elif ev == "sim.crash":
             node = rec["target"]
+            self.frozen.pop(node, None)
+            self.owing.pop(node, None)
             for s in self.by_node.pop(node, set()):
                 self.serving.get(s, set()).discard(node)
+        elif ev == "sim.pause":
+            node = rec["target"]
+            held = self.by_node.get(node, set())
+            self.frozen[node] = set(held)
+            for s in held:
+                self.serving.get(s, set()).discard(node)
+        elif ev == "sim.resume":
+            self._resume(rec, where)
+
+    def _resume(self, rec: Record, where: str) -> None:
+        """The node runs again with what it held: shards others acquired meanwhile
+        it must release at once (checked by :meth:`_settle`)."""
+        node = rec["target"]
+        held = self.frozen.pop(node, None)
+        if held is None:
+            return
+        taken: set[int] = set()
+        for s in held:
+            if s not in self.by_node.get(node, set()):
+                continue  # released before the pause
+            holders = self.serving.setdefault(s, set())
+            if holders - {node}:
+                taken.add(s)
+            holders.add(node)
+        if taken:
+            self.owing[node] = (rec["t"], taken, where)
+
+    def _settle(self, now: float) -> None:
+        """A resumed node still holding shards that others own once time moved past
+        its resume instant: it kept serving them."""
+        for node, (t, shards, where) in list(self.owing.items()):
+            still = {s for s in shards if s in self.by_node.get(node, set())}
+            if not still:
+                del self.owing[node]
+            elif now > t:
+                del self.owing[node]
+                shown = ", ".join(map(str, sorted(still)[:10]))
+                self.violation(
+                    {"t": t, "node": node}, where,
+                    f"{node} resumed at t={t} still serving {len(still)} shard(s) that "
+                    f"others acquired while it was paused, and did not release them at "
+                    f"once: {shown}",
+                    node,
+                )
 
     def _acquire(self, rec: Record, where: str) -> None:
         self.acquires += 1
@@ -145,6 +200,8 @@ class ShardOwnership(Check):
             )
 
     def verdict(self) -> Verdict:
+        if self.owing:
+            self._settle(float("inf"))
         active = self.acquires + self.releases + self.requests > 0
         return self._done(
             active,
