@@ -129,16 +129,18 @@ async def test_one_memory_budget_shared_by_all_connections() -> None:
 
 
 async def test_a_connection_that_never_gets_budget_is_closed_at_its_frame_deadline() -> None:
+    # frame_timeout 1 s: the late frame must start waiting for budget before the hog's
+    # deadline frees it (0.3 s was too short on a loaded machine)
     async with open_transport(LOOP, max_frame=1000, max_incoming_bytes=1100,
-                              frame_timeout=0.3) as b:
+                              frame_timeout=1.0) as b:
         b.bind(Recorder())
         hog = await _connect(b.local_address)
         await hog.send_all(encode_hello("10.0.0.1:1") + (1000).to_bytes(4, "big") + b"x")
         await wait_for(lambda: b._mem_used == 1004)
         late = await _connect(b.local_address)
         await late.send_all(encode_hello("10.0.0.2:1") + (1000).to_bytes(4, "big") + b"y")
-        assert await _closed_by_peer(late)
-        assert await _closed_by_peer(hog)
+        assert await _closed_by_peer(late, timeout=6.0)
+        assert await _closed_by_peer(hog, timeout=6.0)
         assert b.stats.budget_waits == 1 and b.stats.frame_timeouts == 2
         await wait_for(lambda: b._mem_used == 0)
         for s in (hog, late):
