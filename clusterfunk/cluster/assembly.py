@@ -148,8 +148,7 @@ class ClusterNode:
 
     def join(self, seeds: Sequence[str]) -> None:
         """Ask gossip to join through ``seeds`` (``host:port`` of their gossip ports)."""
-        if self.gossip_driver.running:
-            self.gossip_driver.call(lambda core, now: core.join(now, list(seeds)))
+        self.gossip_member.join(seeds)
 
     @property
     def drivers(self) -> dict[str, Any]:

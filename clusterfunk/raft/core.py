@@ -70,6 +70,7 @@ from clusterfunk.raft.messages import (
     ENTRY_NOOP,
     MAX_TERM,
     NO_TERM,
+    RAFT_MESSAGES,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
@@ -90,10 +91,7 @@ from clusterfunk.raft.storage import HardState, SnapshotMeta, Storage
 from clusterfunk.runtime.api import Output
 
 _LEADER_MSGS = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
-_RAFT_MSGS = frozenset(
-    [RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse, Heartbeat,
-     HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, TimeoutNow]
-)
+_RAFT_MSGS = frozenset(RAFT_MESSAGES)
 
 
 def entry_digest(kind: int, data: bytes) -> str:

@@ -196,3 +196,11 @@ class TimeoutNow:
 
     term: int
     sender: str
+
+
+#: Every Raft wire message (each has ``term`` and ``sender``): the core's dispatch and
+#: the Raft port's authorizer (runtime/auth.py) both use this one list.
+RAFT_MESSAGES: tuple[type, ...] = (
+    RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse, Heartbeat,
+    HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, TimeoutNow,
+)

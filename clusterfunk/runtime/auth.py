@@ -27,23 +27,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from clusterfunk.cluster.messages import Ack, LeaveRequest
-from clusterfunk.raft.messages import (
-    AppendEntries,
-    AppendEntriesResponse,
-    Heartbeat,
-    HeartbeatResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
-    RequestVote,
-    RequestVoteResponse,
-    TimeoutNow,
-)
+from clusterfunk.raft.messages import RAFT_MESSAGES
 
-#: Every Raft wire message (each has ``term`` and ``sender``).
-RAFT_MESSAGES: tuple[type, ...] = (
-    RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse, Heartbeat,
-    HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, TimeoutNow,
-)
 #: The coordination port's messages (each has ``node``: the node it speaks for).
 COORDINATION_MESSAGES: tuple[type, ...] = (Ack, LeaveRequest)
 
