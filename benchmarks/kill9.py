@@ -422,6 +422,9 @@ def cluster_loop(kills: int, seed: int = 1, restart_delay: tuple[float, float] =
             else:
                 not_recovered += 1
             killed.append({"node": target, "leader": target == ldr, "recovered": ok})
+        # the end state: a reshard may start just after the last recovery (the restarted
+        # node is re-added): judge the cluster once it has settled, within the same bound
+        _wait(procs.agreed, settle_timeout, 0.1)
         final = procs.view()
         maps = {s: procs.get(s, "/v1/nodes") for s in procs.ids}
         alive = {s: p.poll() is None for s, p in procs.procs.items()}
