@@ -33,6 +33,7 @@ from clusterfunk.management.api import (
     StatusView,
     TrafficView,
 )
+from clusterfunk.management.console import ShardOwnersView, empty_owners, owners_view
 
 _LIVE = ("alive", "suspect")
 
@@ -244,6 +245,18 @@ class ClusterManaged:
         owned_weight = float(m.loads().get(me, 0)) if m is not None else 0.0
         return CountersView(traffic=traffic, gossip=gossip, coordinator=coord,
                             owned_weight=owned_weight, owned_shards=owned_shards)
+
+    # -- console reads (management/console.py) ---------------------------------------
+
+    def shard_owners(self) -> ShardOwnersView:
+        rec = self._map_record()
+        return owners_view(rec.index, self._map()) if rec is not None else empty_owners()
+
+    def request_stats(self) -> dict[str, int] | None:
+        """``Cluster.request_stats()`` (routed requests by outcome), or None if the
+        Cluster has no request layer."""
+        fn = getattr(self.cluster, "request_stats", None)
+        return dict(fn()) if callable(fn) else None
 
     # -- writes ----------------------------------------------------------------------
 
