@@ -395,8 +395,10 @@ class Cluster:
         return {f"ep.{name}": addr for name, addr in self._endpoints.items()}
 
     def set_endpoint(self, name: str, address: str) -> None:
-        """Publish endpoint ``name`` (tag ``ep.<name>``) to every member."""
-        if not name or name in ("raft", "serf", "clusterfunk.management"):
+        """Publish endpoint ``name`` (tag ``ep.<name>``) to every member. The names of
+        the node's own ports (``raft``, ``serf``, ``clusterfunk.coord``) are reserved;
+        ``clusterfunk.management`` is the management API's (docs/operations.md)."""
+        if not name or f"ep.{name}" in (co.TAG_RAFT, co.TAG_SERF, co.TAG_COORD):
             raise ValueError(f"reserved or empty endpoint name {name!r}")
         node = self._running()
         self._endpoints[name] = address

@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from clusterfunk.cluster.coordinator import (
-    TAG_MANAGEMENT,
+    TAG_COORD,
     TAG_RAFT,
     TAG_SERF,
     TAG_SERVICE,
@@ -98,7 +98,7 @@ class ClusterNode:
         gaddr = host.address(GOSSIP)
         self.base_tags = {
             TAG_SERF: gaddr,
-            TAG_MANAGEMENT: host.address(COORD),
+            TAG_COORD: host.address(COORD),
             TAG_SERVICE: service_name,
         }
         if member:

@@ -125,6 +125,9 @@ NONMEMBER = NodeRole.NONMEMBER
 #: Gossip tag names.
 TAG_RAFT = "ep.raft"
 TAG_SERF = "ep.serf"
+#: the coordination port (acks, leave requests): every member publishes it
+TAG_COORD = "ep.clusterfunk.coord"
+#: the management HTTP API (published by the management server, not by this core)
 TAG_MANAGEMENT = "ep.clusterfunk.management"
 TAG_SERVICE = "meta.serviceName"
 
@@ -505,7 +508,7 @@ class CoordinatorCore:
         if leader is None or leader == self.id:
             return False
         m = self.gossip.member(leader)
-        addr = m.tags.get(TAG_MANAGEMENT) if m is not None else None
+        addr = m.tags.get(TAG_COORD) if m is not None else None
         if addr:
             self._out.send(addr, LeaveRequest(self.id), True)
         return False

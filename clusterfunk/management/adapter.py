@@ -37,11 +37,6 @@ from clusterfunk.management.console import ShardOwnersView, empty_owners, owners
 
 _LIVE = ("alive", "suspect")
 
-#: While the coordinator's address holds the gossip tag ``ep.clusterfunk.management``
-#: (it does today: the LeaveRequest goes there), :meth:`ClusterManaged.publish_management`
-#: publishes the HTTP address as this endpoint instead, and :meth:`endpoint_of` looks
-#: it up first. Once ``Cluster`` lets the management API have its tag, this goes.
-INTERIM_ENDPOINT = "clusterfunk.http"
 _RAFT_TAG = "ep.raft"
 
 
@@ -135,19 +130,13 @@ class ClusterManaged:
         return out
 
     def endpoint_of(self, node: str, name: str) -> str | None:
-        addr = None
-        if name == MANAGEMENT_ENDPOINT:
-            addr = self.cluster.get_endpoint(node, INTERIM_ENDPOINT)
-        if not addr:
-            addr = self.cluster.get_endpoint(node, name)
+        addr = self.cluster.get_endpoint(node, name)
         return str(addr) if addr else None
 
     def publish_management(self, address: str) -> None:
-        """Publish this node's management API address (see :data:`INTERIM_ENDPOINT`)."""
-        try:
-            self.cluster.set_endpoint(MANAGEMENT_ENDPOINT, address)
-        except ValueError:  # reserved today: the coordinator's address holds the tag
-            self.cluster.set_endpoint(INTERIM_ENDPOINT, address)
+        """Publish this node's management API address as the endpoint
+        ``clusterfunk.management`` (gossip tag ``ep.clusterfunk.management``)."""
+        self.cluster.set_endpoint(MANAGEMENT_ENDPOINT, address)
 
     def shards(self) -> ShardsView:
         m = self._map()

@@ -19,6 +19,7 @@ import pytest
 
 from clusterfunk import wire
 from clusterfunk.cluster.coordinator import (
+    TAG_COORD,
     TAG_MANAGEMENT,
     TAG_RAFT,
     AddNonVoter,
@@ -86,7 +87,8 @@ class FakeMembership:
 
     def set(self, name: str, status: Status = Status.ALIVE, *, raft: bool = True,
             raft_addr: str | None = None) -> None:
-        tags = {TAG_MANAGEMENT: f"{name}:8400"}
+        # the management API tag names another port: acks and leaves use TAG_COORD
+        tags = {TAG_COORD: f"{name}:8400", TAG_MANAGEMENT: f"{name}:8500"}
         if raft:
             tags[TAG_RAFT] = raft_addr or f"{name}:8300"
         self.by_name[name] = MemberInfo(name, status, tags)
