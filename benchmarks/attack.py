@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import signal
 import socket
 import ssl
 import struct
@@ -55,7 +53,11 @@ from clusterfunk.raft.messages import Entry, pack_entries
 from clusterfunk.runtime.framing import encode_hello
 from clusterfunk.runtime.net import free_port
 
-PY = [sys.executable, "-m", "clusterfunk"]
+try:
+    from benchmarks.procs import PY, rss_kb, spawn, stop_all, wait_until
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from procs import PY, rss_kb, spawn, stop_all, wait_until  # type: ignore[no-redef]
+
 CLUSTER = ("a", "b", "c")
 RAFT = ("n1", "n2", "n3")
 ATTACKER = "mallory"
@@ -63,14 +65,6 @@ _LEN = struct.Struct(">I")
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 # wire tags (clusterfunk/raft/messages.py, clusterfunk/cluster/messages.py)
 T_RV, T_AE, T_HB, T_ACK, T_LEAVE = 32, 34, 36, 192, 193
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 # -- the processes ---------------------------------------------------------------------
@@ -98,12 +92,7 @@ class Procs:
         return ["--tls-dir", str(self.certs)] if self.tls else ["--insecure"]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        out = open(self.root / f"{name}.out", "ab")  # noqa: SIM115
-        err = open(self.root / f"{name}.err", "ab")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=err,
-                                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        out.close()
-        err.close()
+        self.procs[name] = spawn(self.root, name, argv)
 
     def start_cluster(self, n: str) -> None:
         p = self.ports[n]
@@ -142,15 +131,7 @@ class Procs:
         return {n: rss_kb(p.pid) for n, p in self.procs.items() if p.poll() is None}
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_all(self.procs.values())
 
     # -- observing --------------------------------------------------------------------
 
@@ -255,15 +236,6 @@ def _pick(st: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {k: st.get(k) for k in ("role", "leader", "term", "state", "map_nodes", "nodes")
             if k in st}
-
-
-def wait_until(pred: Any, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
 
 
 # -- the attacker ----------------------------------------------------------------------
@@ -594,7 +566,7 @@ def run(tls: bool, *, rounds: int = 20, idle: int = 500, loris: int = 5,
                                                                x.get("nodes") or []) == 3
                        for x in v.values())
 
-        ok = wait_until(cluster_ready, 60)
+        ok = wait_until(cluster_ready, 60, 0.2)
         rl = procs.raft_leader(20)
         if not ok or rl is None:
             dead = {n: (root / f"{n}.err").read_text(errors="replace")[-1500:]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import signal
 import statistics
@@ -49,25 +48,11 @@ from clusterfunk.runtime.net import free_port
 from clusterfunk.sim.checkers.linearizability import FAIL, OK, UNKNOWN, Op, check_history
 from clusterfunk.sim.checkers.raft import SafetyChecker
 
-PY = [sys.executable, "-m", "clusterfunk"]
+try:
+    from benchmarks.procs import PY, spawn, stop_all, wait_until
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from procs import PY, spawn, stop_all, wait_until  # type: ignore[no-redef]
 
-
-def _spawn(root: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    out = open(root / f"{name}.out", "ab")  # noqa: SIM115
-    err = open(root / f"{name}.err", "ab")  # noqa: SIM115
-    p = subprocess.Popen(argv, stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    out.close()
-    err.close()
-    return p
-
-
-def _wait(pred: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
 
 
 # -- Raft KV -----------------------------------------------------------------------------
@@ -90,7 +75,7 @@ class RaftProcs:
         peers = ",".join(f"{k}={v}" for k, v in self.raft.items())
         out = self.root / f"{sid}.out"
         size = out.stat().st_size if out.exists() else 0
-        self.procs[sid] = _spawn(self.root, sid, [
+        self.procs[sid] = spawn(self.root, sid, [
             *PY, "raft-node", "--insecure", "--id", sid, "--bind", self.raft[sid],
             "--peers", peers, "--data-dir", str(self.root / sid), "--store", "sqlite",
             "--client-bind", self.client[sid], "--election-timeout", "0.5",
@@ -106,7 +91,7 @@ class RaftProcs:
                                    f"{(self.root / f'{sid}.err').read_text()[-2000:]}")
             return False
 
-        if not _wait(ready, 30):
+        if not wait_until(ready, 30):
             raise RuntimeError(f"{sid} did not start in 30 s")
 
     def kill(self, sid: str) -> None:
@@ -116,15 +101,7 @@ class RaftProcs:
         self.cuts.setdefault(sid, []).append(self.trace(sid).stat().st_size)
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_all(self.procs.values())
 
     def audit(self) -> SafetyChecker:
         """Every trace through the Raft safety checker; a SIGKILL is a ``sim.crash``."""
@@ -349,7 +326,7 @@ class ClusterProcs:
             for o in self.ids:
                 if o != sid:
                     argv += ["--join", f"127.0.0.1:{self.ports[o]['gossip']}"]
-        self.procs[sid] = _spawn(self.root, sid, argv)
+        self.procs[sid] = spawn(self.root, sid, argv)
 
     def kill(self, sid: str) -> None:
         p = self.procs.pop(sid)
@@ -404,7 +381,7 @@ def cluster_loop(kills: int, seed: int = 1, restart_delay: tuple[float, float] =
         time.sleep(1.0)
         for sid in procs.ids[1:]:
             procs.start(sid)
-        if not _wait(procs.agreed, settle_timeout, 0.2):
+        if not wait_until(procs.agreed, settle_timeout, 0.2):
             raise RuntimeError(f"cluster never formed: {procs.view()}")
         killed: list[dict[str, Any]] = []
         recover: list[float] = []
@@ -416,7 +393,7 @@ def cluster_loop(kills: int, seed: int = 1, restart_delay: tuple[float, float] =
             time.sleep(rng.uniform(*restart_delay))
             t0 = time.monotonic()
             procs.start(target)
-            ok = _wait(procs.agreed, settle_timeout, 0.1)
+            ok = wait_until(procs.agreed, settle_timeout, 0.1)
             if ok:
                 recover.append(time.monotonic() - t0)
             else:
@@ -424,7 +401,7 @@ def cluster_loop(kills: int, seed: int = 1, restart_delay: tuple[float, float] =
             killed.append({"node": target, "leader": target == ldr, "recovered": ok})
         # the end state: a reshard may start just after the last recovery (the restarted
         # node is re-added): judge the cluster once it has settled, within the same bound
-        _wait(procs.agreed, settle_timeout, 0.1)
+        wait_until(procs.agreed, settle_timeout, 0.1)
         final = procs.view()
         maps = {s: procs.get(s, "/v1/nodes") for s in procs.ids}
         alive = {s: p.poll() is None for s, p in procs.procs.items()}
