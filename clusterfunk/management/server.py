@@ -50,6 +50,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from clusterfunk.management import console
 from clusterfunk.management.api import MANAGEMENT_ENDPOINT, ManagedNode, ManagementError
 from clusterfunk.management.metrics import make_registry
 
@@ -148,6 +149,7 @@ class ManagementApp:
             "/v1/shards": lambda q: node.shards(),
             "/v1/raft": lambda q: node.raft_info(),
             "/v1/diag": lambda q: node.diag(),
+            **console.reads(node),
         }
         self.writes: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "/v1/step-down": self._step_down,
@@ -171,7 +173,7 @@ class ManagementApp:
         start = time.perf_counter()
         path = scope.get("path", "")
         route = path if path in self.reads or path in self.writes or path in (
-            "/metrics", "/", "/v1") else "other"
+            "/metrics", "/", "/v1", console.CONSOLE_PATH) else "other"
         try:
             resp = await self._handle(scope, receive, path)
         except Exception as exc:  # a bug in an accessor must not take the server down
@@ -219,11 +221,18 @@ class ManagementApp:
 
     async def _handle(self, scope: Scope, receive: Receive, path: str) -> _Response:
         method = scope.get("method", "GET")
+        if path == console.CONSOLE_PATH or (
+            path == "/" and console.wants_html(self._headers(scope).get("accept", ""))
+        ):  # the web console (a browser at / gets it too; other clients the index)
+            if method != "GET":
+                return _not_allowed(method, path, "GET")
+            page, page_headers = console.page()
+            return _Response(200, page, console.CONTENT_TYPE, headers=page_headers)
         if path in ("/", "/v1"):
             if method != "GET":
                 return _not_allowed(method, path, "GET")
             return _json(200, {"node": self.node.node_id,
-                               "read": sorted([*self.reads, "/metrics"]),
+                               "read": sorted([*self.reads, "/metrics", console.CONSOLE_PATH]),
                                "write": sorted(self.writes)})
         if path == "/metrics":
             if method != "GET":

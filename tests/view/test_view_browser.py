@@ -12,37 +12,19 @@ import collections
 import html.parser
 import pathlib
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from clusterfunk.audit import audit, read
 from tests.audit.helpers import dump, load, simulate
+from tests.browser import chromium, needs_chromium
 
 from .helpers import view_cli
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run does it)",
-)
 
 LEADER = (0xE0, 0x52, 0x3F)
 CRASHED = (0x3B, 0x3F, 0x48)
 VIOLATION = (0xFF, 0x00, 0x00)
 LANE_COLORS = {(0xCF, 0xE3, 0xF7), (0xDE, 0xDF, 0xE3), LEADER}  # follower, non-voter, leader
-
-
-def chromium(tmp: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--no-first-run", "--disable-extensions", "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp / 'profile'}",
-        "--virtual-time-budget=10000", *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
