@@ -1,0 +1,131 @@
+"""The web console in headless Chromium against three real ``cluster-node`` processes.
+
+The browser loads one node's ``/console`` over loopback; after the page's JavaScript
+has polled the management API for a few (virtual) seconds, the DOM must list the three
+nodes as alive members with the leader, and the legend must give the shard counts that
+``ctl nodes --json`` gives; a screenshot must show the committed map: the cell of every
+shard painted in the legend colour of the shard's owner in ``/v1/shard-owners``.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import io
+import signal
+
+import httpx
+import pytest
+
+from tests.browser import chromium, needs_chromium
+from tests.management.test_process import ctl_json, start_cluster
+
+WINDOW = "--window-size=1280,1100"
+BUDGET_MS = 4000  # virtual time: about four polls
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    ns = start_cluster()
+    yield ns
+    for n in ns:
+        n.send(signal.SIGINT)
+    for n in ns:
+        n.stop()
+
+
+class _Dom(html.parser.HTMLParser):
+    """What the test reads from the dumped DOM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members: dict[str, dict[str, str | None]] = {}
+        self.legend: dict[str, dict[str, str | None]] = {}
+        self.canvas: dict[str, str | None] = {}
+        self.fields: dict[str, str] = {}
+        self.conn = ""
+        self._field: str | None = None
+        self._in: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self._in.append(a.get("id") or a.get("data-field") or "")
+        if tag == "tr" and "data-status" in a:
+            self.members[a["data-node"] or ""] = a
+        elif tag == "li" and "data-color" in a:
+            self.legend[a["data-node"] or ""] = a
+        elif tag == "canvas" and a.get("id") == "map":
+            self.canvas = a
+        elif tag == "div" and "data-field" in a:
+            self._field = a["data-field"]
+        elif tag == "dd" and self._field is not None:
+            self.fields[self._field] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._in:
+            self._in.pop()
+        if tag == "div":
+            self._field = None
+
+    def handle_data(self, data: str) -> None:
+        if self._field is not None and self._field in self.fields:
+            self.fields[self._field] += data
+        if self._in and self._in[-1] == "conn":
+            self.conn += data
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    v = int(color.lstrip("#"), 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_console_shows_the_live_members_and_the_committed_map(nodes, tmp_path):
+    from PIL import Image
+
+    target = nodes[1]  # any node serves the same committed map
+    url = f"http://{target.management}/console"
+    res = chromium(tmp_path, WINDOW, "--dump-dom", url, budget_ms=BUDGET_MS)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(res.stdout)
+
+    status = ctl_json(target.management, "status")
+    api_nodes = ctl_json(target.management, "nodes")
+    owners = httpx.get(f"http://{target.management}/v1/shard-owners", timeout=10).json()
+    assert owners["map_index"] == status["map_index"] > 0
+
+    assert dom.conn.startswith("live"), dom.conn
+    assert dom.fields["node"] == target.id and dom.fields["leader"] == status["leader"]
+    assert dom.fields["map index"] == str(status["map_index"])
+    # the members: the three nodes, alive
+    assert sorted(dom.members) == ["a", "b", "c"]
+    assert {m["data-status"] for m in dom.members.values()} == {"alive"}
+    # the legend: every node of the map with the count ctl nodes gives
+    assert {n: int(li["data-shards"] or -1) for n, li in dom.legend.items()} == {
+        n["node"]: n["shards"] for n in api_nodes}
+    colors = {n: _rgb(li["data-color"] or "") for n, li in dom.legend.items()}
+    assert len(set(colors.values())) == 3  # one colour per node
+    c = dom.canvas
+    assert c["data-map-index"] == str(status["map_index"])
+    assert int(c["data-shards"] or 0) == owners["shards"] == 100
+    cols, cell = int(c["data-cols"] or 0), int(c["data-cell"] or 0)
+    left, top = int(c["data-left"] or 0), int(c["data-top"] or 0)
+    assert cols * cols >= 100 and cell >= 4
+
+    shot = tmp_path / "console.png"
+    res = chromium(tmp_path, WINDOW, f"--screenshot={shot}", url, budget_ms=BUDGET_MS)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    img = Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")
+    # the map did not change between the two page loads
+    assert ctl_json(target.management, "status")["map_index"] == status["map_index"]
+    wrong = []
+    for shard, w in enumerate(owners["owners"]):
+        owner = owners["nodes"][w]
+        x = left + (shard % cols) * cell + cell // 2
+        y = top + (shard // cols) * cell + cell // 2
+        px = img.getpixel((x, y))
+        assert isinstance(px, tuple)
+        if max(abs(p - q) for p, q in zip(px, colors[owner], strict=True)) > 3:
+            wrong.append((shard, owner, px))
+    assert wrong == [], f"{len(wrong)} shards painted wrong, e.g. {wrong[:5]}"
