@@ -22,13 +22,18 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def chromium(tmp: pathlib.Path, *args: str,
-             budget_ms: int = 10000) -> subprocess.CompletedProcess[str]:
+def chromium_command(tmp: pathlib.Path, *args: str, budget_ms: int = 10000) -> list[str]:
+    """The command line (for a test that runs it itself, e.g. with trio.run_process)."""
     assert CHROMIUM is not None
-    cmd = [
+    return [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
         "--no-first-run", "--disable-extensions", "--disable-dev-shm-usage",
         f"--user-data-dir={tmp / 'profile'}",
         f"--virtual-time-budget={budget_ms}", *args,
     ]
+
+
+def chromium(tmp: pathlib.Path, *args: str,
+             budget_ms: int = 10000) -> subprocess.CompletedProcess[str]:
+    cmd = chromium_command(tmp, *args, budget_ms=budget_ms)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import html.parser
 import io
+import re
 import signal
 
 import httpx
 import pytest
+import trio
 
-from tests.browser import chromium, needs_chromium
+from clusterfunk.management.api import StatusView
+from clusterfunk.management.server import open_management_server
+from tests.browser import chromium, chromium_command, needs_chromium
+from tests.management.test_console import ConsoleFake
 from tests.management.test_process import ctl_json, start_cluster
 
 WINDOW = "--window-size=1280,1100"
@@ -129,3 +134,35 @@ def test_console_shows_the_live_members_and_the_committed_map(nodes, tmp_path):
         if max(abs(p - q) for p, q in zip(px, colors[owner], strict=True)) > 3:
             wrong.append((shard, owner, px))
     assert wrong == [], f"{len(wrong)} shards painted wrong, e.g. {wrong[:5]}"
+
+
+class _CountingNode(ConsoleFake):
+    """Each /v1/requests reading: 10 more ``ok`` and 2 more ``moved`` per second of
+    uptime (the uptime advances 1 s per reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readings = 0
+
+    def request_stats(self) -> dict[str, int] | None:
+        self.readings += 1
+        return {"ok": 10 * self.readings, "moved": 2 * self.readings, "busy": 0, "error": 0}
+
+    def status(self) -> StatusView:
+        return {**super().status(), "uptime": float(self.readings)}
+
+
+@needs_chromium
+async def test_console_computes_request_rates_from_successive_readings(tmp_path):
+    node = _CountingNode()
+    async with open_management_server(node, "127.0.0.1:0", token=None) as s:
+        cmd = chromium_command(tmp_path, "--dump-dom", s.url + "/console", budget_ms=3000)
+        res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True)
+    assert node.readings >= 2
+    rows = re.findall(r'<tr data-counter="(\w+)"><td>\w+</td><td class="num">(\d+)</td>'
+                      r'<td class="num">([^<]+)</td></tr>', res.stdout.decode())
+    got = {name: (int(total), rate) for name, total, rate in rows}
+    n = node.readings
+    assert got == {"ok": (10 * n, "10"), "moved": (2 * n, "2.0"), "busy": (0, "0.0"),
+                   "error": (0, "0.0")}
+    assert 'data-map-index="40" data-shards="12"' in res.stdout.decode()
