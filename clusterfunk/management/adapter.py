@@ -243,9 +243,11 @@ class ClusterManaged:
 
     def request_stats(self) -> dict[str, int] | None:
         """``Cluster.request_stats()`` (routed requests by outcome), or None if the
-        Cluster has no request layer."""
+        Cluster has no request layer (no such method, or its counters are empty: it
+        runs no service)."""
         fn = getattr(self.cluster, "request_stats", None)
-        return dict(fn()) if callable(fn) else None
+        stats = dict(fn()) if callable(fn) else {}
+        return stats or None
 
     # -- writes ----------------------------------------------------------------------
 
