@@ -47,6 +47,7 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import attrs
@@ -86,7 +87,8 @@ class Fault:
     """One fault the nemesis started, in full (:attr:`Nemesis.schedule`): from ``at``
     to ``until`` (true seconds); ``target`` (crash, pause, skew), ``groups``
     (partition), ``link`` (the changed :class:`LinkConfig` fields of loss, duplicate,
-    reorder), ``offset`` / ``drift`` (skew: the clock set at ``at``)."""
+    reorder), ``offset`` / ``drift`` (skew: the clock set at ``at``), ``disk`` (disk:
+    the fault done)."""
 
     at: float
     until: float
@@ -96,6 +98,7 @@ class Fault:
     link: dict[str, float] = attrs.Factory(dict)
     offset: float = 0.0
     drift: float = 0.0
+    disk: str = ""  # disk: the fault done (fsync_error, torn_write, corrupt)
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
@@ -176,7 +179,9 @@ class Nemesis:
         elif kind == "disk" and live:
             target = rng.choice(live)
             detail = fault.target = target
-            end = self._disk_fault(target, rng.choice(DISK_FAULTS))
+            fault.disk, end = start_disk_fault(
+                sim, target, rng.choice(DISK_FAULTS), rng=rng, targets=self.targets,
+                refused=self.refused)
         elif kind in ("loss", "duplicate", "reorder"):
             old = sim.link
             new = attrs.evolve(old)
@@ -206,52 +211,64 @@ class Nemesis:
 
         sim.after(duration, finish)
 
-    def _disk_fault(self, target: str, what: str) -> Callable[[], None]:
-        """Start one disk fault on ``target``; returns what ends it."""
-        sim = self.sim
-        disk = sim.hosts[target].disk
-        if what == "corrupt":
-            # Keep a majority of the nodes that hold a Raft store able to start.
-            holders = [t for t in self.targets
-                       if any(_raft_key(k) for k in sim.hosts[t].disk.keys())]  # noqa: SIM118
-            if len(self.refused) >= (len(holders) - 1) // 2:
-                what = "torn_write"
-        if what == "corrupt":
-            keys = [k for k in disk.keys() if _raft_key(k)]  # noqa: SIM118
-            if disk.corrupt(self.rng, keys) is None:
-                what = "torn_write"  # nothing synced to damage yet
-        sim.tracer.emit("sim", "sim.disk", {"target": target, "kind": what})
-        if what == "fsync_error":
-            disk.fail_next_sync = True
 
-            def end() -> None:
-                disk.fail_next_sync = False  # no sync during the fault: disarm
-                if not sim.alive(target):
-                    sim.restart(target)
+def start_disk_fault(
+    sim: Simulation, target: str, what: str, *, rng: random.Random, targets: list[str],
+    refused: list[tuple[float, str, str]],
+) -> tuple[str, Callable[[], None]]:
+    """Start one disk fault (``fsync_error``, ``torn_write`` or ``corrupt``) on
+    ``target``, traced as ``sim.disk``; returns the kind done and what ends it.
 
-            return end
-        if what == "torn_write":
-            disk.power_cut_on_next_write = True
+    Shared by the nemesis and scenario files (``action = "disk"``), so that a shrunk
+    schedule replays disk faults the way the nemesis made them. ``corrupt`` becomes
+    ``torn_write`` when a majority of the Raft store holders among ``targets`` must
+    stay able to start (``refused`` lists the nodes whose store refused so far) or
+    when nothing is synced yet; ``rng`` picks the damaged record."""
+    disk = sim.hosts[target].disk
+    if what == "corrupt":
+        # Keep a majority of the nodes that hold a Raft store able to start.
+        holders = [t for t in targets
+                   if any(_raft_key(k) for k in sim.hosts[t].disk.keys())]  # noqa: SIM118
+        if len(refused) >= (len(holders) - 1) // 2:
+            what = "torn_write"
+    if what == "corrupt":
+        keys = [k for k in disk.keys() if _raft_key(k)]  # noqa: SIM118
+        if disk.corrupt(rng, keys) is None:
+            what = "torn_write"  # nothing synced to damage yet
+    sim.tracer.emit("sim", "sim.disk", {"target": target, "kind": what})
+    if what == "fsync_error":
+        disk.fail_next_sync = True
 
-            def end_torn() -> None:
-                disk.power_cut_on_next_write = False  # no write during the fault
-                if not sim.alive(target):
-                    sim.restart(target)
+        def end() -> None:
+            disk.fail_next_sync = False  # no sync during the fault: disarm
+            if not sim.alive(target):
+                sim.restart(target)
 
-            return end_torn
-        sim.crash(target)
+        return what, end
+    if what == "torn_write":
+        disk.power_cut_on_next_write = True
 
-        def start_if_it_recovers() -> None:
-            # The node's start reads its store first (RaftCore -> recover()): a
-            # store that detects the damage refuses, and the node stays down.
-            try:
-                SimStorage(disk).recover()
-            except StorageCorrupt as exc:
-                self.refused.append((round(sim.now, 6), target, str(exc)))
-                return
-            sim.restart(target)
+        def end_torn() -> None:
+            disk.power_cut_on_next_write = False  # no write during the fault
+            if not sim.alive(target):
+                sim.restart(target)
 
-        return start_if_it_recovers
+        return what, end_torn
+    if what != "corrupt":
+        raise ValueError(f"unknown disk fault {what!r}; choose from {', '.join(DISK_FAULTS)}")
+    sim.crash(target)
+
+    def start_if_it_recovers() -> None:
+        # The node's start reads its store first (RaftCore -> recover()): a
+        # store that detects the damage refuses, and the node stays down.
+        try:
+            SimStorage(disk).recover()
+        except StorageCorrupt as exc:
+            refused.append((round(sim.now, 6), target, str(exc)))
+            return
+        sim.restart(target)
+
+    return what, start_if_it_recovers
 
 
 def _raft_key(key: object) -> bool:

@@ -38,18 +38,29 @@
     target = "n2"
     offset = 0.5            # seconds added to the node's clock
     drift = 0.01            # relative rate error
+
+    [[events]]
+    at = 70.0
+    action = "disk"         # one disk fault, as --nemesis disk makes them
+    target = "n4"
+    kind = "torn_write"     # fsync_error torn_write corrupt
+    until = 80.0            # when it ends (the node restarts if it stopped and its
+                            # store recovers); without it the fault never ends
 """
 
 from __future__ import annotations
 
+import random
 import tomllib
 from typing import Any
 
 import attrs
 
+from clusterfunk.sim.nemesis import DISK_FAULTS, start_disk_fault
 from clusterfunk.sim.simulation import Simulation
 
-ACTIONS = ("partition", "oneway", "heal", "crash", "restart", "pause", "resume", "skew", "link")
+ACTIONS = ("partition", "oneway", "heal", "crash", "restart", "pause", "resume", "skew", "link",
+           "disk")
 
 
 class ScenarioError(ValueError):
@@ -103,6 +114,8 @@ def parse(data: dict[str, Any]) -> Scenario:
 
 def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
     """Schedule scenario events on a simulation (validating names now, not later)."""
+    refused: list[tuple[float, str, str]] = []  # disk: stores that refused to start
+    disk_rng = sim.rng("scenario-disk")  # disk: picks the record a corrupt fault damages
     for i, ev in enumerate(events):
         a = ev.args
         try:
@@ -132,8 +145,24 @@ def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
                 )
             elif ev.action == "link":
                 sim.at(ev.at, _set_link, sim, dict(a))
+            elif ev.action == "disk":
+                target, kind = a["target"], str(a["kind"])
+                _check_names(sim, [target])
+                if kind not in DISK_FAULTS:
+                    raise ScenarioError(f"event #{i + 1} (disk): kind {kind!r} is not one of "
+                                        f"{', '.join(DISK_FAULTS)}")
+                until = float(a["until"]) if "until" in a else None
+                sim.at(ev.at, _disk, sim, target, kind, until, disk_rng, refused)
         except KeyError as exc:
             raise ScenarioError(f"event #{i + 1} ({ev.action}) needs {exc.args[0]!r}") from None
+
+
+def _disk(sim: Simulation, target: str, kind: str, until: float | None, rng: random.Random,
+          refused: list[tuple[float, str, str]]) -> None:
+    _done, end = start_disk_fault(sim, target, kind, rng=rng, targets=sim.names,
+                                  refused=refused)
+    if until is not None:
+        sim.at(max(until, sim.now), end)
 
 
 def _set_link(sim: Simulation, a: dict[str, Any]) -> None:

@@ -92,14 +92,19 @@ def fault_events(f: Fault, base: LinkConfig) -> list[dict[str, Any]]:
         restore = {k: getattr(base, k) for k in f.link}
         return [{"at": f.at, "action": "link", **_link_args(f.link)},
                 {"at": f.until, "action": "link", **_link_args(restore)}]
-    raise ValueError(f"a {f.kind!r} fault has no scenario action yet: shrink runs with "
-                     f"--nemesis kinds among partition,crash,pause,loss,duplicate,reorder,skew")
+    if f.kind == "disk":
+        return [{"at": f.at, "action": "disk", "target": f.target, "kind": f.disk,
+                 "until": f.until}]
+    raise ValueError(f"a {f.kind!r} fault has no scenario action: shrink runs with --nemesis "
+                     f"kinds among partition,crash,pause,loss,duplicate,reorder,skew,disk")
 
 
 def describe(f: Fault) -> str:
     what = f.target or (" | ".join(",".join(g) for g in f.groups) if f.groups else "")
     if f.link:
         what = " ".join(f"{k}={v:.3g}" for k, v in f.link.items())
+    if f.disk:
+        what = f"{f.disk} {f.target}"
     return f"{f.kind}({what}) {f.at:.2f}-{f.until:.2f}s"
 
 
