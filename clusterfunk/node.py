@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+import attrs
 import trio
 
 from clusterfunk.cluster import coordinator as co
@@ -52,6 +53,8 @@ from clusterfunk.raft.core import RaftCore
 from clusterfunk.raft.errors import NotLeader, RaftError
 from clusterfunk.raft.roles import Role
 from clusterfunk.raft.storage import MemoryStorage
+from clusterfunk.routing.api import APP, ForwardMode, ShardService
+from clusterfunk.routing.server import ServerConfig
 from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
@@ -63,6 +66,7 @@ from clusterfunk.sharding import ShardMap
 GOSSIP_PORT = DEFAULT_PORTS[GOSSIP]
 RAFT_PORT = DEFAULT_PORTS[RAFT]
 COORD_PORT = DEFAULT_PORTS[COORD]
+APP_PORT = DEFAULT_PORTS[APP]
 
 
 class ClusterError(RuntimeError):
@@ -102,6 +106,10 @@ class Cluster:
         encrypt: bool = True,
         on_release: Callable[[frozenset[int]], Awaitable[None]] | None = None,
         release_timeout: float = 5.0,
+        service: ShardService | None = None,
+        app_port: int | None = None,
+        forward: ForwardMode = ForwardMode.MOVED,
+        server_config: ServerConfig | None = None,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
@@ -113,7 +121,13 @@ class Cluster:
         self.shards = shards if isinstance(shards, int) else list(shards)
         ShardMap(self.shards)  # validates the weights now, not in the leader later
         self.voters = voters
-        self.ports = {GOSSIP: gossip_port, RAFT: raft_port, COORD: coord_port}
+        if service is not None and not member:
+            raise ValueError("a nonmember (member=False) serves no shards: it takes no service")
+        self.service = service
+        self.server_config = attrs.evolve(server_config or ServerConfig(), forward=forward)
+        if app_port is None:  # a nonmember's map client only receives answers
+            app_port = APP_PORT if service is not None else 0
+        self.ports = {GOSSIP: gossip_port, RAFT: raft_port, COORD: coord_port, APP: app_port}
         self.bootstrap = (not self.seeds) if bootstrap is None else bootstrap
         self.member = member
         self.service_name = service_name
@@ -152,6 +166,8 @@ class Cluster:
 
     async def __aenter__(self) -> Cluster:
         names = [GOSSIP, COORD] + ([RAFT] if self.member else [])
+        if self.service is not None or not self.member:
+            names.append(APP)
         binds = {n: _addr(self.bind_host, self.ports[n]) for n in names}
         advertise = {n: _addr(self.advertise_host, self.ports[n]) for n in names}
         seed = self.rng.random
@@ -185,7 +201,7 @@ class Cluster:
                         tracer=self.tracer,
                         rng=random.Random(seed()),
                         tls=self.tls,
-                        tls_ports=(RAFT, COORD) if self.tls is not None else (),
+                        tls_ports=(RAFT, COORD, APP) if self.tls is not None else (),
                     )
                 )
             except OSError as exc:
@@ -209,6 +225,8 @@ class Cluster:
                 tags=self._endpoint_tags(),
                 keyring=self.keyring,
                 encrypt=self.encrypt,
+                service=self.service,
+                server_config=self.server_config,
             )
             self.sm = node.sm
             node.glue.on_state.append(self._on_state)
@@ -297,7 +315,8 @@ class Cluster:
         """The committed shard map this node has applied (never a mere proposal)."""
         rec = self.coord.committed if self.coord is not None else None
         if rec is None:
-            return None
+            mc = self.node.map_client if self.node is not None else None
+            return mc.map if mc is not None else None  # a nonmember: fetched from a member
         if self.sm.committed is not None and self.sm.committed.index == rec.index:
             return self.sm.committed_map()
         return ShardMap.decode(rec.blob)
@@ -305,6 +324,9 @@ class Cluster:
     def nodes(self) -> list[str]:
         """The nodes of the committed shard map (the serving cluster), sorted."""
         rec = self.coord.committed if self.coord is not None else None
+        if rec is None:
+            m = self.shard_map()  # a nonmember's fetched map
+            return sorted(m.nodes) if m is not None else []
         return list(rec.nodes) if rec is not None else []
 
     def owner(self, key: int | str | bytes) -> str | None:
@@ -380,6 +402,25 @@ class Cluster:
         await self._wait_state(
             lambda: len(raft.configuration.voters) == min(voters, len(raft.configuration.members()))
         )
+
+    def request_stats(self) -> dict[str, int]:
+        """Request server counters (empty without a service): answers by outcome
+        (``ok``, ``moved``, ``busy``, ``error``), ``queued``, ``forwarded``,
+        handoffs (``handoffs_sent``, ``handoffs_received``, ``handoff_timeouts``,
+        ``late_handoffs``, ``handoff_ack_timeouts``) and dropped input
+        (``malformed``, ``stale_replies``); see docs/routing.md."""
+        node = self.node
+        if node is None or node.routing is None:
+            return {}
+        return dict(node.routing.stats)
+
+    def map_index(self) -> int:
+        """Raft index of the committed map this node uses (0: none yet)."""
+        rec = self.coord.committed if self.coord is not None else None
+        if rec is not None:
+            return rec.index
+        mc = self.node.map_client if self.node is not None else None
+        return mc.index if mc is not None else 0
 
     def driver_stats(self) -> dict[str, Any]:
         """Per protocol (``gossip``, ``raft``, ``coord``): the driver's counters
@@ -462,7 +503,7 @@ class Cluster:
         finally:
             node = self.node
             if node is not None and self._stack is not None:
-                node.glue.released(ev.index)
+                node.release_finished(ev.index)  # the glue hears it once the handoff is done
 
     def serves(self, shard: int) -> bool:
         """Whether this node serves ``shard`` now: gained at a commit, not released,

@@ -125,7 +125,9 @@ class SimHost:
         return self.sim.tracer
 
     #: Port numbers of the named ports of a node assembly (:mod:`clusterfunk.runtime.host`).
-    PORT_NUMBERS: ClassVar[dict[str, int]] = {"gossip": 7946, "raft": 8300, "coord": 8400}
+    PORT_NUMBERS: ClassVar[dict[str, int]] = {
+        "gossip": 7946, "raft": 8300, "coord": 8400, "app": 8600,
+    }
 
     def _port(self, port: int | str) -> int:
         return port if isinstance(port, int) else self.PORT_NUMBERS[port]

@@ -1,0 +1,61 @@
+"""Routing on the real network: three ``Cluster`` nodes with a service on loopback,
+a routing client, and a gossip-only node that sees the committed map."""
+
+from __future__ import annotations
+
+import trio
+
+from clusterfunk.node import Cluster
+from clusterfunk.routing.api import RequestFailed
+from clusterfunk.routing.client import ClientConfig
+from clusterfunk.routing.trio_client import open_client
+
+from ..cluster.test_node import FAST_COORD, FAST_GOSSIP, FAST_RAFT, _wait
+from .helpers import Counters
+
+
+def _node(name: str, seeds: list[str], **kw) -> Cluster:
+    return Cluster(
+        name, bind_host="127.0.0.1", seeds=seeds, shards=60, gossip_port=0, raft_port=0,
+        coord_port=0, app_port=0, raft_config=FAST_RAFT, coord_config=FAST_COORD,
+        gossip_config=FAST_GOSSIP, **kw,
+    )
+
+
+async def test_client_routes_to_owners_and_a_nonmember_sees_the_map():
+    svc = {n: Counters(n) for n in "abc"}
+    async with _node("a", [], service=svc["a"]) as a:
+        seed = [a.addresses["gossip"]]
+        async with (
+            _node("b", seed, service=svc["b"]) as b,
+            _node("c", seed, service=svc["c"]) as c,
+            _node("watcher", seed, member=False) as watcher,
+        ):
+            nodes = [a, b, c]
+            await _wait(lambda: all(n.state() == "operational" and len(n.nodes()) == 3
+                                    and len(n.owned()) == 20 for n in nodes))
+            async with open_client([a.addresses["app"]],
+                                   config=ClientConfig(refresh_interval=0.5)) as client:
+                for k in range(30):
+                    assert await client.request(k, b"inc", timeout=5.0) == b"1"
+                assert await client.request(7, b"inc", timeout=5.0) == b"2"
+                with trio.fail_after(5):
+                    try:
+                        await client.request(3, b"fail", timeout=2.0)
+                    except RequestFailed as exc:
+                        assert "asked to fail" in str(exc)
+                    else:
+                        raise AssertionError("an error answer must raise")
+            # every request was served by its owner, first try: nobody answered moved
+            stats = {n.node_id: n.request_stats() for n in nodes}
+            assert sum(s["ok"] for s in stats.values()) == 31
+            assert all(s["moved"] == 0 for s in stats.values())
+            for n in nodes:
+                served = {s for s, kv in svc[n.node_id].shards.items() if kv}
+                assert served <= n.owned()
+            # the gossip-only node fetched the committed map from a member
+            await _wait(lambda: watcher.shard_map() is not None)
+            assert watcher.shard_map() == a.shard_map()
+            assert watcher.owner(12345) == a.owner(12345)
+            assert watcher.nodes() == ["a", "b", "c"]
+            assert watcher.map_index() == a.map_index()
