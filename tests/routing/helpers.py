@@ -86,19 +86,24 @@ class RoutedWorkload(ClusterWorkload):
 
 def make(seed: int = 1, nodes: int = 4, shards: int = 60, *, clients: int = 1,
          server_config: ServerConfig | None = None, client_config: ClientConfig | None = None,
-         **opts: Any) -> tuple[Simulation, RoutedWorkload, list[HostClient], list[Finished]]:
+         **opts: Any,
+         ) -> tuple[Simulation, RoutedWorkload, list[HostClient], list[tuple[str, Finished]]]:
+    """A simulation of ``nodes`` members running :class:`Counters` and ``clients``
+    routing clients ``c1 ..`` (seeds: the first three members); ``done`` collects
+    ``(client name, Finished)`` in the order requests ended."""
     ns = argparse.Namespace(nodes=nodes, shards=shards, duration=opts.pop("duration", 60.0),
                             **opts)
     tracer = Tracer(lambda: 0.0, None, keep=True)
     sim = Simulation(seed, tracer=tracer, link=LinkConfig(latency=0.001, jitter=0.0002))
     wl = RoutedWorkload(ns, server_config)
     wl.setup(sim)
-    done: list[Finished] = []
+    done: list[tuple[str, Finished]] = []
     seeds = [f"n{i}:8600" for i in range(1, min(3, nodes) + 1)]
     hosts: list[HostClient] = []
 
     def client_factory(host: SimHost) -> HostClient:
-        c = HostClient(host, seeds, config=client_config, on_finished=done.append)
+        c = HostClient(host, seeds, config=client_config,
+                       on_finished=lambda f, n=host.name: done.append((n, f)))
         hosts.append(c)
         return c
 
