@@ -18,7 +18,8 @@ import httpx
 import pytest
 import trio
 
-from clusterfunk.management.api import StatusView
+from clusterfunk.management import console
+from clusterfunk.management.api import DiagView, MemberView, NodeView, StatusView
 from clusterfunk.management.server import open_management_server
 from tests.browser import chromium, chromium_command, needs_chromium
 from tests.management.test_console import ConsoleFake
@@ -166,3 +167,68 @@ async def test_console_computes_request_rates_from_successive_readings(tmp_path)
     assert got == {"ok": (10 * n, "10"), "moved": (2 * n, "2.0"), "busy": (0, "0.0"),
                    "error": (0, "0.0")}
     assert 'data-map-index="40" data-shards="12"' in res.stdout.decode()
+
+
+class _ReshardingNode(ConsoleFake):
+    """Three nodes and map 40 for the first two /v1/diag readings; then c is dead and
+    map 41 holds a and b only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diags = 0
+        self.before = self.map
+        self.after = self.before.update(["a", "b"])[0]
+
+    @property
+    def resharded(self) -> bool:
+        return self.diags > 2
+
+    def shard_owners(self) -> console.ShardOwnersView:
+        if self.resharded:
+            return console.owners_view(41, self.after)
+        return console.owners_view(40, self.before)
+
+    def status(self) -> StatusView:
+        st = super().status()
+        if self.resharded:
+            return {**st, "map_index": 41, "nodes": ["a", "b"]}
+        return st
+
+    def nodes(self) -> list[NodeView]:
+        m = self.after if self.resharded else self.before
+        counts = m.counts()
+        return [NodeView(node=n, worker_id=m.worker_ids()[n], shards=counts[n],
+                         weight=float(counts[n]), share=counts[n] / 12) for n in m.nodes]
+
+    def members(self) -> list[MemberView]:
+        out = super().members()[:3]
+        out[2] = {**out[2], "status": "dead" if self.resharded else "alive"}
+        return out
+
+    def diag(self) -> DiagView:
+        self.diags += 1
+        d = super().diag()
+        if self.resharded:
+            d["last_reshard"] = {"index": 41, "term": 7, "leader": "a", "nodes": ["a", "b"],
+                                 "moved": 4, "digest": "cd", "why": "removed c"}
+        return d
+
+
+@needs_chromium
+async def test_console_follows_a_reshard_while_open(tmp_path):
+    node = _ReshardingNode()
+    async with open_management_server(node, "127.0.0.1:0", token=None) as s:
+        cmd = chromium_command(tmp_path, "--dump-dom", s.url + "/console", budget_ms=5000)
+        res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True)
+    assert node.resharded
+    text = res.stdout.decode()
+    dom = _Dom()
+    dom.feed(text)
+    assert dom.canvas["data-map-index"] == "41" and dom.canvas["data-shards"] == "12"
+    assert {n: int(li["data-shards"] or -1) for n, li in dom.legend.items()} == (
+        node.after.counts())
+    assert {n: m["data-status"] for n, m in dom.members.items()} == {
+        "a": "alive", "b": "alive", "c": "dead"}
+    # both maps in the reshard history, newest first; 41 was seen by the open page
+    assert re.findall(r'<tr data-index="(\d+)">', text) == ["41", "40"]
+    assert "removed c" in text and "before this page" in text
