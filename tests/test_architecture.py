@@ -28,6 +28,8 @@ CORES = [
     "cluster/coordinator.py", "cluster/statemachine.py", "cluster/messages.py",
     "sharding/shardmap.py", "sharding/codec.py", "sharding/keys.py", "sharding/weights.py",
     "sharding/stats.py", "wire.py",
+    "routing/api.py", "routing/messages.py", "routing/server.py", "routing/client.py",
+    "routing/auth.py",
 ]
 FORBIDDEN_IN_CORES = {
     "trio", "socket", "time", "asyncio", "threading", "select", "selectors", "sqlite3",

@@ -1,0 +1,265 @@
+"""The request server's rules against fake views (no network, no clock): serve only
+what the coordinator serves and the service acquired; moved / forward; the
+handoff queue's bounds (busy, never silent); release -> handoff -> Released; a
+gain waits (bounded) for state from a live previous owner; parked state moves on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from clusterfunk.cluster.messages import map_digest
+from clusterfunk.cluster.statemachine import MapRecord
+from clusterfunk.cluster.views import MemberInfo
+from clusterfunk.gossip.messages import Status
+from clusterfunk.routing.api import TAG_REQUESTS, ForwardMode
+from clusterfunk.routing.messages import Handoff, HandoffAck, MapAnswer, MapQuery, Reply, Request
+from clusterfunk.routing.server import Released, RequestServer, ServerConfig
+from clusterfunk.sharding import ShardMap
+
+from .helpers import Counters
+
+SHARDS = 12
+
+
+def record(index: int, nodes: list[str]) -> MapRecord:
+    m, _ = ShardMap(SHARDS).update(nodes)
+    blob = m.encode()
+    return MapRecord(index, nodes[0], 1, "", tuple(m.nodes), 0, blob, map_digest(blob))
+
+
+@attrs.define
+class FakeCoord:
+    committed: MapRecord | None = None
+    pending: MapRecord | None = None
+    owned: set[int] = attrs.Factory(set)
+
+    def serves(self, now: float, shard: int) -> bool:
+        return shard in self.owned
+
+
+class FakeMembers:
+    def __init__(self, names: list[str]) -> None:
+        self.infos = {n: MemberInfo(n, Status.ALIVE, {TAG_REQUESTS: f"{n}:8600"})
+                      for n in names}
+
+    @property
+    def joined(self) -> bool:
+        return True
+
+    def member(self, name: str) -> MemberInfo | None:
+        return self.infos.get(name)
+
+    def members(self) -> list[MemberInfo]:
+        return [self.infos[n] for n in sorted(self.infos)]
+
+
+def server(name: str = "a", cfg: ServerConfig | None = None,
+           nodes: tuple[str, ...] = ("a", "b")) -> tuple[RequestServer, FakeCoord, Counters]:
+    coord = FakeCoord(committed=record(5, list(nodes)))
+    svc = Counters(name)
+    srv = RequestServer(name, svc, coord, FakeMembers(["a", "b", "c"]), cfg)
+    srv.note_map(coord.committed)
+    srv.start(0.0)
+    return srv, coord, svc
+
+
+def sends(srv: RequestServer) -> list[tuple[str, Any]]:
+    out = srv.drain()
+    return [(s.dest, s.msg) for s in out.sends] if out is not None else []
+
+
+def events(srv: RequestServer, out_list: list[Any] | None = None) -> list[Any]:
+    out = srv.drain()
+    return list(out.events) if out is not None else []
+
+
+def req(key: int, rid: int = 1, budget: float = 5.0) -> Request:
+    return Request("cl", rid, key, b"inc", budget)
+
+
+def mine(srv: RequestServer, coord: FakeCoord) -> list[int]:
+    m = ShardMap.decode(coord.committed.blob)
+    return list(m.shards_of(srv.id))
+
+
+def test_serves_only_acquired_shards_the_coordinator_serves_and_moves_the_rest():
+    srv, coord, svc = server()
+    a_shards = mine(srv, coord)
+    b_shard = next(s for s in range(SHARDS) if s not in a_shards)
+    # the coordinator serves a's shards but the service has not acquired them yet:
+    # the request waits (queue rule), it is not served
+    coord.owned = set(a_shards)
+    srv.on_message(0.0, "cl:1", req(a_shards[0]), True)
+    assert sends(srv) == [] and srv.stats["queued"] == 1
+    srv.ownership(0.0, frozenset(a_shards), 5)  # first map: nothing to wait for
+    [(dest, reply)] = sends(srv)
+    assert dest == "cl:1" and reply.outcome == "ok" and reply.payload == b"1"
+    assert svc.acquired == [(frozenset(a_shards), {})]
+    # b's shard: moved, naming b, its address and the map index
+    srv.on_message(0.1, "cl:1", req(b_shard, 2), True)
+    [(dest, reply)] = sends(srv)
+    assert (reply.outcome, reply.owner, reply.address, reply.index) == ("moved", "b",
+                                                                        "b:8600", 5)
+    # the coordinator stops serving (a lease ran out): no ok from here any more
+    coord.owned = set()
+    srv.on_message(0.2, "cl:1", req(a_shards[0], 3), True)
+    assert sends(srv) == [] and srv.stats["queued"] == 2
+    assert srv.stats["ok"] == 1
+
+
+def test_the_handoff_queue_is_bounded_in_time_and_count_and_answers_busy():
+    srv, coord, _svc = server(cfg=ServerConfig(max_queue=2, queue_wait=0.5))
+    s = mine(srv, coord)[0]
+    for i in range(3):
+        srv.on_message(0.0, "cl:1", req(s, i + 1), True)
+    [(_d, full)] = sends(srv)  # the third finds the queue full
+    assert full.outcome == "busy" and full.id == 3 and "queue full" in full.error
+    assert srv.next_deadline() == 0.5
+    srv.on_tick(0.5)
+    replies = [m for _d, m in sends(srv)]
+    assert [(r.id, r.outcome) for r in replies] == [(1, "busy"), (2, "busy")]
+    assert srv.queue == [] and srv.stats["busy"] == 3
+    # a request's own budget bounds its wait too
+    srv.on_message(1.0, "cl:1", req(s, 9, budget=0.1), True)
+    assert srv.next_deadline() == 1.1
+
+
+def test_queued_requests_move_when_the_map_gives_the_shard_away():
+    srv, coord, _svc = server()
+    s = mine(srv, coord)[0]
+    srv.on_message(0.0, "cl:1", req(s), True)
+    assert sends(srv) == []
+    coord.pending = record(7, ["b", "c"])
+    srv.map_changed(0.1)
+    [(_d, reply)] = sends(srv)
+    assert reply.outcome == "moved" and reply.owner in ("b", "c") and reply.index == 7
+
+
+def test_forward_mode_relays_the_owners_answer_and_busy_without_one():
+    srv, coord, _svc = server(cfg=ServerConfig(forward=ForwardMode.FORWARD, forward_wait=0.3))
+    b_shard = next(s for s in range(SHARDS) if s not in mine(srv, coord))
+    srv.on_message(0.0, "cl:1", req(b_shard), True)
+    [(dest, fwd)] = sends(srv)
+    assert dest == "b:8600" and fwd.hops == 1 and fwd.client == "cl"
+    srv.on_message(0.01, "b:8600", Reply("cl", 1, "ok", b"7", node="b"), True)
+    [(dest, relayed)] = sends(srv)
+    assert dest == "cl:1" and relayed.payload == b"7" and relayed.node == "a"
+    # a forwarded copy is never forwarded again: moved
+    srv.on_message(0.02, "x:1", attrs.evolve(req(b_shard, 2), hops=1), True)
+    [(_d, moved)] = sends(srv)
+    assert moved.outcome == "moved"
+    # no answer from the owner: busy at forward_wait
+    srv.on_message(1.0, "cl:1", req(b_shard, 3), True)
+    sends(srv)
+    srv.on_tick(1.3)
+    [(_d, busy)] = sends(srv)
+    assert busy.outcome == "busy" and busy.id == 3
+    # an answer nobody asked for (or from another node) is dropped and counted
+    srv.on_message(1.4, "c:8600", Reply("cl", 3, "ok", b"x", node="c"), True)
+    assert sends(srv) == [] and srv.stats["stale_replies"] == 1
+
+
+def test_release_hands_state_to_the_new_owner_before_it_reports_released():
+    srv, coord, svc = server()
+    a_shards = mine(srv, coord)
+    coord.owned = set(a_shards)
+    srv.ownership(0.0, frozenset(a_shards), 5)
+    srv.on_message(0.0, "cl:1", req(a_shards[0]), True)
+    sends(srv)
+    # a proposal gives everything to b: the coordinator releases a's shards
+    coord.pending = record(7, ["b"])
+    coord.owned = set()
+    srv.release(0.1, 7, frozenset(a_shards))
+    out = srv.drain()
+    assert out is not None and out.events == []  # not released before the handoff
+    [send] = out.sends
+    assert send.dest == "b:8600" and isinstance(send.msg, Handoff)
+    assert set(send.msg.states) == {a_shards[0]}
+    assert set(send.msg.empty) == set(a_shards) - {a_shards[0]}
+    assert svc.released == [frozenset(a_shards)]
+    srv.on_message(0.12, "b:8600", HandoffAck("b", 7, tuple(a_shards)), True)
+    assert events(srv) == [Released(7)]
+    assert srv.parked == {}  # handed over: no second copy here
+    # without an ack, Released still comes at handoff_ack_wait (never held forever)
+    srv2, coord2, _ = server()
+    sh = mine(srv2, coord2)
+    coord2.owned = set(sh)
+    srv2.ownership(0.0, frozenset(sh), 5)
+    coord2.pending = record(7, ["b"])
+    srv2.release(0.1, 7, frozenset(sh))
+    srv2.drain()
+    srv2.on_tick(0.1 + srv2.cfg.handoff_ack_wait)
+    assert events(srv2) == [Released(7)]
+    assert srv2.stats["handoff_ack_timeouts"] == 1
+
+
+def test_a_gain_waits_for_the_live_previous_owners_state_bounded():
+    srv, coord, svc = server(name="c", nodes=("a", "b"))
+    old = ShardMap.decode(coord.committed.blob)
+    coord.committed = record(9, ["a", "b", "c"])
+    srv.note_map(coord.committed)
+    gained = ShardMap.decode(coord.committed.blob).shards_of("c")
+    coord.owned = set(gained)
+    srv.ownership(1.0, frozenset(gained), 9)
+    assert svc.acquired == [] and set(srv.waiting) == set(gained)  # a, b are live
+    s0 = gained[0]
+    srv.on_message(1.0, "cl:1", req(s0), True)  # waits in the queue meanwhile
+    src = old.owner(s0)
+    from_src = [s for s in gained if old.owner(s) == src]
+    srv.on_message(1.1, f"{src}:8600", Handoff(src, 9, {s0: b"[[0, 41]]"},
+                                                tuple(from_src[1:])), True)
+    out = srv.drain()
+    msgs = [s.msg for s in out.sends]
+    assert HandoffAck("c", 9, tuple(sorted(from_src))) in msgs
+    assert [m.payload for m in msgs if isinstance(m, Reply)] == [b"42" if s0 == 0 else b"1"]
+    assert svc.acquired[0] == (frozenset(from_src), {s0: b"[[0, 41]]"})
+    # the other owner never sends: acquired without state at handoff_wait
+    rest = set(gained) - set(from_src)
+    assert rest and set(srv.waiting) == rest
+    srv.on_tick(1.0 + srv.cfg.handoff_wait)
+    assert svc.acquired[1] == (frozenset(rest), {}) and srv.stats["handoff_timeouts"] == len(rest)
+
+
+def test_state_for_a_shard_not_served_here_moves_on_and_late_state_is_dropped():
+    srv, coord, _svc = server(name="c", nodes=("a", "b"))
+    # c got state under a proposal that was superseded: the latest map gives it to b
+    coord.pending = record(11, ["b"])
+    srv.on_message(0.0, "a:8600", Handoff("a", 10, {3: b"[[3, 5]]"}), True)
+    out = srv.drain()
+    dests = {(s.dest, type(s.msg).__name__) for s in out.sends}
+    assert ("a:8600", "HandoffAck") in dests and ("b:8600", "Handoff") in dests
+    srv.on_message(0.1, "b:8600", HandoffAck("b", 11, (3,)), True)
+    assert srv.parked == {} and srv.outbox == {}
+    # state for a shard already served here is late: acked, dropped, counted
+    coord.pending = None
+    coord.committed = record(12, ["a", "b", "c"])
+    mine_now = mine(srv, coord)
+    coord.owned = set(mine_now)
+    srv.note_map(coord.committed)
+    srv.ownership(0.2, frozenset(mine_now), 12)
+    srv.on_tick(0.2 + srv.cfg.handoff_wait)  # waited for a and b in vain
+    assert set(mine_now) <= srv.active
+    srv.drain()
+    srv.on_message(0.8, "a:8600", Handoff("a", 4, {mine_now[0]: b"[]"}), True)
+    assert srv.stats["late_handoffs"] == 1 and mine_now[0] not in srv.parked
+    # state naming shards outside the map is hostile: dropped, counted, not acked
+    srv.drain()
+    srv.on_message(0.9, "a:8600", Handoff("a", 4, {SHARDS + 5: b""}), True)
+    assert srv.drain() is None and srv.stats["malformed"] == 1
+
+
+def test_map_query_answers_the_committed_map_and_the_request_addresses():
+    srv, coord, _svc = server()
+    srv.on_message(0.0, "x:1", MapQuery(0), True)
+    [(dest, ans)] = sends(srv)
+    assert isinstance(ans, MapAnswer) and dest == "x:1" and ans.index == 5
+    assert ShardMap.decode(ans.blob) == ShardMap.decode(coord.committed.blob)
+    assert ans.endpoints == {"a": "a:8600", "b": "b:8600", "c": "c:8600"}
+    srv.on_message(0.0, "x:1", MapQuery(5), True)  # current already: no blob
+    [(_d, ans)] = sends(srv)
+    assert ans.blob == b"" and ans.index == 5
+    # datagrams are refused on the request port
+    srv.on_message(0.0, "x:1", MapQuery(0), False)
+    assert sends(srv) == [] and srv.stats["malformed"] == 1
