@@ -58,6 +58,7 @@ from clusterfunk.routing.server import ServerConfig
 from clusterfunk.runtime.api import Persister
 from clusterfunk.runtime.events import EventHub, EventStream
 from clusterfunk.runtime.host import COORD, GOSSIP, RAFT
+from clusterfunk.runtime.net import TransportStats
 from clusterfunk.runtime.persist import open_persister
 from clusterfunk.runtime.tls import TLSConfig
 from clusterfunk.runtime.trio_host import TrioHost, open_host, wait_until
@@ -429,6 +430,15 @@ class Cluster:
         if node is None:
             return {}
         return {name: d.stats for name, d in node.drivers.items() if d is not None}
+
+    def transport_stats(self) -> dict[str, TransportStats]:
+        """Per port (``gossip``, ``raft``, ``coord``): the transport's counters
+        (datagrams and frames, drops, connections, TLS failures, ...; see
+        :class:`~clusterfunk.runtime.net.TransportStats`). Empty when not running."""
+        host = self._host
+        if host is None or self.node is None:
+            return {}
+        return {name: t.stats for name, t in sorted(host.transports.items())}
 
     # -- endpoints -------------------------------------------------------------------
 

@@ -287,7 +287,8 @@ def _diag(console: Any, d: dict[str, Any], args: argparse.Namespace) -> None:
     if last:
         console.print(f"last reshard: map index {last['index']} (term {last['term']}, "
                       f"leader {last['leader']}), {len(last['nodes'])} nodes, "
-                      f"{last['moved']} shards moved")
+                      f"{last['moved']} shards moved"
+                      + (f"; why: {last['why']}" if last.get("why") else ""))
     else:
         console.print("last reshard: none (no committed map yet)")
 

@@ -256,6 +256,45 @@ class OwnershipChanged:
     index: int
 
 
+#: Upper bounds (seconds) of the reshard duration buckets of
+#: :attr:`CoordinatorCounters.reshard_seconds` (a last, unbounded bucket follows).
+RESHARD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@attrs.frozen
+class CoordinatorCounters:
+    """What :meth:`CoordinatorCore.counters` reports (monotonic since start; for
+    metrics). Durations are on the core's clock.
+
+    * ``maps_committed``: committed maps this node applied (every reshard it saw);
+    * ``reshards_led``: reshard rounds this node committed as leader, and their
+      durations from the proposal to the applied commit: ``reshard_seconds`` counts
+      them per bucket of :data:`RESHARD_BUCKETS` (not cumulative; the last entry is
+      the bucket above the last bound), ``reshard_seconds_sum`` their sum;
+    * ``ack_timeouts``: rounds that timed out waiting for acks (leader);
+    * ``quarantines``: nodes quarantined for a missed ack (one per node and round).
+    """
+
+    maps_committed: int
+    reshards_led: int
+    reshard_seconds: tuple[int, ...]
+    reshard_seconds_sum: float
+    ack_timeouts: int
+    quarantines: int
+
+
+@attrs.frozen
+class ReshardInfo:
+    """The last committed map this node applied, and why it changed: the nodes it
+    added and removed against the map before it (``first``: no map before it; both
+    empty: the same nodes, a new leader's reshard)."""
+
+    index: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    first: bool
+
+
 Action = Propose | AddNonVoter | AddVoter | RemoveServer | TransferLeadership
 MemberAction = AddNonVoter | AddVoter | RemoveServer
 
@@ -270,6 +309,7 @@ class Round:
     deadline: float
     index: int = 0
     acked: set[str] = attrs.Factory(set)
+    started: float = 0.0  # local time the round proposed its map
 
 
 class CoordinatorCore:
@@ -305,6 +345,14 @@ class CoordinatorCore:
         self.last_index = 0  # index of the last log result processed
         self.created: float | None = None
         self.stats: dict[str, int] = {}
+        self._maps_committed = 0
+        self._reshards_led = 0
+        self._reshard_buckets = [0] * (len(RESHARD_BUCKETS) + 1)
+        self._reshard_sum = 0.0
+        self._ack_timeouts = 0
+        self._quarantines = 0
+        #: the last committed map applied and what it changed (None before any)
+        self.last_reshard: ReshardInfo | None = None
         # leader state
         self.term = 0
         self.round: Round | None = None
@@ -389,6 +437,16 @@ class CoordinatorCore:
                       self._backoff_until]
         future = [t for t in times if t > now]
         return min(min(future) if future else math.inf, due)
+
+    def counters(self) -> CoordinatorCounters:
+        """A snapshot of this node's counters (read-only; see
+        :class:`CoordinatorCounters`)."""
+        return CoordinatorCounters(
+            maps_committed=self._maps_committed, reshards_led=self._reshards_led,
+            reshard_seconds=tuple(self._reshard_buckets),
+            reshard_seconds_sum=self._reshard_sum, ack_timeouts=self._ack_timeouts,
+            quarantines=self._quarantines,
+        )
 
     def drain(self) -> Output | None:
         out = self._out
@@ -628,6 +686,14 @@ class CoordinatorCore:
 
     def _on_commit(self, now: float, rec: MapRecord) -> None:
         """Apply rule for ShardMapCommitted: the named proposal is now in force."""
+        before = self.committed
+        self._maps_committed += 1
+        self.last_reshard = ReshardInfo(
+            rec.index,
+            tuple(n for n in rec.nodes if before is None or n not in before.nodes),
+            tuple(n for n in before.nodes if n not in rec.nodes) if before else (),
+            before is None,
+        )
         self.committed = rec
         if self.pending is not None and self.pending.index <= rec.index:
             self.pending = None
@@ -636,6 +702,15 @@ class CoordinatorCore:
         if r is not None and r.phase is Phase.COMMITTING and r.index == rec.index:
             self.round = None
             self._resharded_term = r.term
+            self._observe_reshard(now - r.started)
+
+    def _observe_reshard(self, seconds: float) -> None:
+        self._reshards_led += 1
+        self._reshard_sum += seconds
+        i = 0
+        while i < len(RESHARD_BUCKETS) and seconds > RESHARD_BUCKETS[i]:
+            i += 1
+        self._reshard_buckets[i] += 1
 
     # ------------------------------------------------------------------ shard ownership
 
@@ -995,7 +1070,7 @@ class CoordinatorCore:
         if boot is not None:
             commands.insert(0, wire.encode(boot))
         self.round = Round(self.term, tuple(new.nodes), Phase.PROPOSED,
-                           now + self.cfg.round_timeout)
+                           now + self.cfg.round_timeout, started=now)
         self._change_since = math.inf
         self._out.events.append(Propose(tuple(commands)))
 
@@ -1076,6 +1151,8 @@ class CoordinatorCore:
         for n in missing:
             self.quarantined[n] = (r.index, until)
         self._count("ack timeouts")
+        self._ack_timeouts += 1
+        self._quarantines += len(missing)
         if r.acked == {self.id} and len(r.nodes) > 1:
             # nobody else could ack: hand leadership to a voter that may do better; if
             # that is refused (no other voter) the next round goes on without them

@@ -197,6 +197,7 @@ class GossipCore:
             "stale": 0,
             "invalid": 0,
             "refutes": 0,
+            "suspicions": 0,  # members this node marked suspect (any accuser)
             "probes": 0,
             "probe_failures": 0,
             "indirect": 0,
@@ -803,6 +804,7 @@ class GossipCore:
             return
         rec.incarnation = msg.incarnation
         self.table.set_status(rec, SUSPECT, now)
+        self.stats["suspicions"] += 1
         n = self._n()
         cfg = self.config
         k = su.expected_confirmations(cfg.suspicion_mult, n)

@@ -4,12 +4,14 @@
 It reads only the public names of ``Cluster`` (``node_id``, ``state()``, ``role()``,
 ``leader()``, ``created()``, ``shard_map()``, ``nodes()``, ``members()``,
 ``get_endpoint()``) and the public attributes of its cores (``raft_core``: term,
-commit_index, last_applied, configuration, progress, role, leader_id;
+commit_index, last_applied, configuration, progress, role, leader_id, dropped;
 ``gossip_core``: members, stats, rtt_estimate; ``coord``: committed, quarantined,
-unresponsive, stats). Writes call ``Cluster.transfer_leadership()``,
-``Cluster.remove_node(id)`` and ``Cluster.set_voters(n)``; a ``Cluster`` without one
-of them answers ``501``. Traffic counters come from ``Cluster.driver_stats()``
-(protocol -> :class:`~clusterfunk.runtime.driver.DriverStats`) when it has one.
+unresponsive, stats, counters(), last_reshard). Writes call
+``Cluster.transfer_leadership()``, ``Cluster.remove_node(id)`` and
+``Cluster.set_voters(n)``; a ``Cluster`` without one of them answers ``501``. Traffic
+counters come from ``Cluster.driver_stats()`` (protocol ->
+:class:`~clusterfunk.runtime.driver.DriverStats`) and ``Cluster.transport_stats()``
+(port -> :class:`~clusterfunk.runtime.net.TransportStats`) when it has them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import inspect
 import time
 from typing import Any
 
+import attrs
+
 from clusterfunk import __version__
+from clusterfunk.cluster.coordinator import RESHARD_BUCKETS
 from clusterfunk.management.api import (
     MANAGEMENT_ENDPOINT,
     CountersView,
@@ -29,6 +34,7 @@ from clusterfunk.management.api import (
     NodeView,
     ProgressView,
     RaftView,
+    ReshardCounters,
     ShardsView,
     StatusView,
     TrafficView,
@@ -205,13 +211,29 @@ class ClusterManaged:
         last = None
         if rec is not None:
             last = {"index": rec.index, "term": rec.term, "leader": rec.leader,
-                    "nodes": list(rec.nodes), "moved": rec.moved, "digest": rec.digest}
+                    "nodes": list(rec.nodes), "moved": rec.moved, "digest": rec.digest,
+                    "why": self._why(rec.index)}
         return DiagView(
             node=self.node_id, ok=not problems, problems=problems,
             raft_members_not_live=raft_not_live, live_not_in_raft=live_not_raft,
             map_not_in_raft=map_not_raft, raft_not_in_map=raft_not_map,
             quarantined=quarantined, unresponsive=unresponsive, last_reshard=last,
         )
+
+    def _why(self, index: int) -> str:
+        """Why the committed map at ``index`` was made, as far as this node saw it."""
+        coord = self.cluster.coord
+        info = coord.last_reshard if coord is not None else None
+        if info is None or info.index != index:
+            return "unknown (committed before this node started)"
+        if info.first:
+            return "first map of the cluster"
+        parts = []
+        if info.added:
+            parts.append("added " + ", ".join(info.added))
+        if info.removed:
+            parts.append("removed " + ", ".join(info.removed))
+        return "; ".join(parts) if parts else "same nodes (a new leader's reshard)"
 
     def counters(self) -> CountersView:
         c = self.cluster
@@ -225,6 +247,7 @@ class ClusterManaged:
                     bytes_in=s.bytes_in, bytes_out=s.bytes_out,
                     malformed=s.malformed, oversize=s.oversize,
                     unauthorized=getattr(s, "unauthorized", 0),
+                    handler_errors=getattr(s, "handler_errors", 0),
                 )
         gossip = dict(c.gossip_core.stats) if c.gossip_core is not None else {}
         coord = dict(c.coord.stats) if c.coord is not None else {}
@@ -232,8 +255,22 @@ class ClusterManaged:
         me = self.node_id
         owned_shards = m.counts().get(me, 0) if m is not None else 0
         owned_weight = float(m.loads().get(me, 0)) if m is not None else 0.0
-        return CountersView(traffic=traffic, gossip=gossip, coordinator=coord,
-                            owned_weight=owned_weight, owned_shards=owned_shards)
+        out = CountersView(traffic=traffic, gossip=gossip, coordinator=coord,
+                           owned_weight=owned_weight, owned_shards=owned_shards)
+        if c.coord is not None:
+            k = c.coord.counters()
+            out["reshards"] = ReshardCounters(
+                committed=k.maps_committed, led=k.reshards_led,
+                bounds=list(RESHARD_BUCKETS), counts=list(k.reshard_seconds),
+                seconds_sum=k.reshard_seconds_sum, ack_timeouts=k.ack_timeouts,
+                quarantines=k.quarantines)
+        if c.raft_core is not None:
+            out["raft_dropped"] = dict(sorted(c.raft_core.dropped.items()))
+        transport_stats = getattr(c, "transport_stats", None)
+        if callable(transport_stats):
+            out["transport"] = {port: attrs.asdict(st) for port, st in
+                                sorted(transport_stats().items())}
+        return out
 
     # -- console reads (management/console.py) ---------------------------------------
 

@@ -105,7 +105,8 @@ class DiagView(TypedDict):
     raft_not_in_map: list[str]  # Raft members missing from the committed map
     quarantined: list[str]  # left out of maps: missed an ack (leader's view)
     unresponsive: list[str]  # left out of maps: heartbeat echoes stalled (leader's view)
-    last_reshard: dict[str, object] | None  # index, term, leader, nodes, moved, digest
+    #: index, term, leader, nodes, moved, digest, why (what it added / removed)
+    last_reshard: dict[str, object] | None
 
 
 class TrafficView(TypedDict):
@@ -118,16 +119,33 @@ class TrafficView(TypedDict):
     malformed: int
     oversize: int
     unauthorized: NotRequired[int]  # refused by the identity / stream rules (issue 11)
+    handler_errors: NotRequired[int]  # a core's handler raised (the node stops on it)
+
+
+class ReshardCounters(TypedDict):
+    """Reshard counters of the coordinator (monotonic since the node started)."""
+
+    committed: int  # committed maps this node applied (every reshard it saw)
+    led: int  # reshard rounds this node committed as leader (= sum of ``counts``)
+    bounds: list[float]  # upper bounds (seconds) of the duration buckets
+    counts: list[int]  # rounds led per bucket, not cumulative; len(bounds) + 1 (last: above)
+    seconds_sum: float  # total duration of those rounds, proposal to commit
+    ack_timeouts: int  # rounds that timed out waiting for acks (leader)
+    quarantines: int  # nodes quarantined for a missed ack (leader)
 
 
 class CountersView(TypedDict):
     """Counters for /metrics that the views above do not carry."""
 
     traffic: dict[str, TrafficView]  # by protocol; empty if the node does not expose it
-    gossip: dict[str, int]  # gossip core counters (probes, probe_failures, refutes, ...)
+    gossip: dict[str, int]  # gossip core counters (probes, suspicions, refutes, ...)
     coordinator: dict[str, int]  # coordinator event counts by reason
     owned_weight: float  # total weight of this node's shards in the committed map
     owned_shards: int
+    reshards: NotRequired[ReshardCounters]
+    raft_dropped: NotRequired[dict[str, int]]  # Raft core: messages dropped, by reason
+    #: transport counters by port (gossip, raft, coord): counter name -> value
+    transport: NotRequired[dict[str, dict[str, int]]]
 
 
 @runtime_checkable

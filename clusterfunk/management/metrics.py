@@ -10,11 +10,18 @@ The names are documented in docs/operations.md ("Metrics"); keep both in step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from clusterfunk.management.api import ManagedNode
 
@@ -30,8 +37,57 @@ GOSSIP_COUNTERS = {
     "indirect": ("clusterfunk_gossip_indirect_probes", "indirect probes requested"),
     "nacks": ("clusterfunk_gossip_nacks", "Lifeguard nacks received"),
     "refutes": ("clusterfunk_gossip_refutations", "suspicions of this node it refuted"),
+    "suspicions": ("clusterfunk_gossip_suspicions",
+                   "members this node marked suspect (its own probes or gossip)"),
     "push_pulls": ("clusterfunk_gossip_push_pulls", "push-pull state exchanges"),
 }
+#: help texts of the transport counters (``clusterfunk_transport_<name>_total{port}``,
+#: one per field of :class:`clusterfunk.runtime.net.TransportStats`)
+TRANSPORT_HELP = {
+    "datagrams_sent": "datagrams sent",
+    "datagrams_received": "datagrams received",
+    "datagrams_oversize": "datagrams refused: larger than the datagram limit",
+    "datagrams_dropped": "datagrams dropped on send (socket buffer full, network error)",
+    "frames_queued": "frames queued for sending",
+    "frames_sent": "frames handed to the kernel",
+    "frames_received": "frames received",
+    "frames_dropped_queue_full": "frames dropped: the connection's queue was full",
+    "frames_dropped_oversize": "frames refused: empty or larger than the frame limit",
+    "frames_dropped_closed": "frames dropped: queued when the endpoint closed",
+    "unresolvable": "sends to a destination that is not (yet) a usable address",
+    "connects": "outgoing connections made",
+    "connect_failures": "outgoing connections that failed",
+    "disconnects": "outgoing connections lost",
+    "idle_closed": "outgoing connections closed after being idle",
+    "accepted": "incoming connections accepted",
+    "rejected": "incoming connections refused: over the connection limit",
+    "rejected_handshakes": "incoming connections refused: over the handshake limit",
+    "evicted_idle": "idle incoming connections closed to make room",
+    "evicted_per_peer": "a peer's oldest connection closed: over the per-peer limit",
+    "budget_waits": "frames that waited for the shared memory budget",
+    "frame_timeouts": "connections closed: a frame not complete in time (slow sender)",
+    "bad_hello": "connections closed: bad hello",
+    "bad_frame": "connections closed: bad frame header",
+    "hello_timeouts": "connections closed: no TLS handshake + hello in time",
+    "tls_failures": "TLS handshakes that failed (no or bad certificate)",
+    "identity_mismatch": "TLS connections whose hello claims a name not in the certificate",
+    "frames_dropped_identity": "frames dropped: sent with a false identity claim",
+    "handler_errors": "errors raised by the transport's receive handler",
+    "write_errors": "outgoing connections that broke mid-write (EPIPE, reset)",
+    "peer_task_errors": "unexpected errors in a peer's writer task (a bug)",
+    "serve_errors": "unexpected errors serving an incoming connection (a bug)",
+    "bytes_sent": "bytes sent (datagrams and frames)",
+    "bytes_received": "bytes received (datagrams and frames)",
+}
+
+
+def transport_metric(key: str) -> str:
+    """The metric name of transport counter ``key`` (without ``_total``); byte counts
+    end in ``_bytes`` (``bytes_sent`` -> ``clusterfunk_transport_sent_bytes``)."""
+    if key.startswith("bytes_"):
+        return f"clusterfunk_transport_{key[6:]}_bytes"
+    return f"clusterfunk_transport_{key}"
+
 #: gossip core counters of dropped input, exported as one metric with a ``reason`` label
 GOSSIP_DROPS = ("malformed", "misdirected", "unknown_member", "stale", "invalid")
 
@@ -115,9 +171,36 @@ class NodeCollector(Collector):
                                 value=len(diag["unresponsive"]))
 
         coord = c["coordinator"]
-        yield CounterMetricFamily("clusterfunk_ack_timeouts",
-                                  "reshard rounds that timed out waiting for acks (leader)",
-                                  value=coord.get("ack timeouts", 0))
+        rs = c.get("reshards")
+        if rs is not None:
+            yield CounterMetricFamily("clusterfunk_reshards",
+                                      "committed shard maps this node applied",
+                                      value=rs["committed"])
+            hist = HistogramMetricFamily(
+                "clusterfunk_reshard_duration_seconds",
+                "reshard rounds this node led: proposal to applied commit (leader)")
+            buckets: list[tuple[str, float]] = []
+            total = 0
+            for bound, n in zip([*rs["bounds"], math.inf], rs["counts"], strict=True):
+                total += n
+                buckets.append(("+Inf" if bound == math.inf else floatToGoString(bound),
+                                total))
+            hist.add_metric([], buckets, rs["seconds_sum"])
+            yield hist
+            yield CounterMetricFamily("clusterfunk_ack_timeouts",
+                                      "reshard rounds that timed out waiting for acks "
+                                      "(leader)", value=rs["ack_timeouts"])
+            yield CounterMetricFamily("clusterfunk_quarantines",
+                                      "nodes quarantined for a missed ack (leader)",
+                                      value=rs["quarantines"])
+        dropped = c.get("raft_dropped")
+        if dropped is not None:
+            fam = CounterMetricFamily("clusterfunk_raft_dropped_messages",
+                                      "Raft messages the core dropped, by reason",
+                                      labels=["reason"])
+            for reason in sorted(dropped):
+                fam.add_metric([reason], dropped[reason])
+            yield fam
         events = CounterMetricFamily("clusterfunk_coordinator_events",
                                      "coordinator events counted by reason",
                                      labels=["event"])
@@ -146,12 +229,26 @@ class NodeCollector(Collector):
             ("clusterfunk_unauthorized_messages",
              "messages refused by the authorizer (identity, streams-only rules)",
              "unauthorized"),
+            ("clusterfunk_handler_errors", "a core's message or timer handler raised",
+             "handler_errors"),
         ]
         for name, doc, key in families:
             fam = CounterMetricFamily(name, doc, labels=["protocol"])
             for proto in sorted(traffic):
                 fam.add_metric([proto], int(traffic[proto].get(key, 0)))  # type: ignore[call-overload]
             yield fam
+
+        transport = c.get("transport")
+        if transport:
+            names = sorted({k for per_port in transport.values() for k in per_port})
+            for key in names:
+                fam = CounterMetricFamily(transport_metric(key),
+                                          TRANSPORT_HELP.get(key, f"transport counter {key}"),
+                                          labels=["port"])
+                for port in sorted(transport):
+                    if key in transport[port]:
+                        fam.add_metric([port], transport[port][key])
+                yield fam
 
 
 def make_registry(node: ManagedNode) -> CollectorRegistry:

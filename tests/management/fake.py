@@ -12,6 +12,7 @@ from clusterfunk.management.api import (
     MemberView,
     NodeView,
     RaftView,
+    ReshardCounters,
     ShardsView,
     StatusView,
     TrafficView,
@@ -92,15 +93,23 @@ class FakeNode:
                         raft_members_not_live=[], live_not_in_raft=[], map_not_in_raft=[],
                         raft_not_in_map=[], quarantined=["c"], unresponsive=[],
                         last_reshard={"index": 40, "term": 7, "leader": "a",
-                                      "nodes": ["a", "b", "c"], "moved": 33, "digest": "ab"})
+                                      "nodes": ["a", "b", "c"], "moved": 33, "digest": "ab",
+                                      "why": "added c"})
 
     def counters(self) -> CountersView:
         return CountersView(
             traffic={"gossip": TrafficView(messages_in=10, messages_out=11, bytes_in=1000,
-                                           bytes_out=1100, malformed=2, oversize=1)},
-            gossip={"probes": 9, "refutes": 1, "malformed": 3},
+                                           bytes_out=1100, malformed=2, oversize=1,
+                                           handler_errors=0)},
+            gossip={"probes": 9, "refutes": 1, "malformed": 3, "suspicions": 5},
             coordinator={"ack timeouts": 4, "stale ack": 2},
             owned_weight=34.0, owned_shards=34,
+            reshards=ReshardCounters(committed=6, led=3, bounds=[0.5, 1.0],
+                                     counts=[1, 0, 2], seconds_sum=7.25, ack_timeouts=4,
+                                     quarantines=5),
+            raft_dropped={"stale term": 8, "unknown server": 1},
+            transport={"gossip": {"datagrams_received": 12, "bytes_sent": 640},
+                       "raft": {"datagrams_received": 0, "bytes_sent": 900}},
         )
 
     async def _write(self, name: str, arg: Any) -> None:

@@ -70,7 +70,8 @@ async def test_status_json_has_the_fields_scripts_rely_on(capsys, server):
         (["endpoints", "--name", "web"], ["2 endpoints", "127.0.0.1:82"]),
         (["shards"], ["100 shards, total weight 100, map index 40", "34.00%"]),
         (["raft"], ["node a: leader, term 7", "voter (leader)", "nonvoter", "replicate"]),
-        (["diag"], ["1 problem(s)", "Raft member c is suspect", "33 shards moved"]),
+        (["diag"], ["1 problem(s)", "Raft member c is suspect", "33 shards moved",
+                    "why: added c"]),
     ],
 )
 async def test_every_read_command_prints_a_table(capsys, server, argv, expect):

@@ -64,6 +64,26 @@ async def test_counters_are_exported_with_their_labels(server):
     assert _v(m, "clusterfunk_sent_bytes_total", protocol="gossip") == 1100
     assert _v(m, "clusterfunk_malformed_messages_total", protocol="gossip") == 2
     assert _v(m, "clusterfunk_oversize_messages_total", protocol="gossip") == 1
+    assert _v(m, "clusterfunk_handler_errors_total", protocol="gossip") == 0
+    assert _v(m, "clusterfunk_gossip_suspicions_total") == 5
+
+
+async def test_reshards_quarantines_raft_drops_and_transport_counters(server):
+    m = await _scrape(server)
+    assert _v(m, "clusterfunk_reshards_total") == 6
+    # the histogram: cumulative buckets, +Inf = count = rounds led
+    assert _v(m, "clusterfunk_reshard_duration_seconds_bucket", le="0.5") == 1
+    assert _v(m, "clusterfunk_reshard_duration_seconds_bucket", le="1.0") == 1
+    assert _v(m, "clusterfunk_reshard_duration_seconds_bucket", le="+Inf") == 3
+    assert _v(m, "clusterfunk_reshard_duration_seconds_count") == 3
+    assert _v(m, "clusterfunk_reshard_duration_seconds_sum") == 7.25
+    assert _v(m, "clusterfunk_ack_timeouts_total") == 4
+    assert _v(m, "clusterfunk_quarantines_total") == 5
+    assert _v(m, "clusterfunk_raft_dropped_messages_total", reason="stale term") == 8
+    assert _v(m, "clusterfunk_raft_dropped_messages_total", reason="unknown server") == 1
+    assert _v(m, "clusterfunk_transport_datagrams_received_total", port="gossip") == 12
+    assert _v(m, "clusterfunk_transport_datagrams_received_total", port="raft") == 0
+    assert _v(m, "clusterfunk_transport_sent_bytes_total", port="raft") == 900
 
 
 async def test_values_are_read_at_scrape_time_and_requests_are_counted(server, fake):
