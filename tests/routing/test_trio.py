@@ -59,3 +59,48 @@ async def test_client_routes_to_owners_and_a_nonmember_sees_the_map():
             assert watcher.owner(12345) == a.owner(12345)
             assert watcher.nodes() == ["a", "b", "c"]
             assert watcher.map_index() == a.map_index()
+
+
+async def test_requests_keep_succeeding_while_a_node_leaves():
+    svc = {n: Counters(n) for n in "abc"}
+    results: list = []
+    stop_c = trio.Event()
+
+    async def run_c(seed: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with _node("c", seed, service=svc["c"]) as c:
+            task_status.started(c)
+            await stop_c.wait()  # then a graceful stop: c leaves the cluster
+
+    async with _node("a", [], service=svc["a"]) as a:
+        seed = [a.addresses["gossip"]]
+        async with _node("b", seed, service=svc["b"]) as b, trio.open_nursery() as nursery:
+            c = await nursery.start(run_c, seed)
+            await _wait(lambda: all(n.state() == "operational" and len(n.nodes()) == 3
+                                    and len(n.owned()) == 20 for n in (a, b, c)))
+            c_shards = set(c.owned())
+            async with open_client([a.addresses["app"], b.addresses["app"]],
+                                   config=ClientConfig(refresh_interval=0.5)) as client:
+                stop = trio.Event()
+
+                async def load() -> None:
+                    k = 0
+                    while not stop.is_set():
+                        ev = await client.finish(k % 60, b"inc", 3.0)
+                        results.append((trio.current_time(), k % 60, ev))
+                        k += 1
+
+                async with trio.open_nursery() as load_nursery:
+                    load_nursery.start_soon(load)
+                    await trio.sleep(0.5)
+                    left_at = trio.current_time()
+                    stop_c.set()
+                    await _wait(lambda: a.nodes() == ["a", "b"]
+                                and len(a.owned()) + len(b.owned()) == 60)
+                    await trio.sleep(1.0)
+                    stop.set()
+    failed = [ev for _t, _k, ev in results if not ev.ok]
+    # a request fails only at its deadline, never early or silently
+    assert all(ev.latency >= 3.0 - 0.01 for ev in failed), failed
+    after = [(k, ev) for t, k, ev in results if t > left_at and ev.ok]
+    assert any(k in c_shards for k, _ev in after)  # c's keys were served by the others
+    assert len(after) > 20
