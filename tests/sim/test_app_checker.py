@@ -59,12 +59,12 @@ def test_clean_run_with_a_handover() -> None:
     tr.request("n2", 4, 3)
     tr.request("n2", 4, 3, op="get")
     rid = tr.call(5)
-    tr.rec("c1", "client.request", client="c1", id=rid, outcome="failed",
-           error="deadline (last: busy)")
+    tr.rec("c1", "client.request", client="c1", id=rid, outcome="failed", reason="busy",
+           error="deadline passed after 3 attempt(s); last: busy at n1")
     s = summary(tr)
     assert tr.chk.violations() == []
     assert (s["requests"], s["ok"], s["failed"]) == (5, 4, 1)
-    assert s["errors"] == {"deadline (last: busy)": 1}
+    assert s["errors"] == {"busy": 1}
     assert s["misrouted"] == s["ownership_violations"] == s["lost_writes"] == s["late"] == 0
 
 
@@ -86,7 +86,10 @@ def test_a_lost_write_across_a_handover() -> None:
     tr.request("n1", 4, 2)
     tr.release("n1", 0)
     tr.acquire("n2", 0)  # the state did not arrive
+    concurrent = tr.call(4, op="get", client="c2")
     tr.request("n2", 4, 1)
+    tr.served("n2", concurrent, 4, client="c2")
+    tr.ok(concurrent, 1, client="c2")  # the same incident: reported once
     assert summary(tr)["lost_writes"] == 1
     assert "acknowledged before it started" in tr.chk.violations()[0]
 
@@ -150,3 +153,21 @@ def test_late_unclear_and_unfinished_requests() -> None:
     assert s["late"] == 2
     assert s["unclear_errors"] == 1
     assert s["open_at_end"] == 1
+
+
+def test_a_take_over_from_a_dropped_live_holder_is_classified() -> None:
+    tr = Trace()
+    tr.rec("n1", "cluster.shardmap", phase="committed", index=1, nodes=["n1", "n2"],
+           digest="x", moved=4)
+    tr.acquire("n1", 0)
+    tr.request("n1", 4, 1)
+    tr.request("n1", 4, 2)
+    tr.rec("sim", "sim.pause", target="n1")
+    tr.rec("n2", "cluster.shardmap", phase="committed", index=5, nodes=["n2"], digest="y",
+           moved=4)
+    tr.rec("n2", "shard.acquire", index=5, shards=[0])
+    tr.request("n2", 4, 1)  # n1's state never arrived
+    tr.request("n2", 4, 2)  # judged from the value seen on: no second incident
+    s = summary(tr)
+    assert s["lost_writes_holder_cut_off"] == 1 and s["lost_writes"] == 0
+    assert "taken over from a live holder" in tr.chk.violations()[0]

@@ -18,20 +18,27 @@ The properties (issue 9), each counted in :meth:`AppChecker.summary`:
     *floor*: the largest value any request on that key had acknowledged
     (``client.request`` ok) by then. An ok ``incr`` must return more than its floor
     and an ok ``get`` at least its floor; two ok ``incr`` on one key never return
-    the same value. A request that ran while its shard's state may have been
-    destroyed sets no floor, and a floor from before such an event binds no later
-    request: the demo keeps its state in memory, so it is lost -- a *reset*, allowed
-    -- when a node crashes while it holds the state: it serves the shard, or it
-    released the shard and nobody acquired it since (the state is in transit; the
-    crash of *any* node in that window counts, since the trace does not say where
-    the state travels). Anything else that lowers a counter is a ``lost_writes``
-    violation. Keys written with ``put`` are not checked (the workload sends only
-    ``incr`` and ``get``).
+    the same value. Otherwise a write was lost: one violation per incident (the
+    key is judged from the value seen on). The one allowed loss, a *reset*: the
+    demo keeps its state in memory, so a node that crashes while it holds a
+    shard's state -- it serves the shard, or it was the last to acquire it, or the
+    shard is released and not yet acquired (state in transit: the crash of *any*
+    node then counts, since the trace does not say where the state travels) --
+    destroys it. A request that ran across such a crash sets no floor, and a floor
+    from before it binds no later request; ``resets_after_crash`` counts keys seen
+    lower after one. Lost writes are reported in two counts:
+    ``lost_writes_holder_cut_off`` when, since the floor was acknowledged, the shard
+    was acquired by a node while its previous holder, alive, was not in the map
+    of that commit (paused or partitioned away and dropped from the map: its state
+    could not be handed over, and it is dropped when it arrives late), else
+    ``lost_writes``. Both are violations. Keys written with ``put`` are not
+    checked (the workload sends only ``incr`` and ``get``).
 (d) **every request ends within its deadline**: each ``client.call`` is followed by
     one ``client.request`` of the same ``client`` and ``id``, no later than the
     call's ``t`` plus its ``deadline``, with outcome ``ok`` or ``failed`` and a
-    non-empty ``error`` (the clear error). A request still open at the end of the
-    run is a violation if its deadline passed, else counted as ``open_at_end``.
+    non-empty ``error`` (the clear error; failures are counted by ``reason``). A
+    request still open at the end of the run is a violation if its deadline passed,
+    else counted as ``open_at_end``.
 """
 
 from __future__ import annotations
@@ -54,8 +61,17 @@ class _Call:
     key: int
     shard: int
     op: str
-    floor: int | None  # the largest acked value on key at the call (this epoch)
-    epoch: int  # the shard's state epoch at the call
+    floor: int | None  # the largest acked value on key at the call (this crash epoch)
+    epoch: int  # the shard's crash epoch at the call
+    floor_cut: int  # the shard's cut-off epoch when the floor was acknowledged
+    generation: int  # lost-write incidents on the key before the call
+
+
+@attrs.define
+class _Acked:
+    value: int
+    epoch: int  # crash epoch
+    cut: int  # cut-off epoch
 
 
 class AppChecker:
@@ -66,7 +82,8 @@ class AppChecker:
         self.ownership = ShardOwnership(limit)
         self.problems: list[str] = []
         self.counts = {"ownership_violations": 0, "misrouted": 0, "lost_writes": 0,
-                       "late": 0, "unclear_errors": 0, "unmatched": 0}
+                       "lost_writes_holder_cut_off": 0, "late": 0, "unclear_errors": 0,
+                       "unmatched": 0}
         self.requests = 0  # client requests started
         self.finished = 0
         self.ok = 0
@@ -75,15 +92,19 @@ class AppChecker:
         self.resets = 0  # keys seen lower after an allowed state loss (crash)
         self.latencies: list[float] = []  # ok requests, seconds
         self.open: dict[tuple[str, Any], _Call] = {}
-        # state epochs: bumped whenever a shard's state may have been destroyed
+        # per shard: the crash epoch (bumped when its state may have been destroyed by
+        # a crash) and the cut-off epoch (bumped when another node took it over from
+        # a live holder that was removed from the map)
         self.epoch: dict[int, int] = {}
-        self.serving: dict[int, set[str]] = {}
+        self.cut: dict[int, int] = {}
+        self.holder: dict[int, str] = {}  # shard -> the last node that acquired it
         self.in_transit: set[int] = set()  # released, not acquired since
         self.by_node: dict[str, set[int]] = {}
-        # key -> (largest acked value, epoch of that ack); keys written with put
-        self.acked: dict[int, tuple[int, int]] = {}
+        self.map_nodes: dict[int, frozenset[str]] = {}  # committed map index -> nodes
+        self.acked: dict[int, _Acked] = {}  # key -> the largest acked value
         self.incr_results: dict[int, set[tuple[int, int]]] = {}  # key -> {(value, epoch)}
-        self.unchecked: set[int] = set()
+        self.unchecked: set[int] = set()  # keys written with put
+        self.incidents: dict[int, int] = {}  # key -> lost-write incidents so far
         self.now = 0.0
 
     # -- feed --------------------------------------------------------------------
@@ -96,6 +117,10 @@ class AppChecker:
                 self._call(rec)
             elif ev == "client.request":
                 self._done(rec)
+            return
+        if ev == "cluster.shardmap":
+            if rec["phase"] == "committed" and rec["index"] not in self.map_nodes:
+                self.map_nodes[rec["index"]] = frozenset(rec["nodes"])
             return
         if ev in ("shard.acquire", "shard.release", "app.request", "sim.crash",
                   "sim.pause", "sim.resume"):
@@ -125,26 +150,30 @@ class AppChecker:
     def _acquire(self, rec: Record) -> None:
         node = rec["node"]
         mine = self.by_node.setdefault(node, set())
+        nodes = self.map_nodes.get(rec["index"])
         for s in rec["shards"]:
-            self.serving.setdefault(s, set()).add(node)
+            prev = self.holder.get(s)
+            if prev is not None and prev != node and nodes is not None and prev not in nodes:
+                # taken over from a live holder the map dropped (paused, cut off):
+                # its state cannot have been handed over
+                self.cut[s] = self.cut.get(s, 0) + 1
+            self.holder[s] = node
             self.in_transit.discard(s)
             mine.add(s)
 
     def _release(self, rec: Record) -> None:
-        node = rec["node"]
-        mine = self.by_node.setdefault(node, set())
+        mine = self.by_node.setdefault(rec["node"], set())
         for s in rec["shards"]:
-            holders = self.serving.get(s)
-            if holders is not None:
-                holders.discard(node)
             mine.discard(s)
             self.in_transit.add(s)
 
     def _crash(self, node: str) -> None:
         lost = self.by_node.pop(node, set()) | self.in_transit
+        lost |= {s for s, h in self.holder.items() if h == node}
         for s in lost:
             self.epoch[s] = self.epoch.get(s, 0) + 1
-            self.serving.get(s, set()).discard(node)
+            if self.holder.get(s) == node:
+                del self.holder[s]  # its state is gone: nothing to take over
 
     # -- client requests ---------------------------------------------------------
 
@@ -153,12 +182,14 @@ class AppChecker:
         key, shard = rec["key"], rec["shard"]
         epoch = self.epoch.get(shard, 0)
         acked = self.acked.get(key)
-        floor = acked[0] if acked is not None and acked[1] == epoch else None
+        floor, floor_cut = None, 0
+        if acked is not None and acked.epoch == epoch:
+            floor, floor_cut = acked.value, acked.cut
         ident = (rec["client"], rec["id"])
         if ident in self.open:
             self._problem("unmatched", f"t={rec['t']}: {ident} started twice")
         self.open[ident] = _Call(rec["t"], rec["deadline"], key, shard, rec["op"], floor,
-                                 epoch)
+                                 epoch, floor_cut, self.incidents.get(key, 0))
 
     def _done(self, rec: Record) -> None:
         ident = (rec["client"], rec["id"])
@@ -176,43 +207,58 @@ class AppChecker:
             self.latencies.append(t - call.t)
             self._check_value(ident, call, rec["result"], t)
             return
-        reason = rec.get("error") or ""
-        if rec["outcome"] != "failed" or not reason:
+        if rec["outcome"] != "failed" or not rec.get("error"):
             self._problem("unclear_errors", f"t={t}: {ident} ended {rec['outcome']!r} "
-                                            f"without a reason")
+                                            f"without an error message")
+        reason = str(rec.get("reason") or "unknown")
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
+    def _lost(self, call: _Call, text: str) -> None:
+        """One lost-write incident; the key is judged from the value seen now on."""
+        if self.cut.get(call.shard, 0) != call.floor_cut:
+            holder = "a live holder the map dropped (paused or cut off)"
+            self._problem("lost_writes_holder_cut_off",
+                          f"{text}, after the shard was taken over from {holder}")
+        else:
+            self._problem("lost_writes", text)
+
     def _check_value(self, ident: tuple[str, Any], call: _Call, value: int, t: float) -> None:
-        key = call.key
+        key, shard = call.key, call.shard
         if call.op == "put":
             self.unchecked.add(key)
         if key in self.unchecked:
             return
-        epoch = self.epoch.get(call.shard, 0)
-        lost = False
-        if call.floor is not None:
-            low = value <= call.floor if call.op == "incr" else value < call.floor
-            if low and epoch == call.epoch:
-                lost = True
-                self._problem(
-                    "lost_writes",
-                    f"t={t}: {ident} {call.op} of key {key} (shard {call.shard}) "
-                    f"returned {value}, but {call.floor} was acknowledged before it "
-                    f"started and no holder of the shard's state crashed since",
-                )
-        if epoch != call.epoch:
-            return  # it may have read state destroyed since: it sets no floor
-        if call.op == "incr":
-            seen = self.incr_results.setdefault(key, set())
-            if (value, epoch) in seen and not lost:  # one violation per request
-                self._problem("lost_writes", f"t={t}: {ident} incr of key {key} returned "
-                                             f"{value}, as an earlier incr did")
-            seen.add((value, epoch))
+        epoch = self.epoch.get(shard, 0)
+        cut = self.cut.get(shard, 0)
         acked = self.acked.get(key)
-        if acked is not None and acked[1] != epoch and value < acked[0]:
+        if epoch != call.epoch:
+            return  # a crash may have destroyed the state while it ran: no check, no floor
+        if self.incidents.get(key, 0) != call.generation:
+            return  # a loss on this key was reported while it ran: judged from then on
+        seen = self.incr_results.setdefault(key, set())
+        lost = ""
+        if call.floor is not None and (
+                value <= call.floor if call.op == "incr" else value < call.floor):
+            lost = (f"t={t}: {ident} {call.op} of key {key} (shard {shard}) returned "
+                    f"{value}, but {call.floor} was acknowledged before it started and no "
+                    f"holder of the shard's state crashed since")
+        elif call.op == "incr" and (value, epoch) in seen:
+            lost = (f"t={t}: {ident} incr of key {key} (shard {shard}) returned {value}, "
+                    f"as an earlier incr did")
+        if lost:
+            self._lost(call, lost)
+            self.incidents[key] = self.incidents.get(key, 0) + 1
+            self.acked[key] = _Acked(value, epoch, cut)
+            seen.clear()
+            if call.op == "incr":
+                seen.add((value, epoch))
+            return
+        if call.op == "incr":
+            seen.add((value, epoch))
+        if acked is not None and acked.epoch != epoch and value < acked.value:
             self.resets += 1  # the first value seen after an allowed state loss
-        if acked is None or acked[1] != epoch or value > acked[0]:
-            self.acked[key] = (value, epoch)
+        if acked is None or acked.epoch != epoch or value > acked.value:
+            self.acked[key] = _Acked(value, epoch, cut)
 
     # -- end of run --------------------------------------------------------------
 
@@ -244,6 +290,7 @@ class AppChecker:
             "misrouted": self.counts["misrouted"],
             "ownership_violations": self.counts["ownership_violations"],
             "lost_writes": self.counts["lost_writes"],
+            "lost_writes_holder_cut_off": self.counts["lost_writes_holder_cut_off"],
             "late": self.counts["late"],
             "unclear_errors": self.counts["unclear_errors"],
             "resets_after_crash": self.resets,

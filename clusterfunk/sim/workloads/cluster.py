@@ -25,6 +25,11 @@ Checkers (violations fail the run):
   is ``operational`` with the same committed map, and its nodes are exactly the
   live Raft members (gossip-only clients are operational but in no map).
 
+``--app demo`` (:mod:`clusterfunk.sim.workloads.app`) runs the demo sharded service
+on every member, with simulated routing clients, and adds its checks (exclusive
+ownership, ok requests served by the owner, no acknowledged counter write lost,
+every request ended within its deadline) and counts (``app`` in the summary).
+
 Summary: reshard count (distinct committed maps), time from each membership change
 (start, crash, restart) to the first committed map that reflects it (median, max,
 list), shards moved per reshard, virtual seconds per wall second.
@@ -54,6 +59,7 @@ from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 from clusterfunk.sim.checkers.raft import SafetyChecker
 from clusterfunk.sim.raft_storage import SimPersister, SimStorage
 from clusterfunk.sim.simulation import SimHost, Simulation
+from clusterfunk.sim.workloads import app as app_workload
 from clusterfunk.sim.workloads.raft import CoreLogView
 
 GOSSIP_PORT = 7946
@@ -183,6 +189,10 @@ class ClusterWorkload:
         self.states: dict[str, str] = {}
         self.superseded = 0
         self._wall0 = 0.0
+        app = getattr(args, "app", None) or "none"
+        self.app: app_workload.DemoApp | None = (
+            app_workload.DemoApp(args, self.members, self.n_shards) if app == "demo" else None
+        )
 
     @classmethod
     def add_arguments(cls, parser: Any) -> None:
@@ -212,6 +222,7 @@ class ClusterWorkload:
         with contextlib.suppress(argparse.ArgumentError):
             parser.add_argument("--check-every", type=float,
                                 help="log safety check period in s")
+        app_workload.add_arguments(parser)
 
     def fault_targets(self, sim: Simulation) -> list[str]:
         return list(self.names)
@@ -233,6 +244,10 @@ class ClusterWorkload:
             return random.Random(f"{seed}/cluster/{name}/{incarnation}/{what}")
 
         storage = SimStorage(host.disk)
+        member = name in self.members
+        app: dict[str, Any] = {}
+        if self.app is not None and member:
+            app = {"service": self.app.service(host), "server_config": self.app.server_config}
         return ClusterNode(
             host,
             storage=storage,
@@ -243,8 +258,9 @@ class ClusterWorkload:
             raft_config=self.raft_config,
             coord_config=self.coord_config,
             bootstrap=self.bootstrap if incarnation == 1 else None,
-            member=name in self.members,
+            member=member,
             seeds=self.seeds,
+            **app,
         )
 
     def setup(self, sim: Simulation) -> None:
@@ -253,6 +269,8 @@ class ClusterWorkload:
         for n in self.names:
             sim.add_node(n, self.factory)
         self.changes.append({"t": 0.0, "kind": "start", "target": None})
+        if self.app is not None:
+            self.app.setup(sim)
 
         def check() -> None:
             self.safety.check_logs(sim.now)
@@ -353,6 +371,10 @@ class ClusterWorkload:
         self.safety.check_logs(sim.now)
         applied, settled = self.settled_check(sim)
         violations = list(self.safety.violations) + list(self.maps.violations) + settled
+        app_summary = None
+        if self.app is not None:
+            app_summary, app_violations = self.app.finish(sim)
+            violations += app_violations
         secs = [x["seconds"] for x in self.latencies]
         moved = self.maps.moved
         leader = None
@@ -389,5 +411,6 @@ class ClusterWorkload:
             "states": dict(sorted(self.states.items(), key=lambda kv: int(kv[0][1:]))),
             "speed_x": round(sim.now / wall, 1) if wall > 0 else None,
             "safety": self.safety.summary(),
+            **({"app": app_summary} if app_summary is not None else {}),
             "violations": violations,
         }
