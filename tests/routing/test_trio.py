@@ -104,3 +104,25 @@ async def test_requests_keep_succeeding_while_a_node_leaves():
     after = [(k, ev) for t, k, ev in results if t > left_at and ev.ok]
     assert any(k in c_shards for k, _ev in after)  # c's keys were served by the others
     assert len(after) > 20
+
+
+async def test_tls_app_port_serves_certified_clients_only(tmp_path):
+    from clusterfunk.runtime.tls import load_tls_dir
+    from clusterfunk.security.certs import write_certs
+
+    write_certs(tmp_path, ["a", "b"])
+    svc = {n: Counters(n) for n in "ab"}
+    async with _node("a", [], service=svc["a"], tls=load_tls_dir(tmp_path, "a")) as a:
+        seed = [a.addresses["gossip"]]
+        async with _node("b", seed, service=svc["b"], tls=load_tls_dir(tmp_path, "b")) as b:
+            await _wait(lambda: all(n.state() == "operational" and len(n.nodes()) == 2
+                                    and len(n.owned()) == 30 for n in (a, b)), timeout=30)
+            async with open_client([a.addresses["app"]],
+                                   tls=load_tls_dir(tmp_path, "client")) as client:
+                for k in range(10):
+                    assert await client.request(k, b"inc", timeout=5.0) == b"1"
+            # a client without a certificate gets nothing: it fails at its deadline
+            async with open_client([a.addresses["app"]]) as plain:
+                ev = await plain.finish(1, b"inc", 1.0)
+                assert not ev.ok and ev.latency >= 1.0
+            assert sum(n.request_stats()["ok"] for n in (a, b)) == 10
