@@ -31,6 +31,7 @@ import signal
 import sys
 import time
 import tomllib
+from functools import partial
 from typing import Any
 
 import attrs
@@ -564,6 +565,9 @@ async def serve(cfg: dict[str, Any]) -> None:
                     data_dir=cfg["data_dir"], shards=cfg["shards"], voters=cfg["voters"],
                     gossip_port=cfg["gossip_port"], raft_port=cfg["raft_port"],
                     coord_port=cfg["coord_port"], tracer=tracer,
+                    # a join round that fails resolves the names again before retrying
+                    resolve_seeds=partial(resolve_seeds, cfg["join"], cfg["id"], mdns_if,
+                                          cfg["dns_server"]) if cfg["join"] else None,
                     tls=_load_tls(cfg), keyring=_load_keyring(cfg),
                 ))
             except (ValueError, OSError, ClusterError) as exc:

@@ -37,6 +37,7 @@ state, e.g. by carrying an idempotency token in the payload.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -131,6 +132,9 @@ class RoutingClient:
         self.endpoints: dict[str, str] = {}
         self.pending: dict[int, _Pending] = {}
         self._next_id = 1
+        #: (time, sequence, request id): when a request's retry or deadline is due
+        self._timers: list[tuple[float, int, int]] = []
+        self._seq = 0
         self._map_due = 0.0  # next map query
         self._map_asked = ""  # where the outstanding query went ("" none)
         self._map_turn = 0
@@ -159,7 +163,18 @@ class RoutingClient:
             if self._map_asked:  # no answer: try the next node
                 self._map_asked = ""
             self._refresh(now)
-        for p in sorted(self.pending.values(), key=lambda p: p.id):
+        heap = self._timers
+        due: list[int] = []
+        seen: set[int] = set()
+        while heap and heap[0][0] <= now:
+            rid = heapq.heappop(heap)[2]
+            if rid not in seen:
+                seen.add(rid)
+                due.append(rid)
+        for rid in due:
+            p = self.pending.get(rid)
+            if p is None:
+                continue
             if now >= p.deadline:
                 self._finish(now, p, False, p.last_outcome, b"", self._reason(p), "")
             elif now >= p.next_at:
@@ -172,10 +187,10 @@ class RoutingClient:
                 self._send(now, p)
 
     def next_deadline(self) -> float:
-        t = self._map_due
-        for p in self.pending.values():
-            t = min(t, p.deadline, p.next_at)
-        return t
+        heap = self._timers
+        while heap and heap[0][2] not in self.pending:
+            heapq.heappop(heap)
+        return min(self._map_due, heap[0][0]) if heap else self._map_due
 
     def drain(self) -> Output | None:
         out = self._out
@@ -231,7 +246,7 @@ class RoutingClient:
         if not target:
             # no map (or no address for the owner) yet: wait for the map
             p.in_flight = False
-            p.next_at = now + self.cfg.map_retry
+            self._at(p, now + self.cfg.map_retry)
             p.last, p.last_outcome = "no shard map or owner address known", "timeout"
             self._refresh(now, urgent=True)
             return
@@ -241,7 +256,7 @@ class RoutingClient:
         p.target = target
         p.in_flight = True
         budget = max(0.0, p.deadline - now)
-        p.next_at = now + min(self.cfg.attempt_timeout, budget)
+        self._at(p, now + min(self.cfg.attempt_timeout, budget))
         self._out.send(target, Request(self.id, p.id, p.key, p.payload, budget, 0,
                                        p.attempt), True)
 
@@ -272,15 +287,21 @@ class RoutingClient:
             if p.moves <= 2 and p.hint:
                 self._send(now, p)
             else:
-                p.next_at = now + self._backoff(p.moves)
+                self._at(p, now + self._backoff(p.moves))
         elif msg.outcome == Outcome.BUSY:
             self._count("busy")
             p.failures += 1
             p.last, p.last_outcome = f"busy at {msg.node}: {msg.error}", "busy"
-            p.next_at = now + self._backoff(p.failures)
+            self._at(p, now + self._backoff(p.failures))
         else:
             self._count("malformed")
-            p.next_at = now + self._backoff(p.failures)
+            self._at(p, now + self._backoff(p.failures))
+
+    def _at(self, p: _Pending, t: float) -> None:
+        """Set when ``p`` is next looked at (a timer: earlier entries of it go stale)."""
+        p.next_at = t
+        self._seq += 1
+        heapq.heappush(self._timers, (min(t, p.deadline), self._seq, p.id))
 
     def _backoff(self, n: int) -> float:
         base = min(self.cfg.backoff_cap, self.cfg.backoff_base * (2 ** min(n, 20)))

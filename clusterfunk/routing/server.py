@@ -210,6 +210,7 @@ class RequestServer:
         self._fheap: list[tuple[float, int, tuple[str, int]]] = []
         self._fseq = 0
         self._maps: dict[int, ShardMap] = {}
+        self._parked_retry_at = math.inf  # parked state with no known address yet
         #: committed map records seen, newest last (the previous owner of a gain)
         self._history: list[MapRecord] = []
 
@@ -267,6 +268,7 @@ class RequestServer:
             times.append(self._fheap[0][0])
         if self.outbox:
             times.append(min(t for _n, t in self.outbox.values()))
+        times.append(self._parked_retry_at)
         return min(times)
 
     def drain(self) -> Output | None:
@@ -578,9 +580,13 @@ class RequestServer:
                 continue
             by_owner.setdefault(owner, []).append(s)
         sent: set[int] = set()
+        if only is None:
+            self._parked_retry_at = math.inf
         for owner, shards in sorted(by_owner.items()):
             addr = self._address(owner)
-            if not addr:
+            if not addr:  # the owner's address is not known yet: try again later
+                self._parked_retry_at = min(self._parked_retry_at,
+                                            now + self.cfg.handoff_retry)
                 continue
             states = {s: st for s in shards if (st := self.parked[s][1]) is not None}
             empty = tuple(s for s in shards if self.parked[s][1] is None)
