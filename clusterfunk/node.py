@@ -33,6 +33,7 @@ stays reachable by gossip-only clients that hold the key).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,6 +69,13 @@ GOSSIP_PORT = DEFAULT_PORTS[GOSSIP]
 RAFT_PORT = DEFAULT_PORTS[RAFT]
 COORD_PORT = DEFAULT_PORTS[COORD]
 APP_PORT = DEFAULT_PORTS[APP]
+
+
+#: the first wait before joining again after gossip gave up; doubles up to the max
+JOIN_RETRY = 1.0
+JOIN_RETRY_MAX = 30.0
+
+log = logging.getLogger("clusterfunk.node")
 
 
 class ClusterError(RuntimeError):
@@ -111,6 +119,7 @@ class Cluster:
         app_port: int | None = None,
         forward: ForwardMode = ForwardMode.MOVED,
         server_config: ServerConfig | None = None,
+        resolve_seeds: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must be a non-empty string")
@@ -148,6 +157,7 @@ class Cluster:
         self.node: ClusterNode | None = None
         self.sm = ClusterStateMachine()
         self._init_ownership(on_release, release_timeout)
+        self._init_joining(resolve_seeds)
 
     # -- the parts (read-only views for tools: management API, tests) ---------------
 
@@ -234,6 +244,7 @@ class Cluster:
             self._wire_ownership(node)
             self.node = node
             host.start()
+            await self._start_joining(stack)  # exits before the host (LIFO)
         except BaseException:
             self.node = None
             await stack.aclose()
@@ -464,6 +475,89 @@ class Cluster:
         if m is None:
             return None
         return m.tags.get(f"ep.{name}")
+
+    # -- joining (issue 10: retry with backoff, wait_joined) -------------------------
+
+    def _init_joining(
+        self, resolve_seeds: Callable[[], Awaitable[Sequence[str]]] | None
+    ) -> None:
+        self.resolve_seeds = resolve_seeds
+        #: join rounds that ended with no seed answering (gossip gave up; retried)
+        self.join_failures = 0
+        #: why the node has not joined yet, after a failed round (None once joined)
+        self.join_error: str | None = None
+        self._seeds_tried: list[str] = list(self.seeds)
+
+    async def _start_joining(self, stack: AsyncExitStack) -> None:
+        """With seeds: a task owned by this ``async with`` that joins again whenever
+        gossip gives up (:meth:`_keep_joining`)."""
+        node = self.node
+        assert node is not None
+        gaddr = self.addresses.get(GOSSIP)
+        if not [s for s in self.seeds if s != gaddr] and self.resolve_seeds is None:
+            return
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        nursery.start_soon(self._keep_joining, node)
+
+    async def _keep_joining(self, node: ClusterNode) -> None:
+        """Join retry rule: gossip tries the seeds ``join_max_attempts`` times; when it
+        gives up, this logs a warning, waits (``JOIN_RETRY`` doubling up to
+        ``JOIN_RETRY_MAX``), resolves the seeds again (``resolve_seeds``, e.g. DNS
+        names) and joins again, until the node has joined. The node stays ``joining``
+        meanwhile and :attr:`join_error` says why."""
+        gossip = node.gossip
+        delay = JOIN_RETRY
+        while True:
+            await wait_until([node.gossip_driver], lambda: gossip.joined or gossip.join_gave_up)
+            if gossip.joined:
+                self.join_error = None
+                return
+            self.join_failures += 1
+            self.join_error = (f"no seed answered ({', '.join(self._seeds_tried) or 'none'}); "
+                               f"{self.join_failures} join round(s) failed, retrying")
+            log.warning("node %s: %s in %.1f s", self.node_id, self.join_error, delay)
+            await trio.sleep(delay)
+            delay = min(2 * delay, JOIN_RETRY_MAX)
+            seeds = self.seeds
+            if self.resolve_seeds is not None:
+                try:
+                    seeds = list(await self.resolve_seeds())
+                except Exception as exc:  # a resolver failure: keep the last seeds
+                    log.warning("node %s: resolving the seeds failed: %s", self.node_id, exc)
+                    seeds = self._seeds_tried
+            self._seeds_tried = list(seeds)
+            node.join([s for s in seeds if s != self.addresses.get(GOSSIP)])
+
+    def joined(self) -> bool:
+        """This node has joined: a member is in the committed shard map, a gossip-only
+        client (``member=False``) has joined gossip."""
+        if self.member:
+            return self.node_id in self.nodes()
+        return self.gossip_core is not None and self.gossip_core.joined
+
+    async def wait_joined(self, timeout: float) -> None:
+        """Wait until :meth:`joined` holds; raises :class:`ClusterError` if it does not
+        within ``timeout`` seconds, naming the seeds tried and how far the join got
+        (no seed answered; or in gossip but not in the shard map, and why). The join
+        itself goes on (see :meth:`_keep_joining`)."""
+        node = self._running()
+        with trio.move_on_after(timeout):
+            await self._wait_state(self.joined)
+            return
+        raise ClusterError(self._join_report(node, timeout))
+
+    def _join_report(self, node: ClusterNode, timeout: float) -> str:
+        head = f"node {self.node_id} did not join within {timeout:g} s"
+        seeds = ", ".join(self._seeds_tried) or "none"
+        if not node.gossip.joined:
+            return (f"{head}: no seed answered (seeds tried: {seeds}; "
+                    f"{self.join_failures} join round(s) failed; still retrying)")
+        leader = self.leader()
+        why = (f"the leader {leader} has not added it yet" if leader is not None
+               else "no Raft leader is known to it")
+        return (f"{head}: joined gossip (seeds: {seeds}) but is not in the shard map: "
+                f"{why} (state {self.state()}, role {self.role()})")
 
     # -- shard ownership ---------------------------------------------------------------
 

@@ -224,6 +224,8 @@ def _status(console: Any, st: dict[str, Any], args: argparse.Namespace) -> None:
             v = f"{v:.1f} s"
         t.add_row(key, "-" if v is None else str(v))
     t.add_row("nodes", f"{len(st.get('nodes', []))}: " + ", ".join(st.get("nodes", [])))
+    if st.get("join_error"):
+        t.add_row("join", str(st["join_error"]))
     console.print(t)
 
 

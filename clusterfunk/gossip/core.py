@@ -188,6 +188,7 @@ class GossipCore:
         self._state_version = 0
         self._state_cache: tuple[int, tuple[MemberState, ...]] = (-1, ())
         self._join_attempts = 0
+        self._join_gave_up = False
         self.joined = False
         self.internal_queries = self.serf.internal_handlers
         self.stats: dict[str, int] = {
@@ -356,6 +357,12 @@ class GossipCore:
             return None
         return distance(ca, cb)
 
+    @property
+    def join_gave_up(self) -> bool:
+        """The last :meth:`join` got no answer from any seed in ``join_max_attempts``
+        attempts and stopped trying (``gossip.join_failed``); a new ``join`` resets it."""
+        return self._join_gave_up and not self.joined
+
     def join(self, now: float, seeds: list[str]) -> int:
         """Rule (memberlist Join): push-pull with every seed address (join=True);
         retried every join_retry_interval until one answers. Returns the number of
@@ -363,6 +370,7 @@ class GossipCore:
         seeds = [s for s in seeds if s != self.addr and _valid_addr(s)]
         self._join_seeds = seeds
         self._join_attempts = 0
+        self._join_gave_up = False
         self.joined = False
         if seeds:
             self._join_retry(now)
@@ -992,6 +1000,7 @@ class GossipCore:
         if self.joined or not self._join_seeds or self.leaving:
             return
         if self._join_attempts >= self.config.join_max_attempts:
+            self._join_gave_up = True
             self._out.emit("gossip.join_failed", seeds=list(self._join_seeds))
             return
         self._join_attempts += 1

@@ -92,7 +92,7 @@ class ClusterManaged:
         c = self.cluster
         raft = c.raft_core
         rec = self._map_record()
-        return StatusView(
+        out = StatusView(
             node=self.node_id,
             state=str(c.state()),
             role=str(c.role()),
@@ -106,6 +106,10 @@ class ClusterManaged:
             version=__version__,
             nodes=list(c.nodes()),
         )
+        join_error = getattr(c, "join_error", None)
+        if join_error is not None:
+            out["join_error"] = str(join_error)
+        return out
 
     def nodes(self) -> list[NodeView]:
         return self._node_views(self._map())

@@ -52,6 +52,9 @@ class StatusView(TypedDict):
     uptime: float  # seconds since this node started
     version: str
     nodes: list[str]  # the committed map's nodes, sorted
+    #: why the node has not joined yet, after a failed join round (None: joined or
+    #: no round failed)
+    join_error: NotRequired[str | None]
 
 
 class MemberView(TypedDict):
