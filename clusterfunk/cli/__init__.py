@@ -21,6 +21,7 @@ PLUGINS = (
     "clusterfunk.cli.gossip_node",
     "clusterfunk.cli.ping",
     "clusterfunk.cli.cluster_node",
+    "clusterfunk.cli.demo",
     "clusterfunk.cli.ctl",
     "clusterfunk.security.certs",
     "clusterfunk.audit.cli",

@@ -42,6 +42,8 @@ log = logging.getLogger("clusterfunk.node")
 ENV_PREFIX = "CLUSTERFUNK_"
 LOG_FORMATS = ("human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+APPS = ("none", "demo")
+FORWARD_MODES = ("moved", "forward")
 
 
 # -- the configuration schema --------------------------------------------------------
@@ -111,6 +113,13 @@ OPTIONS: tuple[Option, ...] = (
            "who can reach it): explicitly"),
     Option("keyring_file", "str", None, "gossip keyring: a file with one base64 key per line "
            "(the first is primary); every gossip packet is sealed with it"),
+    Option("app", "choice", "none", "application serving this node's shards on the request "
+           "port: demo = the sharded counter service (clusterfunk.demo.kv)", choices=APPS),
+    Option("app_port", "int", 8600, "request port of --app (routing clients and other nodes; "
+           "0 = a free port)"),
+    Option("forward", "choice", "moved", "a request for a shard served elsewhere: answer "
+           "'moved' (the client retries at the owner) or 'forward' it to the owner",
+           choices=FORWARD_MODES),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -541,6 +550,17 @@ async def resolve_seeds(seeds: list[str], self_id: str | None = None,
         delay = min(delay * 2, RESOLVE_RETRY_MAX)
 
 
+def _app(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``Cluster`` arguments of ``--app`` (none: no request server)."""
+    if cfg["app"] == "none":
+        return {}
+    from clusterfunk.demo.kv import CounterService
+    from clusterfunk.routing.api import ForwardMode
+
+    return {"service": CounterService(), "app_port": cfg["app_port"],
+            "forward": ForwardMode(cfg["forward"])}
+
+
 async def serve(cfg: dict[str, Any]) -> None:
     from clusterfunk.management.adapter import ClusterManaged
     from clusterfunk.management.server import open_management_server
@@ -569,6 +589,7 @@ async def serve(cfg: dict[str, Any]) -> None:
                     resolve_seeds=partial(resolve_seeds, cfg["join"], cfg["id"], mdns_if,
                                           cfg["dns_server"]) if cfg["join"] else None,
                     tls=_load_tls(cfg), keyring=_load_keyring(cfg),
+                    **_app(cfg),
                 ))
             except (ValueError, OSError, ClusterError) as exc:
                 raise StartError(f"cannot start the node: {exc}") from None
@@ -591,9 +612,9 @@ async def _run(cluster: Any, cfg: dict[str, Any], managed: Any, management: str)
     managed.publish_management(advertised)
     for name, addr in cfg["endpoint"].items():
         cluster.set_endpoint(name, addr)
-    log.info("node %s: gossip %s, raft %s, coord %s, management %s", cluster.node_id,
-             cluster.addresses.get("gossip"), cluster.addresses.get("raft"),
-             cluster.addresses.get("coord"), management)
+    log.info("node %s: gossip %s, raft %s, coord %s, management %s, requests %s",
+             cluster.node_id, cluster.addresses.get("gossip"), cluster.addresses.get("raft"),
+             cluster.addresses.get("coord"), management, cluster.addresses.get("app"))
     if not cfg["management_token"] and _management_tls(cfg)[0] is None:
         log.warning("management writes are disabled: no management token "
                     "(--management-token or $CLUSTERFUNK_TOKEN)")

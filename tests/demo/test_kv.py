@@ -36,7 +36,7 @@ step = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(steps=st.lists(step, max_size=60))
 def test_counters_survive_handovers(steps) -> None:
     """Two nodes serve disjoint shards; every answer matches a single dict model,
@@ -90,7 +90,7 @@ def test_shard_blob_roundtrip(items) -> None:
     assert blob == kv.encode_shard(dict(reversed(list(items.items()))))  # canonical
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(payload=st.binary(max_size=80) | st.builds(
     msgpack.packb, st.recursive(
         st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=6)
@@ -111,7 +111,7 @@ def test_bad_payloads_are_refused_and_change_nothing(payload) -> None:
     kv.decode_reply(reply)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(blob=st.binary(max_size=60))
 def test_bad_state_blobs_are_dropped_and_counted(blob) -> None:
     svc = kv.CounterService()
