@@ -48,6 +48,11 @@ Rules (one method each, named in its docstring):
    sent to the shard's owner in the latest map, re-sent every
    ``handoff_retry`` until acknowledged; a receiver keeps the newest version
    (map index) and drops state for a shard it already serves (late, counted).
+   A node that is stopping (a graceful leave: it will not see the map that
+   leaves it out, since it is removed from Raft first) sends it to the owner in
+   the committed map updated without it (:meth:`_successor`, the map the leader
+   will propose unless other members change too; a wrong guess is corrected by
+   the receiver, which moves parked state on by this same rule).
 8. **Map rule** (:meth:`_on_map_query`): any asker gets the committed map (blob
    and index; the blob only when the asker's index is older) and the live
    members' request addresses.
@@ -128,6 +133,11 @@ class OwnershipView(Protocol):
 
     @property
     def pending(self) -> MapRecord | None: ...
+
+    @property
+    def state(self) -> str:
+        """The node's cluster state (``stopping`` once a graceful stop began)."""
+        ...
 
     def serves(self, now: float, shard: int) -> bool: ...
 
@@ -211,6 +221,7 @@ class RequestServer:
         self._fseq = 0
         self._maps: dict[int, ShardMap] = {}
         self._parked_retry_at = math.inf  # parked state with no known address yet
+        self._succ: tuple[int, ShardMap | None] | None = None  # (index, map without us)
         #: committed map records seen, newest last (the previous owner of a gain)
         self._history: list[MapRecord] = []
 
@@ -573,6 +584,8 @@ class RequestServer:
             if s in self.waiting:
                 continue
             owner, _index = self._latest_owner(s)
+            if owner == self.id and self.coord.state == "stopping":
+                owner = self._successor(s)
             if owner is None or owner == self.id:
                 continue
             out = self.outbox.get(s)
@@ -599,6 +612,19 @@ class RequestServer:
                 self.outbox[s] = (owner, now + self.cfg.handoff_retry)
             sent.update(shards)
         return sent
+
+    def _successor(self, shard: int) -> str | None:
+        """The shard's owner in the committed map updated without this node."""
+        rec = self.coord.committed
+        if rec is None:
+            return None
+        got = self._succ
+        if got is None or got[0] != rec.index:
+            m = self._decode(rec)
+            rest = [n for n in m.nodes if n != self.id] if m is not None else []
+            got = self._succ = (rec.index, m.update(rest)[0] if m is not None and rest else None)
+        m2 = got[1]
+        return m2.owner(shard) if m2 is not None and 0 <= shard < m2.n_shards else None
 
     def _on_handoff(self, now: float, src: str, msg: Handoff) -> None:
         """Parked state rule (receiving): keep the newest version of each shard's

@@ -34,6 +34,7 @@ class FakeCoord:
     committed: MapRecord | None = None
     pending: MapRecord | None = None
     owned: set[int] = attrs.Factory(set)
+    state: str = "operational"
 
     def serves(self, now: float, shard: int) -> bool:
         return shard in self.owned
