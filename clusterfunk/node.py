@@ -398,21 +398,23 @@ class Cluster:
 
     async def set_voters(self, voters: int) -> None:
         """Keep ``voters`` Raft voters from now on (on the leader; a follower raises
-        :class:`~clusterfunk.raft.errors.NotLeader`). The leader promotes or demotes one
-        member at a time; returns once the configuration has that many voters (or
-        every member is a voter). The target lives in the leader's configuration: a
-        new leader uses its own ``voters`` setting. Bound it with ``trio.fail_after``."""
+        :class:`~clusterfunk.raft.errors.NotLeader`). The target goes into the Raft log,
+        so every node applies it and a later leader keeps it too (instead of its own
+        ``voters`` setting). The leader promotes or demotes one member at a time;
+        returns once the target is applied here and the configuration has that many
+        voters (or every member is a voter). Bound it with ``trio.fail_after``."""
         if voters < 1:
             raise ValueError("voters must be >= 1")
         node = self._running()
         raft = node.raft
+        coord = node.coord
         if raft is None:
             raise ClusterError(f"{self.node_id} is not a Raft member")
-        if raft.role is not Role.LEADER:
+        if not node.coord_driver.call(lambda c, now: c.set_voter_target(now, voters)):
             raise NotLeader(raft.leader_id, raft.leader_address)
-        node.coord_driver.call(lambda c, now: c.set_voter_target(now, voters))
         await self._wait_state(
-            lambda: len(raft.configuration.voters) == min(voters, len(raft.configuration.members()))
+            lambda: coord.voter_target == voters
+            and len(raft.configuration.voters) == min(voters, len(raft.configuration.members()))
         )
 
     def request_stats(self) -> dict[str, int]:

@@ -18,13 +18,15 @@ Inputs (besides ``start``/``on_message``/``on_tick``), all through ``driver.call
 the glue, in the order the other drivers produced them: :meth:`raft_changed`,
 :meth:`members_changed`, :meth:`applied` (cluster log results, strictly in log
 order), :meth:`resync`, :meth:`action_failed`; and from the node's owner
-:meth:`set_stopping` / :meth:`request_leave`.
+:meth:`set_stopping` / :meth:`request_leave` / :meth:`remove_member` /
+:meth:`set_voter_target`.
 
 Every rule (docs/cluster.md) is one method whose docstring starts with its name:
 state and role derivation (:meth:`_raft_role`, :meth:`_update_state`), the apply
 rules (:meth:`_on_proposal`, :meth:`_on_commit`), membership reconciliation
 (:meth:`_reconcile` over :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`,
-with :meth:`_expire_quarantine`), the fast failure detector
+:meth:`_demotion`, with :meth:`_expire_quarantine`; the voter target,
+:meth:`set_voter_target`), the fast failure detector
 (:meth:`_check_responsive`), resharding (:meth:`_maybe_reshard`,
 :meth:`_propose_map`, :meth:`_bootstrap_entry`), acks (:meth:`_on_ack`,
 :meth:`_record_ack`), timeouts (:meth:`_ack_timeout`, :meth:`_round_timeout`) and
@@ -58,6 +60,7 @@ from clusterfunk.cluster.messages import (
     LeaveRequest,
     ProposedShardMap,
     ShardMapCommitted,
+    VoterTarget,
 )
 from clusterfunk.cluster.statemachine import (
     BootstrapApplied,
@@ -67,6 +70,7 @@ from clusterfunk.cluster.statemachine import (
     Ignored,
     MapRecord,
     ProposalApplied,
+    VotersApplied,
 )
 from clusterfunk.cluster.views import MemberInfo, MembershipView, RaftView
 from clusterfunk.gossip.messages import Status
@@ -199,7 +203,11 @@ class CoordinatorConfig:
 
 @attrs.frozen
 class Propose:
+    """Append ``commands`` to the Raft log (``round``: the reshard round's entries; a
+    refusal then gives the round up)."""
+
     commands: tuple[bytes, ...]
+    round: bool = True
 
 
 @attrs.frozen
@@ -353,6 +361,8 @@ class CoordinatorCore:
         self._quarantines = 0
         #: the last committed map applied and what it changed (None before any)
         self.last_reshard: ReshardInfo | None = None
+        #: the operator's voter target from the log (None: ``cfg.voters``)
+        self.voter_target: int | None = None
         # leader state
         self.term = 0
         self.round: Round | None = None
@@ -498,6 +508,8 @@ class CoordinatorCore:
             self._on_commit(now, result.record)
         elif isinstance(result, BootstrapApplied):
             self.created = result.created
+        elif isinstance(result, VotersApplied):
+            self.voter_target = result.voters  # the leader step below honours it
         elif isinstance(result, Ignored):
             self._count(f"ignored entry: {result.reason}")
         self._update_state(now)
@@ -511,6 +523,7 @@ class CoordinatorCore:
         sm = self.sm
         self.last_index = max(self.last_index, last_applied)
         self.created = sm.created
+        self.voter_target = sm.voters
         if sm.committed is not None and (
             self.committed is None or sm.committed.index != self.committed.index
         ):
@@ -537,11 +550,11 @@ class CoordinatorCore:
         """The glue could not carry out ``action`` (the Raft core refused it)."""
         self.now = now
         self._count(f"action refused: {type(action).__name__}")
-        if isinstance(action, Propose):
+        if isinstance(action, Propose) and action.round:
             if self.round is not None and self.round.phase in (Phase.PROPOSED, Phase.COMMITTING):
                 self.round = None
                 self._backoff_until = now + self.cfg.retry_interval
-        else:
+        elif not isinstance(action, Propose):
             self._member_action_wait = False
             self._retry_at = now + self.cfg.retry_interval
 
@@ -586,14 +599,25 @@ class CoordinatorCore:
         self._leader_step(now)
         return True
 
-    def set_voter_target(self, now: float, voters: int) -> None:
-        """Voter target rule (an operator): from now on keep ``voters`` Raft voters;
-        the leader promotes (:meth:`_promotion`) or demotes (:meth:`_demotion`) one
-        member at a time to reach it."""
+    def set_voter_target(self, now: float, voters: int) -> bool:
+        """Voter target rule (an operator, on the leader): the target number of Raft
+        voters goes into the Raft log (a ``VoterTarget`` entry), so that every node
+        applies it and every later leader honours it (:meth:`voters_wanted`); once it
+        is applied, the leader promotes (:meth:`_promotion`) or demotes
+        (:meth:`_demotion`) one member at a time to reach it. Returns False on a node
+        that is not the leader (nothing proposed)."""
         self.now = now
-        self.cfg = attrs.evolve(self.cfg, voters=voters)  # validates voters >= 1
-        if self.role == LEADER:
-            self._leader_step(now)
+        if type(voters) is not int or voters < 1:
+            raise ValueError("voters must be an integer >= 1")
+        if self.role != LEADER:
+            return False
+        self._out.events.append(Propose((wire.encode(VoterTarget(voters)),), round=False))
+        return True
+
+    def voters_wanted(self) -> int:
+        """The number of voters the leader keeps: the operator's target from the log if
+        one was applied, else this node's configured ``voters``."""
+        return self.voter_target if self.voter_target is not None else self.cfg.voters
 
     def _on_leave_request(self, now: float, msg: LeaveRequest) -> None:
         """Leave rule (the leader's side): the leader removes a member that asks to
@@ -971,11 +995,11 @@ class CoordinatorCore:
         return None
 
     def _promotion(self, raft: RaftView, live: dict[str, MemberInfo]) -> AddVoter | None:
-        """Promotion rule: while there are fewer voters than ``voters``, promote the
-        first non-voter (by id) that gossip reports alive (not suspect), whose match
-        index reached the commit index, and that is not quarantined, leaving or
-        unresponsive."""
-        if len(raft.voters) >= self.cfg.voters:
+        """Promotion rule: while there are fewer voters than wanted
+        (:meth:`voters_wanted`), promote the first non-voter (by id) that gossip
+        reports alive (not suspect), whose match index reached the commit index, and
+        that is not quarantined, leaving or unresponsive."""
+        if len(raft.voters) >= self.voters_wanted():
             return None
         commit = raft.commit_index
         for sid, addr in raft.nonvoters.items():
@@ -989,11 +1013,11 @@ class CoordinatorCore:
         return None
 
     def _demotion(self, raft: RaftView) -> RemoveServer | None:
-        """Demotion rule: while there are more voters than ``voters`` (an operator
-        lowered the target), remove the last voter by id that is not this node; the
+        """Demotion rule: while there are more voters than wanted (:meth:`voters_wanted`:
+        an operator lowered the target), remove the last voter by id that is not this node; the
         addition rule then adds it back as a non-voter (a voter cannot be demoted in
         one configuration change)."""
-        if len(raft.voters) <= self.cfg.voters:
+        if len(raft.voters) <= self.voters_wanted():
             return None
         others = sorted(v for v in raft.voters if v != self.id)
         return RemoveServer(others[-1]) if others else None

@@ -41,6 +41,7 @@ from clusterfunk.cluster.statemachine import (
     CommitApplied,
     Ignored,
     ProposalApplied,
+    VotersApplied,
 )
 from clusterfunk.gossip import events as gev
 from clusterfunk.raft import events as rev
@@ -50,7 +51,7 @@ from clusterfunk.runtime.driver import Driver
 if TYPE_CHECKING:
     from clusterfunk.raft.core import RaftCore
 
-_RESULTS = (ProposalApplied, CommitApplied, BootstrapApplied, Ignored)
+_RESULTS = (ProposalApplied, CommitApplied, BootstrapApplied, VotersApplied, Ignored)
 
 _RAFT = ("raft",)
 _CONFIG = ("config",)

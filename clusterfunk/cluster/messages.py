@@ -1,9 +1,9 @@
 """Wire messages of the cluster layer (tags 192-223).
 
 * 192-199: coordination-port messages (``Ack``, ``LeaveRequest``).
-* 200-202: command entries of the Raft cluster log (``Bootstrap``,
-  ``ProposedShardMap``, ``ShardMapCommitted``), wire-encoded so that decoding a
-  corrupt entry raises only :class:`clusterfunk.wire.WireError`.
+* 200-203: command entries of the Raft cluster log (``Bootstrap``,
+  ``ProposedShardMap``, ``ShardMapCommitted``, ``VoterTarget``), wire-encoded so that
+  decoding a corrupt entry raises only :class:`clusterfunk.wire.WireError`.
 """
 
 from __future__ import annotations
@@ -71,3 +71,13 @@ class ShardMapCommitted:
 
     proposal: int
     nodes: tuple[str, ...]
+
+
+@wire.message(203)
+@attrs.frozen
+class VoterTarget:
+    """An operator set the target number of Raft voters (``ctl voters N``): every node
+    applies it, and every leader from then on keeps that many voters (instead of its
+    own ``CoordinatorConfig.voters``)."""
+
+    voters: int

@@ -7,7 +7,9 @@ state and the same snapshot bytes everywhere. State:
 * ``proposal``: the latest ``ProposedShardMap`` not yet committed (loaded, validated,
   never used for lookups: a proposal is not in force before it is committed);
 * ``committed``: the map in force, set when a ``ShardMapCommitted`` names the
-  current proposal.
+  current proposal;
+* ``voters``: the operator's voter target (the last ``VoterTarget`` entry), or None
+  (then each leader uses its own configured ``voters``).
 
 Invariants: a commit only ever installs the proposal it names, and only if that
 proposal is the current one (a stale or unknown commit is ignored and counted);
@@ -28,11 +30,13 @@ from clusterfunk.cluster.messages import (
     Bootstrap,
     ProposedShardMap,
     ShardMapCommitted,
+    VoterTarget,
     map_digest,
 )
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 
-SNAPSHOT_VERSION = 1
+#: 2 adds the voter target; a version 1 snapshot (no target) still restores
+SNAPSHOT_VERSION = 2
 
 
 @attrs.frozen
@@ -68,6 +72,12 @@ class CommitApplied:
     record: MapRecord
 
 
+@attrs.frozen
+class VotersApplied:
+    index: int
+    voters: int
+
+
 class IgnoreReason(enum.StrEnum):
     """Why an entry of the cluster log was ignored (the same on every server)."""
 
@@ -76,6 +86,7 @@ class IgnoreReason(enum.StrEnum):
     UNDECODABLE_MAP = "undecodable shard map"
     NODES_MISMATCH = "proposal nodes differ from its map"
     STALE_COMMIT = "commit of a proposal that is not current"
+    BAD_VOTER_TARGET = "voter target below 1"
 
 
 @attrs.frozen
@@ -84,7 +95,7 @@ class Ignored:
     reason: IgnoreReason
 
 
-ClusterResult = BootstrapApplied | ProposalApplied | CommitApplied | Ignored
+ClusterResult = BootstrapApplied | ProposalApplied | CommitApplied | VotersApplied | Ignored
 
 
 class ClusterStateMachine:
@@ -94,6 +105,7 @@ class ClusterStateMachine:
         self.created: float | None = None
         self.proposal: MapRecord | None = None
         self.committed: MapRecord | None = None
+        self.voters: int | None = None
         self.ignored: dict[IgnoreReason, int] = {}
         self._proposal_map: ShardMap | None = None
         self._committed_map: ShardMap | None = None
@@ -131,7 +143,16 @@ class ClusterStateMachine:
             if first:
                 self.created = entry.created
             return BootstrapApplied(index, self.created if self.created is not None else 0.0, first)
+        if isinstance(entry, VoterTarget):
+            return self._apply_voters(index, entry)
         return self._ignore(index, IgnoreReason.UNKNOWN_ENTRY)
+
+    def _apply_voters(self, index: int, e: VoterTarget) -> ClusterResult:
+        """A voter target (>= 1) replaces any earlier one."""
+        if type(e.voters) is not int or e.voters < 1:
+            return self._ignore(index, IgnoreReason.BAD_VOTER_TARGET)
+        self.voters = e.voters
+        return VotersApplied(index, e.voters)
 
     def _apply_proposal(self, index: int, e: ProposedShardMap) -> ClusterResult:
         """A proposal replaces any earlier uncommitted one; it is loaded (decoded and
@@ -168,15 +189,19 @@ class ClusterStateMachine:
 
     def snapshot(self) -> bytes:
         return msgpack.packb(
-            [SNAPSHOT_VERSION, self.created, _rec_out(self.committed), _rec_out(self.proposal)],
+            [SNAPSHOT_VERSION, self.created, _rec_out(self.committed), _rec_out(self.proposal),
+             self.voters],
             use_bin_type=True,
         )
 
     def restore(self, data: bytes) -> None:
         try:
             raw = msgpack.unpackb(data, raw=False)
-            if type(raw) is not list or len(raw) != 4 or raw[0] != SNAPSHOT_VERSION:
+            if type(raw) is not list or (raw[:1], len(raw)) not in (([1], 4), ([2], 5)):
                 raise ValueError("bad snapshot header")
+            voters = raw[4] if len(raw) == 5 else None
+            if voters is not None and (type(voters) is not int or voters < 1):
+                raise ValueError("bad voter target")
             created = raw[1]
             if created is not None and type(created) not in (int, float):
                 raise ValueError("bad created time")
@@ -189,6 +214,7 @@ class ClusterStateMachine:
         self.created = float(created) if created is not None else None
         self.committed = committed
         self.proposal = proposal
+        self.voters = voters
         self._committed_map = None
         self._proposal_map = None
 
