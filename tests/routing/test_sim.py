@@ -159,3 +159,16 @@ def test_a_lost_handoff_queues_then_answers_busy_then_serves_without_the_state()
     assert bad == []
     assert all(f.ok or f.latency >= 3.0 - 1e-9 for _c, f in done)
     assert sum(c.stats["busy"] for c in clients) >= len(busy)
+
+
+def test_a_nonmember_follows_the_committed_map_in_simulation():
+    sim, _wl, _clients, _done = make(seed=8, nodes=5, shards=60, nonmembers=1, clients=0)
+    sim.run_until(8.0)
+    watcher, member = sim.app("n5"), sim.app("n1")
+    assert watcher.raft is None and watcher.coord.committed is None
+    assert watcher.map_client.index == member.coord.committed.index
+    assert watcher.map_client.map.encode() == member.coord.committed.blob
+    sim.crash("n4")  # the map changes: the nonmember follows
+    sim.run_until(20.0)
+    assert "n4" not in member.coord.committed.nodes
+    assert watcher.map_client.index == member.coord.committed.index
