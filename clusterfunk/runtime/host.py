@@ -11,8 +11,10 @@ differs:
 * :class:`clusterfunk.sim.simulation.SimHost`: the simulator's in-memory
   endpoints, virtual clock with skew, deferred work as a simulator event.
 
-Ports are named (``"gossip"``, ``"raft"``, ``"coord"``): a host maps each name to
-one bound endpoint, so several ports configured as 0 never collide.
+Ports are named (``"gossip"``, ``"raft"``, ``"coord"``, and ``"app"`` for the
+request server or a routing client, :data:`clusterfunk.routing.api.APP`): a host
+maps each name to one bound endpoint, so several ports configured as 0 never
+collide.
 
 Rules every host keeps:
 
