@@ -19,14 +19,18 @@ Rules of the contract:
    (``Cluster.serves(shard)`` true at the call); it raises :class:`ServiceError`
    for an application-level failure (outcome ``error``), never for routing.
 3. ``release`` is called when the node stops serving shards, *before* it acks the
-   proposal that takes them away; it returns the state to hand over, one blob per
-   shard (a shard missing from the result has no state). ``acquire`` is called
-   when the node starts serving shards at a commit, with the state handed over by
-   the previous owners (a shard with no state received -- new, or its owner
-   crashed -- is absent).
+   proposal that takes them away (also when its lease runs out or it stops); it
+   returns the state to hand over, one blob per shard (a shard missing from the
+   result has no state). ``acquire`` is called when the node starts serving
+   shards at a commit, with the state handed over by the previous owners (a
+   shard with no state received -- new, or its owner crashed, or its handoff did
+   not arrive within the bound -- is absent).
 4. Every answer to a request carries one :class:`Outcome`; a client request ends
    ``ok``, or with a clear error (``RequestFailed``) once its deadline passed --
    never silently.
+5. Delivery is at-least-once: a client retries with the same request id, and
+   servers do not deduplicate, so ``handle`` may see one request more than once
+   (docs/routing.md).
 """
 
 from __future__ import annotations
