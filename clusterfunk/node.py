@@ -22,10 +22,19 @@ one-voter Raft cluster (on an empty store only); with seeds it joins through the
 and waits for the leader to add it. Ports set to 0 are bound to free ports
 before anything else starts (no probing, no race).
 ``member=False`` makes a gossip-only client (role ``nonmember``): it can look up
-endpoints but holds no shards.
+endpoints but holds no shards; it fetches the committed map from a member's
+request server (found through the gossip tag ``ep.clusterfunk.requests``), so
+``shard_map()``/``owner()``/``nodes()`` work on it too.
+
+Requests (docs/routing.md): ``service=`` (a
+:class:`~clusterfunk.routing.api.ShardService`) makes a member run the request
+server on ``app_port`` (default 8600): it serves the shards this node owns,
+answers ``moved`` (or forwards, ``forward=ForwardMode.FORWARD``) for the others,
+queues requests for shards in handoff, and hands shard state over on release.
+Clients: :func:`clusterfunk.routing.trio_client.open_client`.
 
 Security (docs/operations.md): ``tls=load_tls_dir(dir, node_id)`` runs mutual TLS
-on the Raft and coordination ports, and then every Raft or coordination message
+on the Raft, coordination and request (``app``) ports, and then every Raft or coordination message
 is accepted only from the node its certificate names (and Raft only from servers
 of the configuration); ``keyring=`` seals every gossip packet (the gossip port
 stays reachable by gossip-only clients that hold the key).
@@ -324,7 +333,8 @@ class Cluster:
         return self.sm.created
 
     def shard_map(self) -> ShardMap | None:
-        """The committed shard map this node has applied (never a mere proposal)."""
+        """The committed shard map this node has applied (never a mere proposal); on a
+        nonmember, the committed map it fetched from a member (None until then)."""
         rec = self.coord.committed if self.coord is not None else None
         if rec is None:
             mc = self.node.map_client if self.node is not None else None
