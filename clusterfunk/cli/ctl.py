@@ -20,6 +20,7 @@ import json
 import os
 import ssl
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,52 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: command -> the rest of its --help description (after the one-line summary)
+DETAILS: dict[str, str] = {
+    "status": "Fields: node, state, role, leader, term, commit_index, applied_index, "
+    "map_index (Raft index of the committed shard map), created (cluster creation time), "
+    "uptime, version, nodes (the committed map's nodes); join_error while the node "
+    "cannot join.",
+    "nodes": "One row per node of the committed map: node, worker id, shards, weight and "
+    "share of the total weight. --json: a list of {node, worker_id, shards, weight, share}.",
+    "members": "Every member this node's gossip knows, dead and left ones included: "
+    "address, status (alive, suspect, dead, left), incarnation, Vivaldi RTT estimate "
+    "from this node, and its tags.",
+    "endpoints": "The ep.NAME tags of live (alive or suspect) members: every node "
+    "publishes raft, serf, clusterfunk.coord and clusterfunk.management (its management "
+    "API); applications add their own.",
+    "shards": "The committed map: shard count, total weight, map index, and per node its "
+    "shard count, weight and share.",
+    "raft": "This node's Raft view: role, term, leader, commit and applied index, the "
+    "voters and non-voters with their Raft addresses; on the leader the match and next "
+    "index and replication state of each follower.",
+    "diag": "Compares this node's gossip view, Raft configuration and committed map; lists "
+    "each difference as a problem (Raft members not alive, live members not in Raft, "
+    "quarantined or unresponsive nodes, ...) and the last reshard with why. Exit status 0 "
+    "even with problems: read 'ok' in --json.",
+    "step-down": "The leader transfers leadership to the most up-to-date voter and answers "
+    "with the new leader; the new leader recommits the shard map. Any node will do: the "
+    "write is forwarded to the leader. Needs the token or a client certificate.",
+    "remove": "For a dead or killed node: the leader removes ID from the Raft "
+    "configuration and the shard map at once, and keeps it out while gossip still "
+    "reports it alive. The leader itself cannot be removed (step-down first). Any node "
+    "will do: the write is forwarded to the leader. Needs the token or a client "
+    "certificate.",
+    "voters": "The leader promotes caught-up non-voters or demotes voters, one at a time, "
+    "until N members vote (or all, if fewer). The target is stored in the Raft log, so "
+    "every later leader keeps it (it overrides cluster-node --voters). Any node will do: "
+    "the write is forwarded to the leader. Needs the token or a client certificate.",
+}
+
+EXAMPLES = """examples:
+  clusterfunk ctl --node 10.0.0.5:8500 status
+  clusterfunk ctl nodes --json                 # node from $CLUSTERFUNK_NODE
+  clusterfunk ctl endpoints --name clusterfunk.management
+  CLUSTERFUNK_TOKEN=... clusterfunk ctl remove c
+  clusterfunk ctl --tls-dir certs/ voters 5    # mutual TLS instead of a token
+"""
+
+
 def add_parser(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     # defaults are SUPPRESS here so that an option given before the command is not
@@ -83,17 +130,19 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "ctl", parents=[common],
         help="inspect and operate a running cluster (management API client)",
-        description="Inspect and operate a running cluster through one node's management "
+        description=textwrap.fill(
+            "Inspect and operate a running cluster through one node's management "
         f"API. The node is --node, else ${ENV_NODE}, else one found by --discover "
         f"(mDNS), else {DEFAULT_NODE}. Writes "
         f"(step-down, remove, voters) need the token (--token or ${ENV_TOKEN}) or a TLS "
         "client certificate, and are forwarded to the leader by the node. Exit status: 0 "
-        "done, 1 the node answered with an error, 2 usage error or no node answers.",
+        "done, 1 the node answered with an error, 2 usage error or no node answers.", 79),
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
     for name, (doc, _method, _path) in COMMANDS.items():
-        sp = sub.add_parser(name, parents=[common], help=doc, description=doc[0].upper() + doc[1:]
-                            + ".")
+        sp = sub.add_parser(name, parents=[common], help=doc,
+                            description=doc[0].upper() + doc[1:] + ". " + DETAILS[name])
         if name == "endpoints":
             sp.add_argument("--name", help="only endpoints with this name (e.g. web)")
         elif name == "remove":

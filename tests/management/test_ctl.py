@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from clusterfunk.cli import main
-from clusterfunk.cli.ctl import COMMANDS
+from clusterfunk.cli.ctl import COMMANDS, DETAILS
 from clusterfunk.management.api import ManagementError
 from tests.management.conftest import TOKEN
 
@@ -140,6 +140,29 @@ def test_help_lists_every_command_and_each_has_its_own(capsys):
     with pytest.raises(SystemExit) as e:
         main(["ctl", "voters", "many"])
     assert e.value.code == 2
+
+
+def test_each_command_help_says_what_it_shows_or_does(capsys):
+    """--help of every command has its details; writes say they need the token and are
+    forwarded; the top-level help has examples and the exit statuses."""
+    main_help = _help(capsys, [])
+    assert "examples:" in main_help and "Exit status: 0" in " ".join(main_help.split())
+    for name in COMMANDS:
+        text = " ".join(_help(capsys, [name]).split())
+        assert DETAILS[name] in text, name
+    for name in ("step-down", "remove", "voters"):
+        text = " ".join(_help(capsys, [name]).split())
+        assert "forwarded to the leader" in text and "token" in text
+    assert "stored in the Raft log" in " ".join(_help(capsys, ["voters"]).split())
+    assert "--name NAME" in _help(capsys, ["endpoints"])
+
+
+def _help(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["ctl", *argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
 
 
 async def test_tls_dir_talks_https_with_a_client_certificate(capsys, fake, tmp_path):

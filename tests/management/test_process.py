@@ -206,6 +206,33 @@ def test_writes_need_the_token_on_real_nodes(cluster):
 
 
 @pytest.mark.slow
+def test_endpoints_shards_raft_and_diag_on_real_nodes(cluster):
+    """Every node publishes its management API as the endpoint clusterfunk.management
+    (tag ep.clusterfunk.management) and its coordination port apart, as
+    clusterfunk.coord; ctl shards, raft and diag agree with the cluster."""
+    mgmt = {n.id: n.management for n in cluster}
+    eps = ctl_json(cluster[0].management, "endpoints", "--name", "clusterfunk.management")
+    assert {e["node"]: e["address"] for e in eps} == mgmt
+    coord = ctl_json(cluster[1].management, "endpoints", "--name", "clusterfunk.coord")
+    assert sorted(e["node"] for e in coord) == ["a", "b", "c"]
+    assert not {e["address"] for e in coord} & set(mgmt.values())
+    sh = ctl_json(cluster[2].management, "shards")
+    assert sh["shards"] == SHARDS and sh["total_weight"] == SHARDS
+    assert sorted(x["shards"] for x in sh["nodes"]) == [33, 33, 34]
+    raft = ctl_json(cluster[0].management, "raft")
+    assert sorted(raft["voters"]) == ["a", "b", "c"] and raft["nonvoters"] == {}
+    leader = raft["leader"]
+    progress = ctl_json(mgmt[leader], "raft")["progress"]
+    assert sorted(p["node"] for p in progress) == sorted({"a", "b", "c"} - {leader})
+    for n in cluster:
+        d = ctl_json(n.management, "diag")
+        assert d["ok"], d["problems"]
+        assert d["last_reshard"]["nodes"] == ["a", "b", "c"]
+    code, out, _err = ctl(cluster[0].management, "diag")
+    assert code == 0 and "node a: consistent" in out and "last reshard: map index" in out
+
+
+@pytest.mark.slow
 def test_step_down_and_remove_through_a_follower(cluster):
     """Runs last: it kills a node of the module's cluster."""
     nodes = cluster
