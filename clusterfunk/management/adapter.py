@@ -11,7 +11,8 @@ unresponsive, stats, counters(), last_reshard). Writes call
 ``Cluster.set_voters(n)``; a ``Cluster`` without one of them answers ``501``. Traffic
 counters come from ``Cluster.driver_stats()`` (protocol ->
 :class:`~clusterfunk.runtime.driver.DriverStats`) and ``Cluster.transport_stats()``
-(port -> :class:`~clusterfunk.runtime.net.TransportStats`) when it has them.
+(port -> :class:`~clusterfunk.runtime.net.TransportStats`) and request counters from
+``Cluster.request_stats()`` when it has them.
 """
 
 from __future__ import annotations
@@ -274,6 +275,9 @@ class ClusterManaged:
         if callable(transport_stats):
             out["transport"] = {port: attrs.asdict(st) for port, st in
                                 sorted(transport_stats().items())}
+        requests = self.request_stats()
+        if requests:
+            out["requests"] = dict(sorted(requests.items()))
         return out
 
     # -- console reads (management/console.py) ---------------------------------------

@@ -149,6 +149,8 @@ class CountersView(TypedDict):
     raft_dropped: NotRequired[dict[str, int]]  # Raft core: messages dropped, by reason
     #: transport counters by port (gossip, raft, coord): counter name -> value
     transport: NotRequired[dict[str, dict[str, int]]]
+    #: the request server's counters (routing; only on a node that serves requests)
+    requests: NotRequired[dict[str, int]]
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from clusterfunk.management.api import ManagedNode
+from clusterfunk.routing.api import Outcome
 
 STATES = ("invalid", "starting", "joining", "operational", "voting", "resharding", "stopping")
 ROLES = ("unknown", "follower", "leader", "nonvoter", "nonmember")
@@ -237,6 +238,22 @@ class NodeCollector(Collector):
             for proto in sorted(traffic):
                 fam.add_metric([proto], int(traffic[proto].get(key, 0)))  # type: ignore[call-overload]
             yield fam
+
+        requests = c.get("requests")
+        if requests:
+            answers = CounterMetricFamily("clusterfunk_requests",
+                                          "requests this node answered, by outcome",
+                                          labels=["outcome"])
+            for outcome in Outcome:
+                answers.add_metric([outcome.value], requests.get(outcome.value, 0))
+            yield answers
+            events = CounterMetricFamily("clusterfunk_request_server_events",
+                                         "request server counters other than answers "
+                                         "(queued, forwarded, handoffs, dropped input)",
+                                         labels=["event"])
+            for name in sorted(set(requests) - {o.value for o in Outcome}):
+                events.add_metric([name], requests[name])
+            yield events
 
         transport = c.get("transport")
         if transport:

@@ -110,6 +110,8 @@ class FakeNode:
             raft_dropped={"stale term": 8, "unknown server": 1},
             transport={"gossip": {"datagrams_received": 12, "bytes_sent": 640},
                        "raft": {"datagrams_received": 0, "bytes_sent": 900}},
+            requests={"ok": 20, "moved": 3, "busy": 1, "error": 0, "queued": 2,
+                      "handoff_timeouts": 1},
         )
 
     async def _write(self, name: str, arg: Any) -> None:

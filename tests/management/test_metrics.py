@@ -84,6 +84,12 @@ async def test_reshards_quarantines_raft_drops_and_transport_counters(server):
     assert _v(m, "clusterfunk_transport_datagrams_received_total", port="gossip") == 12
     assert _v(m, "clusterfunk_transport_datagrams_received_total", port="raft") == 0
     assert _v(m, "clusterfunk_transport_sent_bytes_total", port="raft") == 900
+    assert _v(m, "clusterfunk_requests_total", outcome="ok") == 20
+    assert _v(m, "clusterfunk_requests_total", outcome="moved") == 3
+    assert _v(m, "clusterfunk_requests_total", outcome="error") == 0
+    assert _v(m, "clusterfunk_request_server_events_total", event="queued") == 2
+    assert _v(m, "clusterfunk_request_server_events_total", event="handoff_timeouts") == 1
+    assert ("clusterfunk_request_server_events_total", (("event", "ok"),)) not in m
 
 
 async def test_values_are_read_at_scrape_time_and_requests_are_counted(server, fake):
