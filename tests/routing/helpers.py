@@ -102,8 +102,10 @@ def make(seed: int = 1, nodes: int = 4, shards: int = 60, *, clients: int = 1,
     hosts: list[HostClient] = []
 
     def client_factory(host: SimHost) -> HostClient:
-        c = HostClient(host, seeds, config=client_config,
-                       on_finished=lambda f, n=host.name: done.append((n, f)))
+        def finished(f: Finished, n: str = host.name) -> None:
+            done.append((n, f))
+
+        c = HostClient(host, seeds, config=client_config, on_finished=finished)
         hosts.append(c)
         return c
 

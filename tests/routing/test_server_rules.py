@@ -31,7 +31,7 @@ def record(index: int, nodes: list[str]) -> MapRecord:
 
 @attrs.define
 class FakeCoord:
-    committed: MapRecord | None = None
+    committed: MapRecord
     pending: MapRecord | None = None
     owned: set[int] = attrs.Factory(set)
     state: str = "operational"
@@ -208,10 +208,12 @@ def test_a_gain_waits_for_the_live_previous_owners_state_bounded():
     s0 = gained[0]
     srv.on_message(1.0, "cl:1", req(s0), True)  # waits in the queue meanwhile
     src = old.owner(s0)
+    assert src is not None
     from_src = [s for s in gained if old.owner(s) == src]
     srv.on_message(1.1, f"{src}:8600", Handoff(src, 9, {s0: b"[[0, 41]]"},
                                                 tuple(from_src[1:])), True)
     out = srv.drain()
+    assert out is not None
     msgs = [s.msg for s in out.sends]
     assert HandoffAck("c", 9, tuple(sorted(from_src))) in msgs
     assert [m.payload for m in msgs if isinstance(m, Reply)] == [b"42" if s0 == 0 else b"1"]
@@ -229,6 +231,7 @@ def test_state_for_a_shard_not_served_here_moves_on_and_late_state_is_dropped():
     coord.pending = record(11, ["b"])
     srv.on_message(0.0, "a:8600", Handoff("a", 10, {3: b"[[3, 5]]"}), True)
     out = srv.drain()
+    assert out is not None
     dests = {(s.dest, type(s.msg).__name__) for s in out.sends}
     assert ("a:8600", "HandoffAck") in dests and ("b:8600", "Handoff") in dests
     srv.on_message(0.1, "b:8600", HandoffAck("b", 11, (3,)), True)
