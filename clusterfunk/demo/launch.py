@@ -7,7 +7,8 @@ Trio program; each node's stdout (one JSON line per (state, role) change, see
 :meth:`LocalCluster.wait_operational` awaits an event instead of polling. Each node
 gets free loopback ports (gossip, Raft, coordination, requests) and an in-memory
 Raft log; node ``n1`` bootstraps, later nodes join through a live node's gossip
-port. Stderr goes to ``<workdir>/<id>.err``. Leaving the ``async with`` stops every
+port. Stderr goes to ``<workdir>/<id>.err`` (and, with ``trace``, the node's trace
+to ``<workdir>/<id>.jsonl``). Leaving the ``async with`` stops every
 node that still runs (SIGTERM: a graceful leave; SIGKILL after ``stop_grace``).
 """
 
@@ -75,15 +76,21 @@ class LocalCluster:
     """Demo nodes run by this process (see the module docstring)."""
 
     def __init__(self, nursery: trio.Nursery, workdir: Path, shards: int,
-                 extra: Sequence[str] = (), stop_grace: float = 10.0) -> None:
+                 extra: Sequence[str] = (), stop_grace: float = 10.0,
+                 trace: bool = False) -> None:
         self.nursery = nursery
         self.workdir = workdir
         self.shards = shards
         self.extra = list(extra)
+        self.trace = trace
         self.stop_grace = stop_grace
         self.nodes: dict[str, NodeProc] = {}
         self._changed = trio.Event()
         self._seq = 0
+
+    def trace_path(self, node_id: str) -> Path:
+        """Where node ``node_id`` writes its trace (with ``trace=True``)."""
+        return self.workdir / f"{node_id}.jsonl"
 
     def live(self) -> list[NodeProc]:
         return [n for n in self.nodes.values() if not n.exited]
@@ -97,7 +104,10 @@ class LocalCluster:
         node_id = node_id or self.next_id()
         ports = {name: free_port(HOST) for name in ("gossip", "raft", "coord", "app")}
         join = [n.gossip_address for n in self.live()][:3]
-        argv = node_argv(node_id, ports, join, self.shards, extra=self.extra)
+        extra = list(self.extra)
+        if self.trace:
+            extra += ["--trace", str(self.trace_path(node_id))]
+        argv = node_argv(node_id, ports, join, self.shards, extra=extra)
         with open(self.workdir / f"{node_id}.err", "ab") as err:
             proc = await trio.lowlevel.open_process(
                 argv, stdout=subprocess.PIPE, stderr=err,
@@ -193,15 +203,16 @@ class LocalCluster:
 @asynccontextmanager
 async def open_local_cluster(
     n: int, shards: int = 1000, workdir: str | Path | None = None,
-    extra: Sequence[str] = (), settle: float | None = 60.0,
+    extra: Sequence[str] = (), settle: float | None = 60.0, trace: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """Start ``n`` demo nodes (one after the other, ``n1`` first) and, unless
-    ``settle`` is None, wait until they all serve one map of all of them."""
+    ``settle`` is None, wait until they all serve one map of all of them. With
+    ``trace``, node ``X`` writes its JSON Lines trace to ``<workdir>/X.jsonl``."""
     with tempfile.TemporaryDirectory(prefix="clusterfunk-demo-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
-            lc = LocalCluster(nursery, root, shards, extra)
+            lc = LocalCluster(nursery, root, shards, extra, trace=trace)
             try:
                 first = await lc.start()
                 # the others join through n1: wait until it answers gossip
