@@ -14,7 +14,9 @@ routes and their JSON are listed in docs/operations.md. Rules:
 * Writes (``POST``) need authentication: the bearer token (``Authorization: Bearer
   TOKEN``, compared in constant time) or a verified client certificate. Anything
   else gets ``401``; a server started with neither a token nor client verification
-  refuses every write.
+  refuses every write. A write with an ``Origin`` header other than this server's
+  own (a browser posting from another site's page, e.g. one holding the client
+  certificate for the web console) gets ``403``.
 * A write that reaches a node that is not the Raft leader is **forwarded** to the
   leader's management endpoint (its gossip tag ``ep.clusterfunk.management``), with
   the caller's ``Authorization`` header -- only if that endpoint is on the host of
@@ -247,6 +249,12 @@ class ManagementApp:
             if method != "POST":
                 return _not_allowed(method, path, "POST", " (a write: use POST)")
             headers = self._headers(scope)
+            origin = headers.get("origin")
+            own = f"{self.scheme}://{headers.get('host', '')}"
+            if origin is not None and origin.lower() != own.lower():
+                # a browser sent it from another site's page (a form can carry a JSON
+                # body, and the browser presents its client certificate): refused
+                return _error(403, f"cross-origin write refused (Origin {origin})")
             if not self._authenticated(headers):
                 why = ("this node accepts no writes: it was started without a management "
                        "token or TLS client verification") if (

@@ -17,9 +17,11 @@ from clusterfunk.management import console
 from clusterfunk.management.adapter import ClusterManaged
 from clusterfunk.management.server import open_management_server
 from clusterfunk.sharding.shardmap import ShardMap
+from tests.management.conftest import TOKEN
 from tests.management.fake import FakeNode
 from tests.management.test_server import _tls
 
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
@@ -158,3 +160,24 @@ async def test_mutual_tls_refuses_the_console_without_a_client_certificate(fake)
             for path in ("/console", "/", "/v1/shard-owners", "/v1/requests"):
                 with pytest.raises(httpx.HTTPError):
                     await c.get(s.url + path, headers={"accept": BROWSER_ACCEPT})
+
+
+async def test_writes_posted_from_another_sites_page_are_refused(fake):
+    """A browser that holds the client certificate (to see the console) must not be a
+    way in for another site's page: a cross-origin write is refused before anything
+    else, certificate or token notwithstanding."""
+    server_ctx, client_ctx, _anon = _tls(trustme.CA())
+    async with open_management_server(fake, "127.0.0.1:0", token=TOKEN,
+                                      ssl_context=server_ctx) as s, \
+            httpx.AsyncClient(verify=client_ctx) as c:
+        for origin in ("https://evil.example", "null", s.url.replace("https", "http")):
+            r = await c.post(s.url + "/v1/voters", content=b'{"voters": 1}',
+                             headers={"origin": origin, "content-type": "text/plain", **AUTH})
+            assert r.status_code == 403, origin
+            assert "cross-origin" in r.json()["error"]
+        assert fake.calls == []
+        r = await c.post(s.url + "/v1/voters", json={"voters": 5}, headers={"origin": s.url})
+        assert r.status_code == 200  # the node's own page (it has no write controls today)
+        r = await c.post(s.url + "/v1/voters", json={"voters": 4})  # ctl: no Origin
+        assert r.status_code == 200
+    assert fake.calls == [("set_voters", 5), ("set_voters", 4)]
