@@ -41,8 +41,10 @@ Rules (one method each, named in its docstring):
 6. **Gain rule** (:meth:`ownership`): shards the coordinator starts serving are
    acquired by the service with the state parked here; a shard whose previous
    owner is in the new committed map (so it released it and handed its state
-   over before acking) and whose state is not here yet waits for the handoff,
-   at most ``handoff_wait``; then it is acquired without state (counted).
+   over before acking) and whose state of this map's version (the proposal
+   index) is not here yet waits for the handoff, at most ``handoff_wait``; then
+   it is acquired with what is here (an older parked version, or nothing;
+   counted).
 7. **Parked state rule** (:meth:`_send_parked`, :meth:`_on_handoff`): state this
    node holds for a shard it does not serve (a superseded proposal, a fence) is
    sent to the shard's owner in the latest map, re-sent every
@@ -321,7 +323,10 @@ class RequestServer:
         for s in sorted(gained):
             if s in self.active or s in self.waiting:
                 continue
-            if s not in self.parked and self._expect_handoff(s, index):
+            got = self.parked.get(s)
+            # state parked here from before this map (an old fence) is stale when a
+            # live previous owner is handing over a newer one: wait for that
+            if (got is None or got[0] < index) and self._expect_handoff(s, index):
                 self.waiting[s] = now + self.cfg.handoff_wait
             else:
                 ready.add(s)

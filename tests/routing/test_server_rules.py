@@ -267,3 +267,19 @@ def test_map_query_answers_the_committed_map_and_the_request_addresses():
     # datagrams are refused on the request port
     srv.on_message(0.0, "x:1", MapQuery(0), False)
     assert sends(srv) == [] and srv.stats["malformed"] == 1
+
+
+def test_stale_parked_state_waits_for_the_newer_handoff():
+    """c parked state for a shard long ago (version 2); b served it since and now hands
+    it back at map 9: c waits for b's newer state instead of serving the stale one."""
+    srv, coord, svc = server(name="c", nodes=("a", "b"))
+    s = next(x for x in ShardMap.decode(record(9, ["a", "b", "c"]).blob).shards_of("c")
+             if ShardMap.decode(coord.committed.blob).owner(x) == "b")
+    srv.parked[s] = (2, b"[[0, 1]]")  # an old fence left it here, never acknowledged
+    coord.committed = record(9, ["a", "b", "c"])
+    srv.note_map(coord.committed)
+    coord.owned = {s}
+    srv.ownership(1.0, frozenset({s}), 9)
+    assert svc.acquired == [] and s in srv.waiting
+    srv.on_message(1.1, "b:8600", Handoff("b", 9, {s: b"[[0, 7]]"}), True)
+    assert svc.acquired == [(frozenset({s}), {s: b"[[0, 7]]"})]
