@@ -1,12 +1,21 @@
 """The nemesis: random faults drawn from the seed at documented rates.
 
-One fault at a time, all of them over by the end of the fault window (by
-default the run's last quarter, at most 90 s, is quiet so that workloads can
-check recovery; ``--nemesis-until`` moves it). After a warm-up, the nemesis waits an exponentially
-distributed gap (mean ``mean_gap`` seconds), starts one fault of a kind chosen
-uniformly from the enabled kinds, keeps it for a duration drawn uniformly from
-``[min_duration, max_duration]``, ends it, and repeats. Every draw comes from the
-simulation's ``"<seed>/nemesis"`` stream, so the same seed gives the same faults.
+One fault at a time (unless ``--nemesis-overlap N``), all of them over by the end of
+the fault window (by default the run's last quarter, at most 90 s, is quiet so that
+workloads can check recovery; ``--nemesis-until`` moves it). After a warm-up, the
+nemesis waits an exponentially distributed gap (mean ``mean_gap`` seconds), starts
+one fault of a kind chosen uniformly from the enabled kinds, keeps it for a duration
+drawn uniformly from ``[min_duration, max_duration]``, ends it, and repeats. Every
+draw comes from the simulation's ``"<seed>/nemesis"`` stream, so the same seed gives
+the same faults.
+
+With ``overlap`` N > 1 (``--nemesis-overlap N``) N such chains run at once, so up to
+N faults overlap (a partition during a crash, a slow node while the leader pauses).
+Two running faults never share what they change: one partition at a time, one change
+of the default link (loss, duplicate, reorder) at a time, one fault per target; a
+fault whose kind finds that taken (or no free target) is skipped and its chain waits
+for the next gap. With N = 1 the draws and the faults are exactly those of the
+single chain.
 
 Kinds and what they do (defaults in :class:`NemesisConfig`):
 
@@ -41,8 +50,26 @@ Kinds and what they do (defaults in :class:`NemesisConfig`):
     the error). Only while a majority of the targets that hold a Raft store can
     still start; otherwise (or with nothing synced yet) it is a ``torn_write``.
 
-  ``disk`` is kept out of ``all`` so that the traces of existing ``--nemesis
-  all`` runs (the README's main job) do not change.
+* ``slow`` (not in ``all``): every link to and from one random live target gets a
+  one-way latency drawn from U(20 ms, 400 ms) and a mean exponential jitter of half
+  of that (the rest of the default link as it is at the start): a node behind a
+  congested or degraded network path, or a stalling TCP connection, that lags
+  behind the others. Stream frames stay in order, so a late frame holds back
+  those behind it. Traced as ``sim.link`` with ``target``; at the end the target's
+  links follow the default link again (traced the same way).
+* ``bounce`` (not in ``all``): crash one random live target and restart it after
+  U(20 ms, 1 s) -- shorter than an election timeout: a process supervisor
+  restarting a crashed process. The crash keeps what the disk synced plus a random
+  prefix of the rest, as ``crash`` does. Traced as ``sim.crash`` / ``sim.restart``.
+
+With ``focus`` P > 0 (``--nemesis-focus P``), a fault on one target (crash, pause,
+skew, slow, bounce) hits the workload's primary -- the Raft leader -- with
+probability P when there is one and it is free (as Jepsen's nemeses that target the
+primary: the leader does the most work and is the node whose failure matters most).
+
+``disk``, ``slow`` and ``bounce`` are kept out of ``all`` so that the traces of
+existing ``--nemesis all`` runs (the README's main job) do not change. ``harsh`` is
+``all`` plus ``slow`` and ``bounce``.
 """
 
 from __future__ import annotations
@@ -59,7 +86,13 @@ from clusterfunk.sim.simulation import Simulation
 
 KINDS = ("partition", "crash", "pause", "loss", "duplicate", "reorder", "skew")
 #: kinds that ``all`` does not include (see the module docstring)
-EXTRA_KINDS = ("disk",)
+EXTRA_KINDS = ("disk", "slow", "bounce")
+#: ``harsh``: every kind but ``disk`` (use with ``--nemesis-overlap``)
+HARSH = (*KINDS, "slow", "bounce")
+#: ``slow``: the target's one-way latency is drawn from this range (seconds)
+SLOW_LATENCY = (0.02, 0.4)
+#: ``bounce``: the target is down for a time drawn from this range (seconds)
+BOUNCE_DOWN = (0.02, 1.0)
 DISK_FAULTS = ("fsync_error", "torn_write", "corrupt")
 
 
@@ -70,6 +103,11 @@ class NemesisConfig:
     mean_gap: float = 10.0
     min_duration: float = 3.0
     max_duration: float = 12.0
+    #: at most this many faults at once (``--nemesis-overlap``)
+    overlap: int = 1
+    #: chance that a fault on one target hits the workload's primary (the Raft
+    #: leader) when it has one (``--nemesis-focus``)
+    focus: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS + EXTRA_KINDS]
@@ -80,6 +118,10 @@ class NemesisConfig:
             )
         if not (0 <= self.min_duration <= self.max_duration) or self.mean_gap <= 0:
             raise ValueError("nemesis durations must satisfy 0 <= min <= max and mean_gap > 0")
+        if self.overlap < 1:
+            raise ValueError("the nemesis overlap must be at least 1")
+        if not 0.0 <= self.focus <= 1.0:
+            raise ValueError("the nemesis focus must be a probability in [0, 1]")
 
 
 @attrs.define
@@ -87,8 +129,9 @@ class Fault:
     """One fault the nemesis started, in full (:attr:`Nemesis.schedule`): from ``at``
     to ``until`` (true seconds); ``target`` (crash, pause, skew), ``groups``
     (partition), ``link`` (the changed :class:`LinkConfig` fields of loss, duplicate,
-    reorder), ``offset`` / ``drift`` (skew: the clock set at ``at``), ``disk`` (disk:
-    the fault done)."""
+    reorder; ``latency`` and ``jitter`` of slow), ``offset`` / ``drift`` (skew: the
+    clock set at ``at``), ``disk`` (disk: the fault done). A ``bounce`` is a crash
+    from ``at`` to ``until``."""
 
     at: float
     until: float
@@ -103,22 +146,26 @@ class Fault:
 
 def parse_kinds(text: str) -> tuple[str, ...]:
     """``"partition,crash"`` -> ``("partition", "crash")``; ``"all"`` -> every kind
-    but ``disk``; ``"all,disk"`` -> every kind."""
+    but ``disk``, ``slow`` and ``bounce``; ``"harsh"`` -> every kind but ``disk``;
+    ``"all,disk"`` -> ``all`` plus disk faults."""
     text = text.strip()
     if text in ("all", "*"):
         return KINDS
     kinds: tuple[str, ...] = ()
     for k in (k.strip() for k in text.split(",") if k.strip()):
-        kinds += KINDS if k in ("all", "*") else (k,)
+        kinds += KINDS if k in ("all", "*") else HARSH if k == "harsh" else (k,)
     NemesisConfig(kinds=kinds)  # validates
     return kinds
 
 
 class Nemesis:
-    def __init__(self, sim: Simulation, targets: list[str], config: NemesisConfig) -> None:
+    def __init__(self, sim: Simulation, targets: list[str], config: NemesisConfig,
+                 primary: Callable[[], str | None] | None = None) -> None:
         self.sim = sim
         self.targets = list(targets)
         self.config = config
+        #: the workload's primary node now (the Raft leader), for ``focus``
+        self.primary = primary
         self.rng = sim.rng("nemesis")
         self.faults: list[tuple[float, str, str]] = []
         #: the same faults in full, replayable as scenario events (clusterfunk shrink)
@@ -126,13 +173,17 @@ class Nemesis:
         #: (time, node, error) of nodes whose store refused to start (disk corrupt)
         self.refused: list[tuple[float, str, str]] = []
         self._until = float("inf")
+        #: what running faults hold (overlap > 1): "net" (a partition), "link" (the
+        #: default link), target names
+        self._busy: set[str] = set()
 
     def start(self, until: float = float("inf")) -> None:
         """Schedule faults; every fault has ended by ``until`` (a quiet tail after it
         lets workloads check that the system recovers)."""
         self._until = until
         if self.config.kinds and self.targets:
-            self.sim.at(self.config.warmup, self._next)
+            for _ in range(self.config.overlap):  # independent chains of faults
+                self.sim.at(self.config.warmup, self._next)
 
     def _next(self) -> None:
         gap = self.rng.expovariate(1.0 / self.config.mean_gap)
@@ -146,26 +197,42 @@ class Nemesis:
         rng = self.rng
         kind = rng.choice(cfg.kinds)
         duration = min(rng.uniform(cfg.min_duration, cfg.max_duration), self._until - sim.now)
-        live = [n for n in self.targets if sim.alive(n)]
+        busy = self._busy
+        live = [n for n in self.targets if sim.alive(n) and n not in busy]
+        if kind == "bounce":  # a crash-restart (a supervisor restarting the process)
+            duration = min(rng.uniform(*BOUNCE_DOWN), duration)
         end = None
         detail = ""
+        held = ""
         fault = Fault(sim.now, sim.now + duration, kind)
-        if kind == "partition" and len(self.targets) >= 2:
+        if (kind == "partition" and "net" in busy) or (
+                kind in ("loss", "duplicate", "reorder") and "link" in busy):
+            pass  # the resource is in use by another running fault: try again later
+        elif kind == "partition" and len(self.targets) >= 2:
             order = list(self.targets)
             rng.shuffle(order)
             cut = rng.randrange(1, len(order))
             sim.partition([sorted(order[:cut]), sorted(order[cut:])])
             fault.groups = [sorted(order[:cut]), sorted(order[cut:])]
             end = sim.heal
-        elif kind in ("crash", "pause", "skew") and live:
+            held = "net"
+        elif kind in ("crash", "pause", "skew", "bounce", "slow") and live:
             target = rng.choice(live)
-            detail = fault.target = target
-            if kind == "crash":
+            if cfg.focus and rng.random() < cfg.focus and self.primary is not None:
+                primary = self.primary()
+                if primary in live:
+                    target = primary
+            detail = held = fault.target = target
+            if kind in ("crash", "bounce"):
                 sim.crash(target)
                 end = lambda: sim.restart(target)  # noqa: E731
             elif kind == "pause":
                 sim.pause(target)
                 end = lambda: sim.resume(target)  # noqa: E731
+            elif kind == "slow":
+                latency = rng.uniform(*SLOW_LATENCY)
+                fault.link = {"latency": latency, "jitter": latency / 2}
+                end = start_slow(sim, target, latency, latency / 2)
             else:
                 clock = sim.hosts[target].clock
                 sim.set_skew(target, clock.offset + rng.uniform(0.0, 1.0), rng.uniform(-0.02, 0.02))
@@ -178,7 +245,7 @@ class Nemesis:
 
         elif kind == "disk" and live:
             target = rng.choice(live)
-            detail = fault.target = target
+            detail = held = fault.target = target
             fault.disk, end = start_disk_fault(
                 sim, target, rng.choice(DISK_FAULTS), rng=rng, targets=self.targets,
                 refused=self.refused)
@@ -199,13 +266,17 @@ class Nemesis:
                 if getattr(new, k) != getattr(old, k)
             }
             end = lambda: sim.set_default_link(old)  # noqa: E731
+            held = "link"
         if end is None:  # nothing to do (no live target): try again later
             self._next()
             return
         self.faults.append((round(sim.now, 6), kind, detail))
         self.schedule.append(fault)
+        if held:
+            busy.add(held)
 
         def finish() -> None:
+            busy.discard(held)
             end()
             self._next()
 
@@ -269,6 +340,40 @@ def start_disk_fault(
         sim.restart(target)
 
     return what, start_if_it_recovers
+
+
+def start_slow(sim: Simulation, target: str, latency: float,
+               jitter: float) -> Callable[[], None]:
+    """Make every link to and from ``target`` slow: the default link with this one-way
+    ``latency`` and mean exponential ``jitter`` (seconds; stream frames stay in order,
+    so a late frame holds back those behind it). Traced as ``sim.link`` with ``target``.
+    Returns what ends it (the links of ``target`` follow the default link again).
+
+    Shared by the nemesis (kind ``slow``) and scenario files (``action = "slow"``)."""
+    slow = attrs.evolve(sim.link, latency=latency, jitter=jitter)
+    pairs = [(a, b) for other in sim.names if other != target
+             for a, b in ((target, other), (other, target))]
+    before = {pair: sim.links.get(pair) for pair in pairs}
+    for a, b in pairs:
+        sim.set_link(a, b, slow)
+    _trace_links(sim, target, slow)
+
+    def end() -> None:
+        for pair, cfg in before.items():
+            if cfg is None:
+                sim.links.pop(pair, None)
+            else:
+                sim.links[pair] = cfg
+        _trace_links(sim, target, sim.link)
+
+    return end
+
+
+def _trace_links(sim: Simulation, target: str, cfg: LinkConfig) -> None:
+    sim.tracer.emit("sim", "sim.link", {
+        "target": target, "latency": cfg.latency, "jitter": cfg.jitter, "loss": cfg.loss,
+        "duplicate": cfg.duplicate, "reorder": cfg.reorder, "stream_reset": cfg.stream_reset,
+    })
 
 
 def _raft_key(key: object) -> bool:

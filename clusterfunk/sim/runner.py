@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "stream_reset": None,
     "nemesis": "",
     "nemesis_until": None,
+    "nemesis_overlap": 1,
+    "nemesis_focus": 0.0,
+    "nemesis_gap": 10.0,
     "crash": [],
     "restart": [],
     "pause": [],
@@ -79,7 +82,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help=f"random faults: comma list of {','.join(KINDS + EXTRA_KINDS)}; 'all' is every "
         f"kind but {','.join(EXTRA_KINDS)} ('all,disk' adds disk faults: fsync errors, torn "
-        "writes, corrupt records)",
+        "writes, corrupt records); 'harsh' is 'all' plus slow (one node's links get "
+        "20-400 ms latency) and bounce (a crash-restart within 1 s)",
+    )
+    p.add_argument(
+        "--nemesis-overlap",
+        type=int,
+        metavar="N",
+        help="up to N nemesis faults at once (N independent chains of faults; never two "
+        "partitions, two default-link changes or two faults on one node; default 1)",
+    )
+    p.add_argument(
+        "--nemesis-gap",
+        type=float,
+        metavar="S",
+        help="mean quiet time in s before each nemesis fault, exponential (default 10)",
+    )
+    p.add_argument(
+        "--nemesis-focus",
+        type=float,
+        metavar="P",
+        help="chance that a fault on one node (crash, pause, skew, slow, bounce) hits the "
+        "workload's primary, the Raft leader, when there is one (raft; default 0)",
     )
     p.add_argument(
         "--nemesis-until",
@@ -158,6 +182,10 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
     for k in ("loss", "duplicate", "reorder", "stream_reset"):
         if not 0 <= getattr(ns, k) <= 1:
             raise UsageError(f"--{k} must be a probability between 0 and 1")
+    if ns.nemesis_overlap < 1:
+        raise UsageError("--nemesis-overlap must be at least 1")
+    if not 0 <= ns.nemesis_focus <= 1:
+        raise UsageError("--nemesis-focus must be a probability between 0 and 1")
     if ns.latency < 0 or ns.jitter < 0:
         raise UsageError("--latency and --jitter must be >= 0")
     try:
@@ -195,7 +223,10 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
     nemesis = None
     if opts.nemesis:
         nemesis = Nemesis(
-            sim, workload.fault_targets(sim), NemesisConfig(kinds=parse_kinds(opts.nemesis))
+            sim, workload.fault_targets(sim),
+            NemesisConfig(kinds=parse_kinds(opts.nemesis), overlap=opts.nemesis_overlap,
+                          focus=opts.nemesis_focus, mean_gap=opts.nemesis_gap),
+            primary=getattr(workload, "primary", None),
         )
         until = opts.nemesis_until
         if until is None:

@@ -46,6 +46,15 @@
     kind = "torn_write"     # fsync_error torn_write corrupt
     until = 80.0            # when it ends (the node restarts if it stopped and its
                             # store recovers); without it the fault never ends
+
+    [[events]]
+    at = 90.0
+    action = "slow"         # every link to and from the target, as --nemesis slow
+    target = "n2"
+    latency = 0.15          # one-way latency of those links, seconds
+    jitter = 0.075          # mean exponential extra delay, seconds (default 0)
+    until = 95.0            # when its links follow the default link again (default:
+                            # never)
 """
 
 from __future__ import annotations
@@ -56,11 +65,11 @@ from typing import Any
 
 import attrs
 
-from clusterfunk.sim.nemesis import DISK_FAULTS, start_disk_fault
+from clusterfunk.sim.nemesis import DISK_FAULTS, start_disk_fault, start_slow
 from clusterfunk.sim.simulation import Simulation
 
 ACTIONS = ("partition", "oneway", "heal", "crash", "restart", "pause", "resume", "skew", "link",
-           "disk")
+           "disk", "slow")
 
 
 class ScenarioError(ValueError):
@@ -153,6 +162,16 @@ def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
                                         f"{', '.join(DISK_FAULTS)}")
                 until = float(a["until"]) if "until" in a else None
                 sim.at(ev.at, _disk, sim, target, kind, until, disk_rng, refused)
+            elif ev.action == "slow":
+                target = a["target"]
+                _check_names(sim, [target])
+                latency = float(a["latency"])
+                jitter = float(a.get("jitter", 0.0))
+                if latency < 0 or jitter < 0:
+                    raise ScenarioError(f"event #{i + 1} (slow): latency and jitter must be "
+                                        ">= 0")
+                until = float(a["until"]) if "until" in a else None
+                sim.at(ev.at, _slow, sim, target, latency, jitter, until)
         except KeyError as exc:
             raise ScenarioError(f"event #{i + 1} ({ev.action}) needs {exc.args[0]!r}") from None
 
@@ -161,6 +180,13 @@ def _disk(sim: Simulation, target: str, kind: str, until: float | None, rng: ran
           refused: list[tuple[float, str, str]]) -> None:
     _done, end = start_disk_fault(sim, target, kind, rng=rng, targets=sim.names,
                                   refused=refused)
+    if until is not None:
+        sim.at(max(until, sim.now), end)
+
+
+def _slow(sim: Simulation, target: str, latency: float, jitter: float,
+          until: float | None) -> None:
+    end = start_slow(sim, target, latency, jitter)
     if until is not None:
         sim.at(max(until, sim.now), end)
 

@@ -38,8 +38,8 @@ from clusterfunk.sweep import sweep as sweep_mod
 
 #: simulate options that never go into a shrunk scenario
 _NOT_OPTIONS = frozenset({
-    "nemesis", "nemesis_until", "trace", "trace_net", "json", "progress", "scenario",
-    "list_mutants", "func", "command",
+    "nemesis", "nemesis_until", "nemesis_overlap", "nemesis_focus", "nemesis_gap", "trace",
+    "trace_net", "json", "progress", "scenario", "list_mutants", "func", "command",
 })
 MIN_NODES = 3
 MIN_FAULT = 0.2  # seconds: faults are not shortened below this
@@ -76,9 +76,10 @@ def fault_events(f: Fault, base: LinkConfig) -> list[dict[str, Any]]:
     if f.kind == "partition":
         return [{"at": f.at, "action": "partition", "groups": [list(g) for g in f.groups]},
                 {"at": f.until, "action": "heal"}]
-    if f.kind in ("crash", "pause"):
-        undo = "restart" if f.kind == "crash" else "resume"
-        return [{"at": f.at, "action": f.kind, "target": f.target},
+    if f.kind in ("crash", "pause", "bounce"):
+        undo = "resume" if f.kind == "pause" else "restart"
+        act = "pause" if f.kind == "pause" else "crash"
+        return [{"at": f.at, "action": act, "target": f.target},
                 {"at": f.until, "action": undo, "target": f.target}]
     if f.kind == "skew":
         # the nemesis stops the drift without stepping the clock (SimClock.now, then
@@ -92,11 +93,16 @@ def fault_events(f: Fault, base: LinkConfig) -> list[dict[str, Any]]:
         restore = {k: getattr(base, k) for k in f.link}
         return [{"at": f.at, "action": "link", **_link_args(f.link)},
                 {"at": f.until, "action": "link", **_link_args(restore)}]
+    if f.kind == "slow":
+        return [{"at": f.at, "action": "slow", "target": f.target,
+                 "latency": f.link["latency"], "jitter": f.link["jitter"],
+                 "until": f.until}]
     if f.kind == "disk":
         return [{"at": f.at, "action": "disk", "target": f.target, "kind": f.disk,
                  "until": f.until}]
     raise ValueError(f"a {f.kind!r} fault has no scenario action: shrink runs with --nemesis "
-                     f"kinds among partition,crash,pause,loss,duplicate,reorder,skew,disk")
+                     "kinds among partition,crash,pause,loss,duplicate,reorder,skew,disk,slow,"
+                     "bounce")
 
 
 def describe(f: Fault) -> str:

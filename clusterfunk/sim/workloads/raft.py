@@ -122,6 +122,7 @@ class SimClient:
         self.seq = 0
         self.op: dict[str, Any] | None = None
         self.attempt = 0  # bumped on every send: late replies to old attempts are ignored
+        self.first_attempt = 1  # the attempt that started the current operation
         self.ok = self.failed = self.unknown = 0
 
     # -- operation lifecycle -------------------------------------------------------
@@ -163,6 +164,7 @@ class SimClient:
         }
         self.sim.tracer.emit(self.name, "kv.call", fields)
         self.sim.after(wl.op_timeout, self._deadline, self.seq)
+        self.first_attempt = self.attempt + 1
         self._send()
 
     def _guess(self, key: str) -> str | None:
@@ -196,6 +198,8 @@ class SimClient:
 
     def _target(self) -> str:
         names = self.wl.names
+        if self.wl.client_routing == "any" and self.attempt == self.first_attempt:
+            return names[self.rng.randrange(len(names))]  # a new operation: any node
         if self.leader in names:
             return self.leader  # type: ignore[return-value]
         return names[self.rng.randrange(len(names))]
@@ -308,11 +312,14 @@ class RaftWorkload:
         self.retry_backoff = 0.05
         self.client_latency = 0.0005
         self.stop_at = self.duration - self.op_timeout
+        self.client_routing: str = getattr(args, "client_routing", None) or "leader"
         election = getattr(args, "election_timeout", None) or 1.0
+        batch = getattr(args, "max_entries_per_msg", None) or 512  # RaftConfig default
         # As the SQLite raft-node runs: the leader syncs its own entries after sending
         # them (10.2.1); the simulated disk loses un-synced writes at a crash.
         self.config = RaftConfig(
             election_timeout=election, heartbeat_interval=election / 10, parallel_leader_write=True,
+            max_entries_per_msg=batch,
             mutants=getattr(args, "mutants", frozenset()),  # planted bugs (simulate --mutant)
         )
         self.names: list[str] = [f"n{i}" for i in range(1, self.nodes + 1)]
@@ -347,9 +354,33 @@ class RaftWorkload:
         parser.add_argument(
             "--check-every", type=float, help="log safety check period in s (raft, 0.5)"
         )
+        parser.add_argument(
+            "--client-routing", choices=("leader", "any"),
+            help="where a client sends a new operation (raft): 'leader' (default) the node "
+            "it believes leads; 'any' a random node (a client behind a load balancer), "
+            "following redirects from there",
+        )
+        parser.add_argument(
+            "--max-entries-per-msg", type=int, metavar="N",
+            help="Raft batching limit: entries per AppendEntries (raft, default 512)",
+        )
 
     def fault_targets(self, sim: Simulation) -> list[str]:
         return list(self.names)
+
+    def primary(self) -> str | None:
+        """The live node that leads the highest term, if any (the nemesis's
+        ``--nemesis-focus`` target)."""
+        sim = self.sim
+        if sim is None:
+            return None
+        best: tuple[int, str] | None = None
+        for n in self.names:
+            app = sim.app(n)
+            if app is not None and app.core.role == Role.LEADER \
+                    and (best is None or app.core.term > best[0]):
+                best = (app.core.term, n)
+        return best[1] if best else None
 
     def _read_log(self, name: str) -> CoreLogView | None:
         assert self.sim is not None
