@@ -41,10 +41,10 @@ Rules (one method each, named in its docstring):
 6. **Gain rule** (:meth:`ownership`): shards the coordinator starts serving are
    acquired by the service with the state parked here; a shard whose previous
    owner is in the new committed map (so it released it and handed its state
-   over before acking) and whose state of this map's version (the proposal
-   index) is not here yet waits for the handoff, at most ``handoff_wait``; then
-   it is acquired with what is here (an older parked version, or nothing;
-   counted).
+   over before acking) and whose state is not here in a version at least that
+   of the previous map (parked state from an older fence is stale) waits for
+   the handoff, at most ``handoff_wait``; then it is acquired with what is here
+   (an older parked version, or nothing; counted).
 7. **Parked state rule** (:meth:`_send_parked`, :meth:`_on_handoff`): state this
    node holds for a shard it does not serve (a superseded proposal, a fence) is
    sent to the shard's owner in the latest map, re-sent every
@@ -207,8 +207,10 @@ class RequestServer:
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
         #: shards the service acquired and not released
         self.active: set[int] = set()
-        #: gained shards waiting for their handoff: shard -> deadline
+        #: gained shards waiting for their handoff: shard -> deadline, and the map
+        #: index (state version) they wait for
         self.waiting: dict[int, float] = {}
+        self._wait_version: dict[int, int] = {}
         #: state held for shards not served here: shard -> (version, state or None)
         self.parked: dict[int, tuple[int, bytes | None]] = {}
         #: parked state sent and not acknowledged: shard -> (target node, resend time)
@@ -324,10 +326,12 @@ class RequestServer:
             if s in self.active or s in self.waiting:
                 continue
             got = self.parked.get(s)
-            # state parked here from before this map (an old fence) is stale when a
-            # live previous owner is handing over a newer one: wait for that
-            if (got is None or got[0] < index) and self._expect_handoff(s, index):
+            since = self._expect_handoff(s, index)
+            # state parked here from before the previous owner's map (an old fence)
+            # is stale: that owner is handing over a newer version; wait for it
+            if since is not None and (got is None or got[0] < since):
                 self.waiting[s] = now + self.cfg.handoff_wait
+                self._wait_version[s] = since
             else:
                 ready.add(s)
         if ready:
@@ -344,6 +348,7 @@ class RequestServer:
         self.active -= shards
         for s in shards:
             self.waiting.pop(s, None)  # never acquired: its parked state stays parked
+            self._wait_version.pop(s, None)
         states: Mapping[int, bytes] = {}
         if mine:
             try:
@@ -556,19 +561,25 @@ class RequestServer:
 
     # ------------------------------------------------------------------ handoff
 
-    def _expect_handoff(self, shard: int, index: int) -> bool:
+    def _expect_handoff(self, shard: int, index: int) -> int | None:
+        """The index of the previous committed map if its owner of ``shard`` is
+        another node of the current committed map (it acked, so it released the
+        shard and sent its state, of that version or newer), else None."""
         prev = next((r for r in reversed(self._history) if r.index < index), None)
         m = self._decode(prev)
         committed = self.coord.committed
-        if m is None or committed is None or not 0 <= shard < m.n_shards:
-            return False
+        if prev is None or m is None or committed is None or not 0 <= shard < m.n_shards:
+            return None
         before = m.owner(shard)
-        return before is not None and before != self.id and before in committed.nodes
+        if before is not None and before != self.id and before in committed.nodes:
+            return prev.index
+        return None
 
     def _acquire(self, now: float, shards: frozenset[int]) -> None:
         state: dict[int, bytes] = {}
         for s in sorted(shards):
             self.waiting.pop(s, None)
+            self._wait_version.pop(s, None)
             self.outbox.pop(s, None)
             got = self.parked.pop(s, None)
             if got is not None and got[1] is not None:
@@ -653,7 +664,8 @@ class RequestServer:
             self.parked[s] = (msg.index, msg.states.get(s))
             self.outbox.pop(s, None)
         self._out.send(src, HandoffAck(self.id, msg.index, tuple(took)), True)
-        ready = frozenset(s for s in took if s in self.waiting)
+        ready = frozenset(s for s in took if s in self.waiting and s in self.parked
+                          and self.parked[s][0] >= self._wait_version.get(s, 0))
         if ready:
             self._acquire(now, ready)
         self._send_parked(now)  # state for a shard this node will not serve moves on

@@ -283,3 +283,13 @@ def test_stale_parked_state_waits_for_the_newer_handoff():
     assert svc.acquired == [] and s in srv.waiting
     srv.on_message(1.1, "b:8600", Handoff("b", 9, {s: b"[[0, 7]]"}), True)
     assert svc.acquired == [(frozenset({s}), {s: b"[[0, 7]]"})]
+    # an older version arriving while waiting does not end the wait
+    srv2, coord2, svc2 = server(name="c", nodes=("a", "b"))
+    coord2.committed = record(9, ["a", "b", "c"])
+    srv2.note_map(coord2.committed)
+    coord2.owned = {s}
+    srv2.ownership(1.0, frozenset({s}), 9)
+    srv2.on_message(1.1, "a:8600", Handoff("a", 4, {s: b"[[0, 1]]"}), True)
+    assert svc2.acquired == [] and s in srv2.waiting
+    srv2.on_message(1.2, "b:8600", Handoff("b", 9, {s: b"[[0, 7]]"}), True)
+    assert svc2.acquired == [(frozenset({s}), {s: b"[[0, 7]]"})]
