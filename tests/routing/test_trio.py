@@ -116,7 +116,7 @@ async def test_tls_app_port_serves_certified_clients_only(tmp_path):
     from clusterfunk.runtime.tls import load_tls_dir
     from clusterfunk.security.certs import write_certs
 
-    write_certs(tmp_path, ["a", "b"])
+    write_certs(tmp_path, ["a", "b", "w"])
     svc = {n: Counters(n) for n in "ab"}
     async with _node("a", [], service=svc["a"], tls=load_tls_dir(tmp_path, "a")) as a:
         seed = [a.addresses["gossip"]]
@@ -127,6 +127,10 @@ async def test_tls_app_port_serves_certified_clients_only(tmp_path):
                                    tls=load_tls_dir(tmp_path, "client")) as client:
                 for k in range(10):
                     assert await client.request(k, b"inc", timeout=5.0) == b"1"
+            # a gossip-only node with a certificate fetches the map over TLS
+            async with _node("w", seed, member=False, tls=load_tls_dir(tmp_path, "w")) as w:
+                await _wait(lambda: w.shard_map() is not None, timeout=20)
+                assert w.shard_map() == a.shard_map()
             # a client without a certificate gets nothing: it fails at its deadline
             async with open_client([a.addresses["app"]]) as plain:
                 ev = await plain.finish(1, b"inc", 1.0)
