@@ -40,6 +40,7 @@ def test_a_request_goes_to_the_owner_and_ends_ok():
     rid = c.request(1.0, 7, b"x", 2.0)
     [(dest, req)] = out(c)[0]
     owner = M.owner(7 % 12)
+    assert owner is not None
     assert dest == EPS[owner] and isinstance(req, Request)
     assert (req.client, req.id, req.key, req.attempt) == ("cl", rid, 7, 1)
     assert abs(req.budget - 2.0) < 1e-9
@@ -114,4 +115,4 @@ def test_requests_wait_for_the_first_map():
     assert [m for _d, m in out(c)[0] if isinstance(m, Request)] == []
     c.on_message(0.2, "seed:8600", MapAnswer(5, M.encode(), EPS, "a"), True)
     [(dest, req)] = [s for s in out(c)[0] if isinstance(s[1], Request)]
-    assert req.id == rid and dest == EPS[M.owner(5)]
+    assert req.id == rid and dest == EPS[str(M.owner(5))]
