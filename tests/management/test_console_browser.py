@@ -1,42 +1,46 @@
-"""The web console in headless Chromium against three real ``cluster-node`` processes.
+"""The web console in headless Chromium.
 
-The browser loads one node's ``/console`` over loopback; after the page's JavaScript
-has polled the management API for a few (virtual) seconds, the DOM must list the three
-nodes as alive members with the leader, and the legend must give the shard counts that
-``ctl nodes --json`` gives; a screenshot must show the committed map: the cell of every
-shard painted in the legend colour of the shard's owner in ``/v1/shard-owners``.
+Against three real ``cluster-node --app demo`` processes on loopback (started by
+``clusterfunk.demo.launch``, the demo's own launcher) while a routing client sends
+requests: the browser loads one node's ``/console``; after the page's JavaScript has
+polled the management API for a few (virtual) seconds, the DOM must list the three
+nodes as alive members with the leader, the legend must give the shard counts that
+``ctl nodes --json`` gives, and the request counters must lie between the API's
+readings before and after, with a non-zero ``ok`` rate; a screenshot must show the
+committed map: the cell of every shard painted in the legend colour of the shard's
+owner in ``/v1/shard-owners``.
+
+Against fakes in this process: the rates come from successive readings, and an open
+page follows a reshard.
 """
 
 from __future__ import annotations
 
 import html.parser
 import io
+import json
+import pathlib
+import random
 import re
-import signal
+import sys
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from clusterfunk.demo import kv
+from clusterfunk.demo.launch import open_local_cluster
 from clusterfunk.management import console
 from clusterfunk.management.api import DiagView, MemberView, NodeView, StatusView
 from clusterfunk.management.server import open_management_server
-from tests.browser import chromium, chromium_command, needs_chromium
+from clusterfunk.routing.trio_client import open_client
+from tests.browser import chromium_command, needs_chromium
 from tests.management.test_console import ConsoleFake
-from tests.management.test_process import ctl_json, start_cluster
 
+SHARDS = 100
 WINDOW = "--window-size=1280,1100"
 BUDGET_MS = 4000  # virtual time: about four polls
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    ns = start_cluster()
-    yield ns
-    for n in ns:
-        n.send(signal.SIGINT)
-    for n in ns:
-        n.stop()
 
 
 class _Dom(html.parser.HTMLParser):
@@ -84,47 +88,107 @@ def _rgb(color: str) -> tuple[int, int, int]:
     return (v >> 16) & 255, (v >> 8) & 255, v & 255
 
 
+async def _traffic(client: Any) -> None:
+    """About 50 requests a second (little load: the machine runs the browsers too)."""
+    rng = random.Random(7)
+    while True:
+        await client.finish(rng.randrange(10_000), kv.incr(), 2.0)
+        await trio.sleep(0.02)
+
+
+async def _api(address: str, path: str) -> Any:
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://{address}{path}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _ctl_json(address: str, *argv: str) -> Any:
+    res = await trio.run_process(
+        [sys.executable, "-m", "clusterfunk", "ctl", "--node", address, *argv, "--json"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert res.returncode == 0, res.stderr.decode()
+    return json.loads(res.stdout)
+
+
+async def _browser(tmp: pathlib.Path, *args: str) -> str:
+    cmd = chromium_command(tmp, WINDOW, *args, budget_ms=BUDGET_MS)
+    res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    return res.stdout.decode()
+
+
+def _counters(dom_text: str) -> dict[str, tuple[int, str]]:
+    rows = re.findall(r'<tr data-counter="(\w+)"><td>\w+</td><td class="num">(\d+)</td>'
+                      r'<td class="num">([^<]+)</td></tr>', dom_text)
+    return {name: (int(total), rate) for name, total, rate in rows}
+
+
 @needs_chromium
 @pytest.mark.slow
-def test_console_shows_the_live_members_and_the_committed_map(nodes, tmp_path):
+async def test_console_of_a_demo_node_shows_members_map_and_request_rates(tmp_path):
     from PIL import Image
 
-    target = nodes[1]  # any node serves the same committed map
-    url = f"http://{target.management}/console"
-    res = chromium(tmp_path, WINDOW, "--dump-dom", url, budget_ms=BUDGET_MS)
-    assert res.returncode == 0, res.stderr[-2000:]
-    dom = _Dom()
-    dom.feed(res.stdout)
+    async with open_local_cluster(3, shards=SHARDS, workdir=tmp_path / "nodes") as lc:
+        nodes = lc.live()
+        target = nodes[1]  # any node serves the same committed map
+        url = f"http://{target.management}/console"
+        seeds = [n.app_address for n in nodes]
+        async with open_client(seeds, client_id="console-test") as client, \
+                trio.open_nursery() as nursery:
+            nursery.start_soon(_traffic, client)
+            with trio.fail_after(15):  # until the target has answered some requests
+                while not (await _api(target.management, "/v1/requests"))["counts"].get("ok"):
+                    await trio.sleep(0.1)
+            before = (await _api(target.management, "/v1/requests"))["counts"]
+            status = await _api(target.management, "/v1/status")  # what ctl status shows
+            shot = tmp_path / "console.png"
+            got: dict[str, Any] = {}
 
-    status = ctl_json(target.management, "status")
-    api_nodes = ctl_json(target.management, "nodes")
-    owners = httpx.get(f"http://{target.management}/v1/shard-owners", timeout=10).json()
+            async def run(key: str, fn: Any, *args: Any) -> None:
+                got[key] = await fn(*args)
+
+            async with trio.open_nursery() as inner:  # one after the other takes longer
+                inner.start_soon(run, "dom", _browser, tmp_path / "dom", "--dump-dom", url)
+                inner.start_soon(run, "shot", _browser, tmp_path / "shot",
+                                 f"--screenshot={shot}", url)
+                inner.start_soon(run, "nodes", _ctl_json, target.management, "nodes")
+            after = (await _api(target.management, "/v1/requests"))["counts"]
+            owners = await _api(target.management, "/v1/shard-owners")
+            # the map did not change while the pages were open
+            assert (await _api(target.management, "/v1/status"))["map_index"] == (
+                status["map_index"])
+            nursery.cancel_scope.cancel()
+    dom_text, api_nodes = got["dom"], got["nodes"]
     assert owners["map_index"] == status["map_index"] > 0
-
+    dom = _Dom()
+    dom.feed(dom_text)
     assert dom.conn.startswith("live"), dom.conn
     assert dom.fields["node"] == target.id and dom.fields["leader"] == status["leader"]
     assert dom.fields["map index"] == str(status["map_index"])
     # the members: the three nodes, alive
-    assert sorted(dom.members) == ["a", "b", "c"]
+    ids = sorted(n.id for n in nodes)
+    assert sorted(dom.members) == ids
     assert {m["data-status"] for m in dom.members.values()} == {"alive"}
     # the legend: every node of the map with the count ctl nodes gives
     assert {n: int(li["data-shards"] or -1) for n, li in dom.legend.items()} == {
         n["node"]: n["shards"] for n in api_nodes}
     colors = {n: _rgb(li["data-color"] or "") for n, li in dom.legend.items()}
     assert len(set(colors.values())) == 3  # one colour per node
+    # the request counters: live readings of this node, with a rate of answered requests
+    counters = _counters(dom_text)
+    assert {"ok", "moved", "busy", "error"} <= set(counters)
+    for name, (total, _rate) in counters.items():
+        assert before.get(name, 0) <= total <= after.get(name, 0), name
+    assert counters["ok"][0] > before["ok"] and float(counters["ok"][1]) > 0
+    # the picture: every shard's cell in its owner's colour
     c = dom.canvas
     assert c["data-map-index"] == str(status["map_index"])
-    assert int(c["data-shards"] or 0) == owners["shards"] == 100
+    assert int(c["data-shards"] or 0) == owners["shards"] == SHARDS
     cols, cell = int(c["data-cols"] or 0), int(c["data-cell"] or 0)
     left, top = int(c["data-left"] or 0), int(c["data-top"] or 0)
-    assert cols * cols >= 100 and cell >= 4
-
-    shot = tmp_path / "console.png"
-    res = chromium(tmp_path, WINDOW, f"--screenshot={shot}", url, budget_ms=BUDGET_MS)
-    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    assert cols * cols >= SHARDS and cell >= 4
     img = Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")
-    # the map did not change between the two page loads
-    assert ctl_json(target.management, "status")["map_index"] == status["map_index"]
     wrong = []
     for shard, w in enumerate(owners["owners"]):
         owner = owners["nodes"][w]
