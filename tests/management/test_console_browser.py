@@ -240,13 +240,14 @@ async def test_console_computes_request_rates_from_successive_readings(tmp_path)
 
 class _ReshardingNode(ConsoleFake):
     """Three nodes and map 40 for the first two /v1/diag readings; then c is dead and
-    map 41 holds a and b only."""
+    map 41 holds a and b only; the 5th and 6th readings of the status fail (500)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.diags = 0
         self.before = self.map
         self.after = self.before.update(["a", "b"])[0]
+        self.status_reads = 0
 
     @property
     def resharded(self) -> bool:
@@ -258,6 +259,9 @@ class _ReshardingNode(ConsoleFake):
         return console.owners_view(40, self.before)
 
     def status(self) -> StatusView:
+        self.status_reads += 1
+        if self.status_reads in (5, 6):
+            raise RuntimeError("status unavailable")
         st = super().status()
         if self.resharded:
             return {**st, "map_index": 41, "nodes": ["a", "b"]}
@@ -287,7 +291,7 @@ class _ReshardingNode(ConsoleFake):
 async def test_console_follows_a_reshard_while_open(tmp_path):
     node = _ReshardingNode()
     async with open_management_server(node, "127.0.0.1:0", token=None) as s:
-        cmd = chromium_command(tmp_path, "--dump-dom", s.url + "/console", budget_ms=5000)
+        cmd = chromium_command(tmp_path, "--dump-dom", s.url + "/console", budget_ms=7000)
         res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
                                      check=False)
     assert res.returncode == 0, res.stderr.decode()[-2000:]
@@ -303,3 +307,6 @@ async def test_console_follows_a_reshard_while_open(tmp_path):
     # both maps in the reshard history, newest first; 41 was seen by the open page
     assert re.findall(r'<tr data-index="(\d+)">', text) == ["41", "40"]
     assert "removed c" in text and "before this page" in text
+    # failed readings (500) were shown and the page went on polling by itself
+    assert node.status_reads > 8
+    assert dom.conn.startswith("live") and "failed reading" in dom.conn, dom.conn
