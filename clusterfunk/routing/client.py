@@ -18,7 +18,8 @@ Rules (one method each):
    a newer index.
 2. **Routing rule** (:meth:`_send`): a request goes straight to the owner of its
    shard (``key % shards``) in the client's map; after ``moved`` it goes to the
-   owner the answer named; with no map yet it waits for one.
+   owner the answer named (unless the answer's map index is older than the
+   client's map: a lagging node); with no map yet it waits for one.
 3. **Retry rule** (:meth:`_on_reply`, :meth:`on_tick`): ``moved`` is retried at
    once (then with backoff if it repeats), ``busy`` and no answer within
    ``attempt_timeout`` with capped, jittered exponential backoff -- always with
@@ -282,7 +283,9 @@ class RoutingClient:
             p.last, p.last_outcome = f"moved by {msg.node} to {msg.owner or '?'}", "moved"
             if msg.index > self.index or not msg.address:
                 self._refresh(now, urgent=True, prefer=src)
-            if msg.address and msg.address != p.target:
+            # follow the named owner unless the answer comes from a map older than
+            # ours (a lagging node): then our own map decides, after a backoff
+            if msg.address and msg.address != p.target and msg.index >= self.index:
                 p.hint = msg.address
             if p.moves <= 2 and p.hint:
                 self._send(now, p)

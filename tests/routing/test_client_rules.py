@@ -116,3 +116,17 @@ def test_requests_wait_for_the_first_map():
     c.on_message(0.2, "seed:8600", MapAnswer(5, M.encode(), EPS, "a"), True)
     [(dest, req)] = [s for s in out(c)[0] if isinstance(s[1], Request)]
     assert req.id == rid and dest == EPS[str(M.owner(5))]
+
+
+def test_a_moved_from_an_older_map_is_not_followed():
+    c = ready()
+    rid = c.request(1.0, 7, b"x", 2.0)
+    [(dest, _req)] = out(c)[0]
+    other = "c:8600"
+    c.on_message(1.01, dest, Reply("cl", rid, "moved", owner="c", address=other, index=3,
+                                   node="a", attempt=1), True)
+    assert out(c) == ([], [])  # a lagging node: no hop to its stale owner
+    t = c.next_deadline()
+    c.on_tick(t)
+    [(dest2, _r)] = [s for s in out(c)[0] if isinstance(s[1], Request)]
+    assert dest2 == dest  # our own (newer) map decides
