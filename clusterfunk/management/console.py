@@ -102,13 +102,21 @@ def reads(node: ManagedNode) -> dict[str, Callable[[dict[str, list[str]]], Any]]
         node.request_stats if isinstance(node, RequestStatsSource) else lambda: None
     )
 
+    cache: list[ShardOwnersView] = []  # the last view: a map is rebuilt only when it changes
+
+    def shard_owners(_q: dict[str, list[str]]) -> ShardOwnersView:
+        index = node.status()["map_index"]
+        if not (cache and index and cache[0]["map_index"] == index):
+            cache[:] = [owners()]
+        return cache[0]
+
     def requests(_q: dict[str, list[str]]) -> RequestsView:
         counts = stats()
         return RequestsView(node=node.node_id, uptime=float(node.status()["uptime"]),
                             available=counts is not None,
                             counts={str(k): int(v) for k, v in sorted((counts or {}).items())})
 
-    return {OWNERS_PATH: lambda _q: owners(), REQUESTS_PATH: requests}
+    return {OWNERS_PATH: shard_owners, REQUESTS_PATH: requests}
 
 
 def wants_html(accept: str) -> bool:

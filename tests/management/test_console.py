@@ -181,3 +181,21 @@ async def test_writes_posted_from_another_sites_page_are_refused(fake):
         r = await c.post(s.url + "/v1/voters", json={"voters": 4})  # ctl: no Origin
         assert r.status_code == 200
     assert fake.calls == [("set_voters", 5), ("set_voters", 4)]
+
+
+def test_shard_owners_are_rebuilt_only_when_the_map_index_changes():
+    node = ConsoleFake()
+    built: list[int] = []
+    index = [40]
+
+    def shard_owners() -> console.ShardOwnersView:
+        built.append(index[0])
+        return console.owners_view(index[0], node.map)
+
+    node.shard_owners = shard_owners  # type: ignore[method-assign]
+    node.status = lambda: {**FakeNode.status(node), "map_index": index[0]}  # type: ignore[method-assign]
+    read = console.reads(node)[console.OWNERS_PATH]
+    assert read({})["map_index"] == 40 and read({})["map_index"] == 40
+    assert built == [40]
+    index[0] = 41
+    assert read({})["map_index"] == 41 and built == [40, 41]
