@@ -119,7 +119,7 @@ class Auditor:
             self.sim_end = True
         elif ev == "sim.add":
             self.nodes.setdefault(rec["target"], None)
-        elif ev.startswith("kv."):
+        elif ev.startswith(("kv.", "client.")):  # client ids are not servers
             self.clients.add(node)
         elif node != "sim" and node not in self.nodes:
             self.nodes[node] = None

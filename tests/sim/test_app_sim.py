@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from clusterfunk.audit.runner import audit
 from clusterfunk.demo import kv
 from clusterfunk.sim.simulation import SimHost
 from clusterfunk.sim.workloads import app as app_workload
@@ -45,6 +46,12 @@ def test_demo_under_a_crash_and_reshards_is_clean() -> None:
     back = [r for r in ends if r["outcome"] == "ok" and r["served_by"] == "n4"
             and r["result"] > 1]
     assert back
+    # the offline audit reads the same trace: requests checked, clients not servers
+    report = audit([(r, f"#{i}") for i, r in enumerate(sim.tracer.records)], complete=False)
+    own = next(v for v in report.verdicts if v.check == "shard ownership")
+    assert own.status == "ok"
+    assert own.summary.endswith(f"{sum(app['attempts'].values())} requests")
+    assert report.nodes == wl.names
 
 
 def test_same_seed_same_trace() -> None:
