@@ -18,13 +18,13 @@ from clusterfunk.sim.workloads import app as app_workload
 from tests.cluster.helpers import make
 
 
-def run(seed: int = 3, **opts):
-    sim, wl = make(seed=seed, nodes=5, shards=100, duration=45.0, app="demo", clients=2,
+def run(seed: int = 3, duration: float = 45.0, **opts):
+    sim, wl = make(seed=seed, nodes=5, shards=100, duration=duration, app="demo", clients=2,
                    **opts)
     sim.at(12.0, sim.crash, "n4")  # its shards are reset (their state was in memory)
     sim.at(22.0, sim.restart, "n4")  # shards move back to it: handed over by live nodes
     sim.start()
-    sim.run_until(45.0)
+    sim.run_until(duration)
     return sim, wl, wl.finish(sim)
 
 
@@ -57,7 +57,7 @@ def test_demo_under_a_crash_and_reshards_is_clean() -> None:
 def test_same_seed_same_trace() -> None:
     digests = []
     for _ in range(2):
-        sim, _wl, _res = run(seed=5)
+        sim, _wl, _res = run(seed=5, duration=30.0)
         h = hashlib.sha256()
         for r in sim.tracer.records:
             h.update(json.dumps(r, separators=(",", ":")).encode())
