@@ -39,14 +39,13 @@ async def test_a_join_nobody_answers_is_retried_reported_and_wait_joined_fails_c
         msg = str(e.value)
         assert msg.startswith("node b did not join within 0.8 s: no seed answered")
         assert NOBODY in msg and "still retrying" in msg
-        assert b.join_failures >= 1 and b.state() == "joining"
-        assert b.join_error is not None and NOBODY in b.join_error
-        assert ClusterManaged(b).status()["join_error"] == b.join_error
-        assert any("no seed answered" in r.getMessage() for r in caplog.records)
-
         with trio.fail_after(10):  # it keeps retrying, with backoff (1 s, then 2 s, ...)
             while b.join_failures < 2:
                 await trio.sleep(0.05)
+        assert b.state() == "joining"
+        assert b.join_error is not None and NOBODY in b.join_error
+        assert ClusterManaged(b).status()["join_error"] == b.join_error
+        assert any("no seed answered" in r.getMessage() for r in caplog.records)
         # a seed appears (the name now resolves to a live node): the next round joins
         async with _node("a", []) as a:
             found.append(a.addresses["gossip"])
