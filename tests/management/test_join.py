@@ -60,8 +60,11 @@ async def test_wait_joined_names_the_missing_leader_when_gossip_joined():
     async with _node("seed", [], member=False) as seed, \
             _node("b", [], bootstrap=False) as b:
         b.node.join([seed.addresses["gossip"]])
+        with trio.fail_after(10):
+            while not b.gossip_core.joined:
+                await trio.sleep(0.02)
         with pytest.raises(ClusterError) as e:
-            await b.wait_joined(1.0)
+            await b.wait_joined(0.5)
         msg = str(e.value)
         assert "joined gossip" in msg and "no Raft leader is known to it" in msg
         assert "state joining" in msg
