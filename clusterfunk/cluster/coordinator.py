@@ -27,7 +27,7 @@ rules (:meth:`_on_proposal`, :meth:`_on_commit`), membership reconciliation
 (:meth:`_reconcile` over :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`,
 :meth:`_demotion`, with :meth:`_expire_quarantine`; the voter target,
 :meth:`set_voter_target`), the fast failure detector
-(:meth:`_check_responsive`), resharding (:meth:`_maybe_reshard`,
+(:meth:`_check_responsive`), resharding (:meth:`_maybe_reshard`, :meth:`_stranded_proposal`,
 :meth:`_propose_map`, :meth:`_bootstrap_entry`), acks (:meth:`_on_ack`,
 :meth:`_record_ack`), timeouts (:meth:`_ack_timeout`, :meth:`_round_timeout`) and
 leaving (:meth:`request_leave`, :meth:`_on_leave_request`).
@@ -1067,6 +1067,8 @@ class CoordinatorCore:
         target = self._target_nodes(self.raft)
         committed = self.sm.committed
         same = committed is not None and committed.nodes == target
+        if same and self._stranded_proposal():
+            same = False  # supersede it, even with the committed map's own nodes
         if same and self._resharded_term == self.term:
             self._change_since = math.inf
             return
@@ -1076,6 +1078,17 @@ class CoordinatorCore:
                 now < self._change_since + self.cfg.reshard_max_delay:
             return
         self._propose_map(now, target)
+
+    def _stranded_proposal(self) -> bool:
+        """Stranded-proposal rule: a proposal applied after the committed map and given
+        up (its round timed out or its acks did not all come) must be superseded even
+        when the target nodes equal the committed map's: nodes released shards when
+        they applied it, and they serve them again only at a later commit. (A node the
+        leader cannot reach, e.g. one-way, stays quarantined or unresponsive, so the
+        target falls back to the committed nodes: without this rule the shards that
+        proposal moved stay unserved until the node is reachable again.)"""
+        p, committed = self.sm.proposal, self.sm.committed
+        return p is not None and (committed is None or p.index > committed.index)
 
     def _propose_map(self, now: float, target: tuple[str, ...]) -> None:
         """Proposal rule: ``ShardMap.update(target)`` of the last committed map (a new
