@@ -40,8 +40,12 @@ def is_valid(c: Coord, dimensions: int = DIMENSIONS) -> bool:
     """A coordinate from the network is usable: right dimension, all finite."""
     if len(c.vec) != dimensions:
         return False
-    vals = (*c.vec, c.error, c.adjustment, c.height)
-    return all(math.isfinite(v) for v in vals) and c.error >= 0 and c.height >= 0
+    isfinite = math.isfinite
+    for v in c.vec:
+        if not isfinite(v):
+            return False
+    return (isfinite(c.error) and isfinite(c.adjustment) and isfinite(c.height)
+            and c.error >= 0 and c.height >= 0)
 
 
 def raw_distance(a: Coord, b: Coord) -> float:
@@ -61,19 +65,27 @@ def distance(a: Coord, b: Coord) -> float:
     return adjusted if adjusted > 0.0 else dist
 
 
+def _sum_sq(values: list[float] | tuple[float, ...]) -> float:
+    """The sum of squares, added left to right (as ``sum`` does, without a generator)."""
+    s = 0.0
+    for v in values:
+        s += v * v
+    return s
+
+
 def _apply_force(c: Coord, force: float, other: Coord, rng: random.Random) -> Coord:
     """Move ``c`` by ``force`` along the unit vector from ``other`` to ``c``; the
     height takes its share of the force (Serf ApplyForce)."""
     diff = [x - y for x, y in zip(c.vec, other.vec, strict=True)]
-    mag = math.sqrt(sum(d * d for d in diff))
+    mag = math.sqrt(_sum_sq(diff))
     if mag > ZERO:
         unit = [d / mag for d in diff]
     else:  # coincident: push in a random direction
         unit = [rng.random() - 0.5 for _ in diff]
-        norm = math.sqrt(sum(u * u for u in unit)) or 1.0
+        norm = math.sqrt(_sum_sq(unit)) or 1.0
         unit = [u / norm for u in unit]
         mag = 0.0
-    vec = tuple(x + u * force for x, u in zip(c.vec, unit, strict=True))
+    vec = tuple([x + u * force for x, u in zip(c.vec, unit, strict=True)])
     height = c.height
     if mag > ZERO:
         height = max((c.height + other.height) * force / mag + c.height, HEIGHT_MIN)
@@ -128,7 +140,7 @@ class VivaldiClient:
         c = Coord(c.vec, c.error, adjustment, c.height)
         # gravity toward the origin keeps the whole system from drifting away
         o = Coord((0.0,) * self.dimensions, 0.0, 0.0, 0.0)
-        dist_o = math.sqrt(sum(x * x for x in c.vec))
+        dist_o = math.sqrt(_sum_sq(c.vec))
         c = _apply_force(c, -1.0 * (dist_o / GRAVITY_RHO) ** 2, o, self.rng)
         if not is_valid(c, self.dimensions):  # numerical trouble: start over
             c = origin(self.dimensions)

@@ -1012,9 +1012,15 @@ class RaftCore:
         if len(self._hb_rounds) > 1024:
             self._hb_rounds.popleft()
         commit = self.commit_index
+        # Followers that are caught up get the same message: one object per distinct
+        # commit value, so the driver encodes it once per round.
+        made: dict[int, Heartbeat] = {}
         for sid, pr in self.progress.items():
-            self._out.send(pr.address, Heartbeat(self.term, self.id, min(commit, pr.match), seq),
-                           True)
+            c = min(commit, pr.match)
+            hb = made.get(c)
+            if hb is None:
+                hb = made[c] = Heartbeat(self.term, self.id, c, seq)
+            self._out.send(pr.address, hb, True)
             if pr.state == SNAPSHOT:
                 if not pr.snap_progress:
                     self._send_snapshot(sid, pr)  # the chunk or its answer was lost

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from clusterfunk.cluster.messages import Ack, LeaveRequest
 from clusterfunk.raft.messages import RAFT_MESSAGES
 
+_RAFT_TYPES = frozenset(RAFT_MESSAGES)
+
 #: The coordination port's messages (each has ``node``: the node it speaks for).
 COORDINATION_MESSAGES: tuple[type, ...] = (Ack, LeaveRequest)
 
@@ -46,11 +48,11 @@ class Authorizer(Protocol):
 def raft_rule(identity: str | None, msg: Any, stream: bool, require_identity: bool = True
               ) -> str | None:
     """Raft port: Raft messages only, on streams only, from the server they name."""
-    if not isinstance(msg, RAFT_MESSAGES):
+    if type(msg) not in _RAFT_TYPES:  # decoded messages are of the exact classes
         return "not a raft message"
     if not stream:
         return "raft message in a datagram"
-    if require_identity and identity != getattr(msg, "sender", None):
+    if require_identity and identity != msg.sender:  # every Raft message has a sender
         return "sender is not the authenticated identity"
     return None
 

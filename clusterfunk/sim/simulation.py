@@ -390,22 +390,30 @@ class Simulation:
                 self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "partition")
             return
         cfg = self.links.get((src_host, dst_host), self.link)
-        if cfg.stream_reset and self.net_rng.random() < cfg.stream_reset:
+        rng = self.net_rng
+        if cfg.stream_reset and rng.random() < cfg.stream_reset:
             # the connection breaks: this frame and every frame still in flight on it are lost
             self._conn_epoch[key] = epoch + 1
             stats["dropped_reset"] += 1
             if tracer.net:
                 self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "reset")
             return
-        t = self.now + self._delay(cfg)
-        last = self._frame_clock.get(key, 0.0)
+        delay = cfg.latency  # (as _delay: the hot path, without the call)
+        if cfg.jitter > 0:
+            delay += rng.expovariate(1.0 / cfg.jitter)
+        t = self.now + delay
+        frame_clock = self._frame_clock
+        last = frame_clock.get(key, 0.0)
         if t < last:
             t = last  # streams are FIFO per connection
-        self._frame_clock[key] = t
-        dst = self.hosts.get(dst_host)
+        frame_clock[key] = t
+        hosts = self.hosts
+        dst = hosts.get(dst_host)
         dst_inc = dst.incarnation if dst is not None else 0
-        src_inc = self.hosts[src_host].incarnation
-        self._push(t, _FRAME, dest, src_addr, data, (src_host, src_inc, dst_inc, epoch))
+        src_inc = hosts[src_host].incarnation
+        self._seq += 1
+        heapq.heappush(self._queue, (t, self._seq, _FRAME, dest, src_addr, data,
+                                     (src_host, src_inc, dst_inc, epoch)))
 
     # -- faults --------------------------------------------------------------
 
