@@ -12,7 +12,8 @@ the same faults.
 With ``overlap`` N > 1 (``--nemesis-overlap N``) N such chains run at once, so up to
 N faults overlap (a partition during a crash, a slow node while the leader pauses).
 Two running faults never share what they change: one partition at a time, one change
-of the default link (loss, duplicate, reorder) at a time, one fault per target; a
+of the default link (loss, duplicate, reorder) at a time, one fault per target (but a
+``slow`` network path may overlap a crash, pause or skew of its node); a
 fault whose kind finds that taken (or no free target) is skipped and its chain waits
 for the next gap. With N = 1 the draws and the faults are exactly those of the
 single chain.
@@ -198,7 +199,10 @@ class Nemesis:
         kind = rng.choice(cfg.kinds)
         duration = min(rng.uniform(cfg.min_duration, cfg.max_duration), self._until - sim.now)
         busy = self._busy
-        live = [n for n in self.targets if sim.alive(n) and n not in busy]
+        def free(n: str) -> bool:
+            return (f"slow:{n}" if kind == "slow" else n) not in busy
+
+        live = [n for n in self.targets if sim.alive(n) and free(n)]
         if kind == "bounce":  # a crash-restart (a supervisor restarting the process)
             duration = min(rng.uniform(*BOUNCE_DOWN), duration)
         end = None
@@ -230,6 +234,7 @@ class Nemesis:
                 sim.pause(target)
                 end = lambda: sim.resume(target)  # noqa: E731
             elif kind == "slow":
+                held = f"slow:{target}"  # a network path: may overlap a fault of the process
                 latency = rng.uniform(*SLOW_LATENCY)
                 fault.link = {"latency": latency, "jitter": latency / 2}
                 end = start_slow(sim, target, latency, latency / 2)

@@ -39,7 +39,8 @@ def test_harsh_is_all_plus_slow_and_bounce() -> None:
 
 def test_overlapping_faults_never_share_what_they_change() -> None:
     """Up to N faults at once, but never two partitions, two default-link changes or
-    two faults on one node; and they do overlap."""
+    two faults on one node (a slow path and a fault of the node's process may); and
+    they do overlap."""
     overlapped = 0
     for seed in (1, 2):
         faults, _ = _run(_opts("ping", 5, 120, seed, "--nemesis-overlap", "4",
@@ -51,7 +52,9 @@ def test_overlapping_faults_never_share_what_they_change() -> None:
             for b in live:
                 assert not (a.kind == b.kind == "partition")
                 assert not (a.kind in LINK_KINDS and b.kind in LINK_KINDS)
-                assert not (a.target and a.target == b.target), (a, b)
+                same = a.target and a.target == b.target
+                # a slow network path may overlap a fault of its node's process
+                assert not (same and (a.kind == b.kind or "slow" not in (a.kind, b.kind))), (a, b)
     assert overlapped > 5
 
 
