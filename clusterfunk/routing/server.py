@@ -105,6 +105,8 @@ class ServerConfig:
     * ``forward_wait`` (1.0) / ``max_forwards`` (1000): forwarded requests in
       flight, bounded in time and count (over the count: answered ``moved``).
     * ``max_payload`` (1 MiB): larger requests are answered ``error``.
+    * ``max_early_handoffs`` (64): handoffs that arrive before this node applied
+      any map (a joiner) are held, at most this many, until it applies one.
     """
 
     forward: ForwardMode = ForwardMode.MOVED
@@ -116,10 +118,11 @@ class ServerConfig:
     forward_wait: float = 1.0
     max_forwards: int = 1000
     max_payload: int = 1 << 20
+    max_early_handoffs: int = 64
 
     def __attrs_post_init__(self) -> None:
-        if self.max_queue < 0 or self.max_forwards < 0:
-            raise ValueError("max_queue and max_forwards must be >= 0")
+        if self.max_queue < 0 or self.max_forwards < 0 or self.max_early_handoffs < 0:
+            raise ValueError("max_queue, max_forwards and max_early_handoffs must be >= 0")
         for name in ("queue_wait", "handoff_wait", "handoff_ack_wait", "handoff_retry",
                      "forward_wait"):
             if not getattr(self, name) >= 0:
@@ -181,7 +184,7 @@ class _Release:
 STAT_NAMES = (
     "ok", "moved", "busy", "error", "queued", "forwarded", "handoffs_sent",
     "handoffs_received", "handoff_timeouts", "late_handoffs", "handoff_ack_timeouts",
-    "malformed", "stale_replies", "map_queries", "service_exceptions",
+    "malformed", "stale_replies", "map_queries", "service_exceptions", "early_handoffs",
 )
 
 
@@ -228,6 +231,8 @@ class RequestServer:
         self._succ: tuple[int, ShardMap | None] | None = None  # (index, map without us)
         #: committed map records seen, newest last (the previous owner of a gain)
         self._history: list[MapRecord] = []
+        #: handoffs received before any map was applied here (a joiner), held
+        self._early: list[tuple[str, Handoff]] = []
 
     # ------------------------------------------------------------------ Core
 
@@ -311,6 +316,10 @@ class RequestServer:
         """The committed map or the pending proposal changed: re-examine the queue
         (the owner may have moved) and send parked state to its new owner."""
         self.now = now
+        if self._early and (self.coord.pending or self.coord.committed) is not None:
+            early, self._early = self._early, []
+            for src, msg in early:
+                self._on_handoff(now, src, msg)
         self._drain(now)
         self._send_parked(now)
 
@@ -644,11 +653,21 @@ class RequestServer:
 
     def _on_handoff(self, now: float, src: str, msg: Handoff) -> None:
         """Parked state rule (receiving): keep the newest version of each shard's
-        state; state for a shard served here already is late (dropped, counted);
+        state (checked against the latest map applied here; before any map, held
+        until the first one, bounded); state for a shard served here
+        already is late (dropped, counted);
         acknowledge every shard taken or refused; finish waiting gains."""
-        m = self._committed_map()
+        m = self._decode(self.coord.pending or self.coord.committed)
         shards = [*msg.states.keys(), *msg.empty]
-        if m is None or any(not 0 <= s < m.n_shards for s in shards):
+        if m is None:
+            # a joiner that has not applied the proposal giving it these shards yet
+            # (the previous owner released them when it applied it): held until the
+            # first map (bounded; past the bound not acked, so the sender sends again)
+            self._count("early_handoffs")
+            if len(self._early) < self.cfg.max_early_handoffs:
+                self._early.append((src, msg))
+            return
+        if any(not 0 <= s < m.n_shards for s in shards):
             self._count("malformed")
             return
         self._count("handoffs_received")

@@ -29,11 +29,6 @@ def test_the_example_is_under_50_lines_and_uses_the_api() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "routing bug (R1): a node that joins gets no state for the shards it gains -- the "
-    "Handoff sent to it before it applied its first committed map is dropped as "
-    "malformed (RequestServer._on_handoff), and with no earlier map it does not wait "
-    "for one (_expect_handoff); every moved counter restarts at 1"))
 def test_the_readme_example_runs(tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(example(), encoding="utf-8")

@@ -16,6 +16,7 @@ from clusterfunk.gossip.messages import Status
 from clusterfunk.routing.api import TAG_REQUESTS, ForwardMode
 from clusterfunk.routing.messages import Handoff, HandoffAck, MapAnswer, MapQuery, Reply, Request
 from clusterfunk.routing.server import Released, RequestServer, ServerConfig
+from clusterfunk.runtime.api import Output
 from clusterfunk.sharding import ShardMap
 
 from .helpers import Counters
@@ -293,3 +294,41 @@ def test_stale_parked_state_waits_for_the_newer_handoff():
     assert svc2.acquired == [] and s in srv2.waiting
     srv2.on_message(1.2, "b:8600", Handoff("b", 9, {s: b"[[0, 7]]"}), True)
     assert svc2.acquired == [(frozenset({s}), {s: b"[[0, 7]]"})]
+
+
+def test_a_joiner_holds_a_handoff_that_arrives_before_its_first_map():
+    """Parked state rule, early: the previous owner releases shards when it applies
+    the proposal that gives them to a joiner, which may apply it later; the handoff
+    is held (bounded, not acknowledged) until the joiner has a map, then parked and
+    acknowledged, and the gain at the commit acquires it. (Dropping it restarted
+    every moved counter at 1: the README example.)"""
+    coord = FakeCoord(committed=None)  # type: ignore[arg-type]
+    svc = Counters("c")
+    srv = RequestServer("c", svc, coord, FakeMembers(["a", "b", "c"]),
+                        ServerConfig(max_early_handoffs=1))
+    srv.start(0.0)
+    old = record(5, ["a", "b"])
+    new = record(7, ["a", "b", "c"])
+    gained = ShardMap.decode(new.blob).shards_of("c")
+    s0 = gained[0]
+    src = ShardMap.decode(old.blob).owner(s0)
+    assert src is not None
+    srv.on_message(0.1, f"{src}:8600", Handoff(src, 7, {s0: b"[[0, 41]]"}), True)
+    srv.on_message(0.1, "x:8600", Handoff("x", 7, {s0: b"[[0, 1]]"}), True)  # over the bound
+    assert srv.drain() is None and srv.stats["early_handoffs"] == 2 and srv.parked == {}
+    # the joiner applies the log: the old commit, then the proposal
+    coord.committed, coord.pending = old, new
+    srv.note_map(old)
+    srv.map_changed(0.2)
+    acks = [(s.dest, s.msg) for s in (srv.drain() or Output()).sends
+            if isinstance(s.msg, HandoffAck)]
+    assert acks == [(f"{src}:8600", HandoffAck("c", 7, (s0,)))]
+    # the commit: the gain acquires the handed-over state at once
+    coord.committed, coord.pending = new, None
+    srv.note_map(new)
+    coord.owned = set(gained)
+    srv.ownership(0.3, frozenset(gained), 7)
+    assert (s0, b"[[0, 41]]") in [(s, st.get(s)) for _sh, st in svc.acquired for s in st]
+    srv.on_message(0.3, "cl:1", req(s0), True)
+    replies = [s.msg for s in (srv.drain() or Output()).sends if isinstance(s.msg, Reply)]
+    assert [r.payload for r in replies] == [b"42" if s0 == 0 else b"1"]
