@@ -184,8 +184,10 @@ async def open_direct(name: str) -> AsyncIterator[DirectClient]:
 
 async def probe(routed: Client, direct: DirectClient, keys: int, timeout: float,
                 out: dict[str, list[float]], rng: random.Random) -> None:
-    """Alternate a routed and a direct request on the same key (owner per the
-    routed client's map), one at a time, forever; record ok latencies."""
+    """A routed and a direct request on the same key (owner per the routed client's
+    map), one at a time, in alternating order, forever; record the ok latencies,
+    both timed the same way (around the awaited call)."""
+    turn = 0
     while True:
         key = rng.randrange(keys)
         owner = routed.core.owner(key)
@@ -194,14 +196,19 @@ async def probe(routed: Client, direct: DirectClient, keys: int, timeout: float,
             await trio.sleep(0.05)  # no map yet: a benchmark may wait
             continue
         payload = kv.get()
-        ev = await routed.finish(key, payload, timeout)
-        if ev.ok:
-            out["routed"].append(ev.latency)
-        reply, secs = await direct.request(address, key, payload, timeout)
-        if reply is not None and reply.outcome == "ok":
-            out["direct"].append(secs)
-        else:
-            out["direct_failed"].append(secs)
+        turn += 1
+        for which in (("routed", "direct") if turn % 2 else ("direct", "routed")):
+            if which == "routed":
+                t0 = time.perf_counter()
+                ev = await routed.finish(key, payload, timeout)
+                if ev.ok:
+                    out["routed"].append(time.perf_counter() - t0)
+            else:
+                reply, secs = await direct.request(address, key, payload, timeout)
+                if reply is not None and reply.outcome == "ok":
+                    out["direct"].append(secs)
+                else:
+                    out["direct_failed"].append(secs)
 
 
 def audit_traces(lc: LocalCluster, t0: float, t1: float,
