@@ -54,7 +54,7 @@ import trio
 from clusterfunk.audit.reader import read
 from clusterfunk.audit.shards import ShardOwnership
 from clusterfunk.demo import kv
-from clusterfunk.demo.launch import HOST, LocalCluster, open_local_cluster
+from clusterfunk.demo.launch import HOST, open_local_cluster
 from clusterfunk.routing.api import APP
 from clusterfunk.routing.auth import routing_authorizer
 from clusterfunk.routing.messages import Reply, Request
@@ -211,15 +211,15 @@ async def probe(routed: Client, direct: DirectClient, keys: int, timeout: float,
                     out["direct_failed"].append(secs)
 
 
-def audit_traces(lc: LocalCluster, t0: float, t1: float,
+def audit_traces(traces: list[Path], t0: float, t1: float,
                  kills: list[tuple[float, str]]) -> dict[str, int]:
-    """Misrouted ok answers and ownership clashes in the nodes' merged traces, and
+    """Misrouted ok answers and ownership clashes in the nodes' merged traces (files
+    that do not exist are skipped: a node killed before it wrote any), and
     the maps committed within [t0, t1] (Unix time). ``kills`` are (Unix time, node)
     of the SIGKILLs sent: a killed process serves nothing from then on, which the
     check learns from a ``sim.crash`` record put in the stream at that time."""
     paths = []
-    for n in lc.nodes:
-        path = lc.trace_path(n)
+    for path in traces:
         if path.exists():
             _drop_cut_line(path)
             paths.append(str(path))
@@ -324,7 +324,7 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "failed_before_deadline": main.early,
         "failed_by_reason": dict(sorted(main.reasons.items())),
     })
-    result.update(audit_traces(lc, wall0, wall1, kills))
+    result.update(audit_traces([lc.trace_path(n) for n in lc.nodes], wall0, wall1, kills))
     result.update({
         "p50_us": pct_us(main.latencies, 0.5),
         "p99_us": pct_us(main.latencies, 0.99),

@@ -9,15 +9,6 @@ from pathlib import Path
 from benchmarks.routing import audit_traces
 
 
-class FakeCluster:
-    def __init__(self, root: Path, ids: list[str]) -> None:
-        self.root = root
-        self.nodes = dict.fromkeys(ids)
-
-    def trace_path(self, node_id: str) -> Path:
-        return self.root / f"{node_id}.jsonl"
-
-
 def write(root: Path, node: str, recs: list[dict], cut: bool = False) -> None:
     text = "".join(json.dumps({"node": node, **r}) + "\n" for r in recs)
     if cut:
@@ -40,10 +31,10 @@ def test_a_killed_holder_serves_nothing_and_a_non_owner_ok_is_misrouted(tmp_path
         {"t": 7.0, "ev": "app.request", "client": "c", "id": 2, "key": 1, "shard": 1,
          "outcome": "ok"},  # shard 1 is still n1's: misrouted
     ])
-    lc = FakeCluster(tmp_path, ["n1", "n2"])
+    traces = [tmp_path / f"{n}.jsonl" for n in ("n1", "n2", "n3")]  # n3 never wrote
     # n1 was SIGKILLed at t=5: n2 taking shard 0 at t=6 is no clash
-    assert audit_traces(lc, 0.0, 10.0, [(5.0, "n1")]) == {
+    assert audit_traces(traces, 0.0, 10.0, [(5.0, "n1")]) == {
         "misrouted": 1, "ownership_violations": 0, "traced_requests": 2, "reshards": 2}
     # without the kill, n1 still served shard 0 when n2 acquired it
-    res = audit_traces(lc, 5.5, 10.0, [])
+    res = audit_traces(traces, 5.5, 10.0, [])
     assert res["ownership_violations"] == 1 and res["reshards"] == 1
