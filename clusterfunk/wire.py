@@ -168,6 +168,14 @@ def _compile(cls: type) -> None:
             lines.append(f"        raise _E('{where}: not a finite number')")
         elif tp is Any:
             pass
+        elif (prim := _prim_dict_args(tp)) is not None:
+            # a map of primitives (gossip tags): checked inline, as dec_prim_dict does
+            kn, vn = _PRIMITIVE_NAMES[prim[0]], _PRIMITIVE_NAMES[prim[1]]
+            lines.append(f"    if type({v}) is not dict:")
+            lines.append(f"        raise _E('{where}: expected map')")
+            lines.append(f"    for _k, _x in {v}.items():")
+            lines.append(f"        if type(_k) is not {kn} or type(_x) is not {vn}:")
+            lines.append(f"            raise _E('{where}: expected map of {kn} to {vn}')")
         else:
             ns[f"_d{i}"] = _decoder_for(tp, where)
             lines.append(f"    {v} = _d{i}({v})")
@@ -176,6 +184,15 @@ def _compile(cls: type) -> None:
     exec(compile(enc_src + dec_src, f"<wire codec for {cname}>", "exec"), ns)
     _ENCODERS[cls] = ns["encode"]
     _DECODERS[cls] = ns["decode"]
+
+
+def _prim_dict_args(tp: Any) -> tuple[type, type] | None:
+    """``(key type, value type)`` of a ``dict`` of primitives (str, bytes, bool)."""
+    if typing.get_origin(tp) is dict:
+        kt, vt = typing.get_args(tp)
+        if kt in (str, bytes, bool) and vt in (str, bytes, bool):
+            return kt, vt
+    return None
 
 
 def _encoder_for(tp: Any) -> Callable[[Any], Any] | None:

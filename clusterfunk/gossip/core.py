@@ -961,7 +961,8 @@ class GossipCore:
     def _local_state(self, join: bool, reply: bool) -> PushPull:
         version, members = self._state_cache
         if version != self._state_version:  # rebuilt only after a change of view
-            members = tuple(self.table.by_name[n].wire_state() for n in self.table.names)
+            by_name = self.table.by_name
+            members = tuple([by_name[n].wire_state() for n in self.table.names])
             self._state_cache = (self._state_version, members)
         serf = self.serf
         return PushPull(

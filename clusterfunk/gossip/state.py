@@ -37,12 +37,28 @@ class MemberRecord:
     status: str
     tags: dict[str, str]
     since: float
+    #: the last push-pull entry made for this member (see :meth:`wire_state`)
+    _wire: MemberState | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     def snapshot(self) -> Member:
         return Member(self.name, self.addr, self.status, self.incarnation, dict(self.tags))
 
     def wire_state(self) -> MemberState:
-        return MemberState(self.name, self.addr, self.incarnation, self.status, self.tags)
+        """This member as a push-pull entry. The entry made last time is reused while
+        it still says the same (a push-pull state lists every member, and during a
+        mass join it is rebuilt after every change of view)."""
+        w = self._wire
+        if (
+            w is None
+            or w.incarnation != self.incarnation
+            or w.status != self.status
+            or w.addr != self.addr
+            or w.tags is not self.tags
+        ):
+            w = self._wire = MemberState(
+                self.name, self.addr, self.incarnation, self.status, self.tags
+            )
+        return w
 
 
 class MemberTable:
