@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,8 @@ from clusterfunk.cli import build_parser, main
 from clusterfunk.cluster.coordinator import CoordinatorConfig
 from clusterfunk.gossip.config import GossipConfig
 from clusterfunk.raft.config import RaftConfig
+from clusterfunk.sim import runner
+from clusterfunk.sim import scenario as scenario_mod
 from clusterfunk.sweep.sweep import resolve_argv, run_seed
 
 
@@ -97,6 +101,13 @@ def _run(protocol: str, nodes: int, duration: float, seed: int, mutant: str | No
     return run_seed(argv)
 
 
+#: the harsher simulation of docs/mutants.md: overlapping faults aimed at the leader
+#: half of the time, slow nodes and crash-restarts, clients behind a load balancer
+#: with a short timeout, AppendEntries of at most 2 entries
+HARSH = ("--nemesis", "harsh", "--nemesis-overlap", "3", "--nemesis-gap", "2",
+         "--nemesis-focus", "0.5", "--client-routing", "any", "--clients", "6",
+         "--op-timeout", "0.5", "--max-entries-per-msg", "2")
+
 # (protocol, nodes, duration, seed, options, mutant, violation text): small runs found by
 # `clusterfunk sweep` (docs/mutants.md); the same run without the mutant is clean.
 CAUGHT = [
@@ -110,6 +121,10 @@ CAUGHT = [
      "false positive"),
     ("cluster", 5, 60, 2, ("--nemesis", "all"), "shard-commit-before-acks",
      "committed before"),
+    # found only by the harsher simulation (first failing seed of its sweep)
+    ("raft", 5, 60, 5, HARSH, "raft-commit-old-term", "Leader Commit Rule"),
+    ("raft", 5, 60, 5, HARSH, "raft-vote-without-log-check", "Leader Completeness"),
+    ("raft", 5, 60, 5, HARSH, "raft-read-without-quorum", "linearizability"),
 ]
 
 
@@ -126,3 +141,32 @@ def test_checkers_catch_the_mutant(
     assert any(text in v for v in bad["violations"]), bad["violations"]
     good = _run(protocol, nodes, duration, seed, None, extra)
     assert good["verdict"] == "ok", good["violations"]
+
+
+SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+# (scenario written by `clusterfunk shrink`, the violation its mutant gives)
+SHRUNK = [
+    ("mutant-append-keeps-conflicts.toml", "State Machine Safety"),
+    ("mutant-commit-old-term.toml", "Leader Commit Rule"),
+]
+
+
+def _scenario(name: str, mutant: bool) -> runner.Outcome:
+    sc = scenario_mod.load(str(SIMULATIONS / name))
+    options = dict(sc.options)
+    if not mutant:
+        options.pop("mutant")
+    opts = runner.resolve_options(argparse.Namespace(**options))
+    opts.scenario_events = sc.events
+    return runner.run_one(opts)
+
+
+@pytest.mark.parametrize(("name", "text"), SHRUNK)
+def test_shrunk_scenario_fails_only_with_its_mutant(name: str, text: str) -> None:
+    """A shrunk scenario is a scripted story of its bug: the mutant fails it with the
+    same kind of violation, the correct code passes the very same faults."""
+    bad = _scenario(name, mutant=True)
+    assert bad.verdict == "fail"
+    assert any(text in v for v in bad.violations), bad.violations
+    good = _scenario(name, mutant=False)
+    assert good.verdict == "ok", good.violations
