@@ -30,7 +30,10 @@ PLUGINS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``command="simulate"`` only that subcommand (a simulation
+    needs none of the plugins, whose imports would cost every run a noticeable part
+    of a short simulation's time)."""
     parser = argparse.ArgumentParser(
         prog="clusterfunk",
         description="Raft, SWIM gossip and weighted sharding, with a deterministic simulator.",
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runner.add_arguments(sim)
     sim.set_defaults(func=runner.main)
-    for name in PLUGINS:
+    for name in PLUGINS if command != "simulate" else ():
         try:
             mod = importlib.import_module(name)
         except Exception as exc:  # a broken plugin must not take the other commands down,
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
