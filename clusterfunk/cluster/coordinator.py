@@ -108,7 +108,7 @@ class Phase(enum.StrEnum):
 
     PROPOSED = "proposed"  # the proposal entry is not applied yet
     ACKING = "acking"  # collecting the acks of the proposal's nodes
-    HOLDING = "holding"  # every ack in; the commit waits for old leases (takeover rule)
+    HOLDING = "holding"  # every ack in; the commit waits (takeover / left-out holder rules)
     COMMITTING = "committing"  # the commit entry is not applied yet
 
 
@@ -125,6 +125,10 @@ FOLLOWER = NodeRole.FOLLOWER
 LEADER = NodeRole.LEADER
 NONVOTER = NodeRole.NONVOTER
 NONMEMBER = NodeRole.NONMEMBER
+
+#: Seconds added to a lease bound for clock drift and message delay (the takeover and
+#: left-out holder rules; docs/cluster.md).
+LEASE_MARGIN = 0.5
 
 #: Gossip tag names.
 TAG_RAFT = "ep.raft"
@@ -169,6 +173,9 @@ class CoordinatorConfig:
       plus drift and delay allowances (docs/cluster.md).
     * ``gain_retry`` (0.1): a gain blocked by the lease or by catching up is tried
       again this often.
+    * ``release_wait`` (1.0): a commit that takes shards from a node left out of the
+      proposal that the leader still hears waits at most this long (after the
+      leader applied the proposal) for that node's ack of it (left-out holder rule).
     * ``mutants`` (empty): planted bugs switched on (:mod:`clusterfunk.mutants`); only
       the simulator sets it.
     """
@@ -186,6 +193,7 @@ class CoordinatorConfig:
     lease: float = 1.5
     takeover_wait: float = 3.0
     gain_retry: float = 0.1
+    release_wait: float = 1.0
     mutants: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
@@ -196,6 +204,8 @@ class CoordinatorConfig:
                 raise ValueError(f"{name} must be > 0")
         if not self.lease >= 0:
             raise ValueError("lease must be >= 0")
+        if not self.release_wait >= 0:
+            raise ValueError("release_wait must be >= 0")
 
 
 # -- actions (public events the glue carries out) --------------------------------
@@ -318,6 +328,9 @@ class Round:
     index: int = 0
     acked: set[str] = attrs.Factory(set)
     started: float = 0.0  # local time the round proposed its map
+    applied: float = 0.0  # local time the leader applied its proposal (acking began)
+    #: nodes of the committed map left out of the proposal that acked it (released)
+    released: set[str] = attrs.Factory(set)
 
 
 class CoordinatorCore:
@@ -380,6 +393,8 @@ class CoordinatorCore:
         self.leaving: set[str] = set()  # members that asked to be removed (leader)
         #: member -> (last heartbeat round it echoed, local time that value was first seen)
         self._echo: dict[str, tuple[int, float]] = {}
+        #: leader: the last step at which each node was a follower it replicates to
+        self._sent: dict[str, float] = {}
         self.unresponsive: set[str] = set()
         self.now = 0.0
         self._won_at = -math.inf
@@ -704,6 +719,7 @@ class CoordinatorCore:
                 r.index = rec.index
                 r.nodes = rec.nodes
                 r.deadline = now + self.cfg.ack_timeout
+                r.applied = now
                 self._ack_or_hold(now, rec)
         else:
             self._ack_or_hold(now, rec)
@@ -896,6 +912,7 @@ class CoordinatorCore:
         self.quarantined = {}
         self.leaving = set()
         self._echo = {}
+        self._sent = {}
         self.unresponsive = set()
         self._reshard_at = now + self.cfg.reshard_delay
         self._change_since = math.inf
@@ -1026,6 +1043,11 @@ class CoordinatorCore:
         """Liveness rule (the leader's fast failure detector, on Raft heartbeats): a
         member whose heartbeat echoes stalled for ``unresponsive_after`` is
         unresponsive until they advance again."""
+        for sid in raft.followers():
+            self._sent[sid] = now
+        horizon = now - self.cfg.reconcile_interval - self.cfg.lease - LEASE_MARGIN
+        for sid in [s for s, t in self._sent.items() if t < horizon]:
+            del self._sent[sid]  # its lease surely ran out: no hold needs it
         limit = self.cfg.unresponsive_after
         if limit <= 0:
             return
@@ -1131,6 +1153,11 @@ class CoordinatorCore:
                 and msg.node in r.nodes:
             self._record_ack(now, r, msg.node)
             return
+        if r is not None and r.phase in (Phase.ACKING, Phase.HOLDING) and r.index \
+                and msg.index >= r.index and msg.node not in r.nodes:
+            r.released.add(msg.node)  # a left-out holder stopped serving (its ack)
+            if r.phase is Phase.HOLDING and self._hold_until(now, r) is None:
+                self._propose_commit(now, r)
         q = self.quarantined.get(msg.node)
         if q is not None and msg.index >= q[0]:
             del self.quarantined[msg.node]
@@ -1153,25 +1180,70 @@ class CoordinatorCore:
             all_acked = len(r.acked) > len(r.nodes) // 2
         if not all_acked:
             return
-        if self._takeover_hold(now, r):
+        until = self._hold_until(now, r)
+        if until is not None:
+            r.phase = Phase.HOLDING
+            r.deadline = until
             return
         self._propose_commit(now, r)
 
-    def _takeover_hold(self, now: float, r: Round) -> bool:
+    def _hold_until(self, now: float, r: Round) -> float | None:
+        """When a fully acked round may commit, if not now: the later of the takeover
+        and left-out holder rules' times (None: commit now)."""
+        committed = self.committed
+        if committed is None:
+            return None
+        left_out = set(committed.nodes) - set(r.nodes)
+        if not left_out:
+            return None
+        until = [t for t in (self._takeover_hold(now), self._left_out_hold(now, r, left_out))
+                 if t is not None]
+        return max(until) if until else None
+
+    def _takeover_hold(self, now: float) -> float | None:
         """Takeover rule: a commit that takes shards from nodes that did not ack (nodes
         of the committed map left out of the proposal) waits until ``takeover_wait``
         after this leader won: by then a deposed leader has stepped down (CheckQuorum)
         and the leases its heartbeats gave its followers have run out (docs/cluster.md).
-        Returns True when the round holds (phase ``holding`` until that time)."""
-        committed = self.committed
-        if committed is None or now >= self._won_at + self.cfg.takeover_wait:
-            return False
-        if not set(committed.nodes) - set(r.nodes):
-            return False
-        r.phase = Phase.HOLDING
-        r.deadline = self._won_at + self.cfg.takeover_wait
+        Returns the time it holds until (None: no hold)."""
+        until = self._won_at + self.cfg.takeover_wait
+        if now >= until:
+            return None
         self._count("commits held for takeover")
-        return True
+        return until
+
+    def _left_out_hold(self, now: float, r: Round, left_out: set[str]) -> float | None:
+        """Left-out holder rule: a node of the committed map left out of the proposal
+        (dead in gossip, quarantined, unresponsive, leaving) that has not acked it may
+        still hold its lease, and so still serve:
+
+        * a follower the leader heard within ``lease`` hears the leader: it stops
+          serving when it applies the proposal and then acks it; the commit waits for
+          that ack, at most ``release_wait`` after the leader applied the proposal;
+        * a node no longer replicated to (removed from Raft: it never gets the
+          proposal) heard the leader last about when the leader last replicated to
+          it; the commit waits until its lease has surely run out: that time plus
+          ``reconcile_interval`` (the leader notes it once per step) plus ``lease``
+          plus :data:`LEASE_MARGIN` for drift and delay (docs/cluster.md).
+
+        A follower not heard within ``lease`` is cut off both ways (its lease ran
+        out) or hears the leader one-way and applies the proposal a round trip before
+        the commit. Returns the time the commit holds until (None: no hold)."""
+        followers = set(self.raft.followers()) if self.raft is not None else set()
+        until: list[float] = []
+        for n in sorted(left_out - r.released):
+            if n in followers:
+                seen = self._echo.get(n)
+                if seen is not None and now - seen[1] < self.cfg.lease:
+                    until.append(r.applied + self.cfg.release_wait)
+            elif n in self._sent:
+                until.append(self._sent[n] + self.cfg.reconcile_interval + self.cfg.lease
+                             + LEASE_MARGIN)
+        t = max(until, default=0.0)
+        if t <= now:
+            return None
+        self._count("commits held for a left-out holder")
+        return t
 
     def _propose_commit(self, now: float, r: Round) -> None:
         r.phase = Phase.COMMITTING
