@@ -101,12 +101,14 @@ class ServerConfig:
     * ``handoff_ack_wait`` (0.2): a release waits this long for the handoff acks
       before it is reported done (keep it well below the coordinator's
       ``ack_timeout``, 0.5 s by default, or the node is quarantined).
-    * ``handoff_retry`` (1.0): unacknowledged parked state is re-sent this often.
+    * ``handoff_retry`` (0.1): unacknowledged parked state is re-sent this often
+      (well below ``handoff_wait``, so one lost frame does not cost the state).
     * ``forward_wait`` (1.0) / ``max_forwards`` (1000): forwarded requests in
       flight, bounded in time and count (over the count: answered ``moved``).
     * ``max_payload`` (1 MiB): larger requests are answered ``error``.
     * ``max_early_handoffs`` (64): handoffs that arrive before this node applied
-      any map (a joiner) are held, at most this many, until it applies one.
+      the proposal they come from (a joiner, a lagging node) are held, at most this
+      many and at most ``queue_wait`` each, until it applies it.
     """
 
     forward: ForwardMode = ForwardMode.MOVED
@@ -114,7 +116,7 @@ class ServerConfig:
     queue_wait: float = 1.0
     handoff_wait: float = 0.5
     handoff_ack_wait: float = 0.2
-    handoff_retry: float = 1.0
+    handoff_retry: float = 0.1
     forward_wait: float = 1.0
     max_forwards: int = 1000
     max_payload: int = 1 << 20
@@ -232,7 +234,7 @@ class RequestServer:
         #: committed map records seen, newest last (the previous owner of a gain)
         self._history: list[MapRecord] = []
         #: handoffs received before any map was applied here (a joiner), held
-        self._early: list[tuple[str, Handoff]] = []
+        self._early: list[tuple[float, str, Handoff]] = []
 
     # ------------------------------------------------------------------ Core
 
@@ -316,10 +318,10 @@ class RequestServer:
         """The committed map or the pending proposal changed: re-examine the queue
         (the owner may have moved) and send parked state to its new owner."""
         self.now = now
-        if self._early and (self.coord.pending or self.coord.committed) is not None:
+        if self._early:
             early, self._early = self._early, []
-            for src, msg in early:
-                self._on_handoff(now, src, msg)
+            for _t, src, msg in early:
+                self._on_handoff(now, src, msg)  # held again if still ahead
         self._drain(now)
         self._send_parked(now)
 
@@ -653,19 +655,22 @@ class RequestServer:
 
     def _on_handoff(self, now: float, src: str, msg: Handoff) -> None:
         """Parked state rule (receiving): keep the newest version of each shard's
-        state (checked against the latest map applied here; before any map, held
-        until the first one, bounded); state for a shard served here
-        already is late (dropped, counted);
-        acknowledge every shard taken or refused; finish waiting gains."""
+        state (checked against the latest map applied here; state from a proposal not
+        applied here yet is held until it is, bounded in count and time); state for a
+        shard served here already is late (dropped, counted); acknowledge every shard
+        taken or refused; finish waiting gains."""
         m = self._decode(self.coord.pending or self.coord.committed)
         shards = [*msg.states.keys(), *msg.empty]
-        if m is None:
-            # a joiner that has not applied the proposal giving it these shards yet
-            # (the previous owner released them when it applied it): held until the
-            # first map (bounded; past the bound not acked, so the sender sends again)
+        if m is None or msg.index > self._latest_index():
+            # from a proposal this node has not applied yet (a joiner, a lagging node;
+            # the sender released the shards when *it* applied it): held until this
+            # node applies it -- its older map would send the state on to a stale
+            # owner -- bounded; past the bound not acked, so the sender sends again
             self._count("early_handoffs")
+            # held for at most queue_wait (the sender re-sends what is not acked)
+            self._early = [e for e in self._early if now - e[0] < self.cfg.queue_wait]
             if len(self._early) < self.cfg.max_early_handoffs:
-                self._early.append((src, msg))
+                self._early.append((now, src, msg))
             return
         if any(not 0 <= s < m.n_shards for s in shards):
             self._count("malformed")

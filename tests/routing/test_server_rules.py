@@ -332,3 +332,26 @@ def test_a_joiner_holds_a_handoff_that_arrives_before_its_first_map():
     srv.on_message(0.3, "cl:1", req(s0), True)
     replies = [s.msg for s in (srv.drain() or Output()).sends if isinstance(s.msg, Reply)]
     assert [r.payload for r in replies] == [b"42" if s0 == 0 else b"1"]
+
+
+def test_a_lagging_receiver_holds_state_from_a_proposal_it_has_not_applied():
+    """Parked state rule, ahead: state handed over under proposal 9 reaches a node
+    still at map 5. It is held -- not sent on to the shard's owner in the stale map,
+    which would then drop it as late -- until the node applies proposal 9, then
+    parked and acknowledged. (20 nodes, --app demo, seed 1: a get returned 0 after
+    an acknowledged 1.) Held handoffs expire after queue_wait."""
+    srv, coord, svc = server(name="c", nodes=("a", "b"))
+    new = record(9, ["a", "b", "c"])
+    gained = ShardMap.decode(new.blob).shards_of("c")
+    s0 = gained[0]
+    srv.on_message(1.0, "a:8600", Handoff("a", 9, {s0: b"[[0, 7]]"}), True)
+    assert srv.drain() is None and srv.parked == {} and srv.stats["early_handoffs"] == 1
+    coord.pending = new
+    srv.map_changed(1.1)
+    sent = [(s.dest, s.msg) for s in (srv.drain() or Output()).sends]
+    assert sent == [("a:8600", HandoffAck("c", 9, (s0,)))]  # nothing sent on to b
+    assert srv.parked[s0] == (9, b"[[0, 7]]")
+    # held handoffs do not outlive queue_wait: a stale one is purged by the next
+    srv.on_message(2.0, "x:8600", Handoff("x", 50, {s0: b"[]"}), True)
+    srv.on_message(2.0 + srv.cfg.queue_wait, "y:8600", Handoff("y", 51, {s0: b"[]"}), True)
+    assert [m.node for _t, _src, m in srv._early] == ["y"]
