@@ -173,6 +173,9 @@ class CoordinatorConfig:
       plus drift and delay allowances (docs/cluster.md).
     * ``gain_retry`` (0.1): a gain blocked by the lease or by catching up is tried
       again this often.
+    * ``freeze_watch`` (True): the freeze rule -- a member ticks every ``lease / 4``
+      and a tick overdue by more than ``lease / 2`` means the process was frozen
+      (docs/cluster.md); False disables it (as ``lease = 0`` disables the lease).
     * ``release_wait`` (1.0): a commit that takes shards from a node left out of the
       proposal that the leader still hears waits at most this long (after the
       leader applied the proposal) for that node's ack of it (left-out holder rule).
@@ -194,6 +197,7 @@ class CoordinatorConfig:
     takeover_wait: float = 3.0
     gain_retry: float = 0.1
     release_wait: float = 1.0
+    freeze_watch: bool = True
     mutants: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
@@ -408,11 +412,15 @@ class CoordinatorCore:
         self._gain_wanted = False  # a gain waits for the lease or for catching up
         self._gain_retry_at = math.inf
         self._mine_cache: dict[int, frozenset[int]] = {}
+        #: freeze rule: the last tick, and when a freeze was last detected
+        self._last_tick = -math.inf
+        self._frozen_at = -math.inf
 
     # ------------------------------------------------------------------ Core
 
     def start(self, now: float) -> None:
         self.now = now
+        self._last_tick = now
         self._update_state(now)
 
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
@@ -426,6 +434,7 @@ class CoordinatorCore:
 
     def on_tick(self, now: float) -> None:
         self.now = now
+        self._watch_freeze(now)
         self._fence(now)
         if self._gain_wanted and now >= self._gain_retry_at:
             self._gain_wanted = False
@@ -450,7 +459,8 @@ class CoordinatorCore:
         now = self.now
         # the lease end and a gain retry are due even if already past: only on_tick
         # serves them (and each clears itself: fenced -> nothing owned; retry -> flag off)
-        due = min(self._lease_end(), self._gain_retry_at if self._gain_wanted else math.inf)
+        due = min(self._lease_end(), self._gain_retry_at if self._gain_wanted else math.inf,
+                  self._watch_at())
         if self.role != LEADER:
             return due
         times = [self._reconcile_at, self._retry_at]
@@ -857,7 +867,7 @@ class CoordinatorCore:
         leader of its term within ``lease`` (the leader: no CheckQuorum success) stops
         serving every shard. It serves again only from the next commit it applies."""
         if self.owned and not self._lease_ok(now):
-            self._count("fenced: lease expired")
+            self._count("fenced: lease expired or frozen")
             self._drop_all(now, "lease")
 
     def _drop_all(self, now: float, why: str) -> None:
@@ -880,7 +890,33 @@ class CoordinatorCore:
     def _lease_ok(self, now: float) -> bool:
         if self.cfg.lease <= 0 or self.raft is None:
             return True
+        if self.cfg.freeze_watch and now - self._last_tick > self.cfg.lease / 2:
+            return False  # freeze rule: this node's own tick is overdue
+        if self.raft.leader_contact < self._frozen_at + self.cfg.lease / 4:
+            return False  # freeze rule: no leader message received since the thaw
         return now < self.raft.leader_contact + self.cfg.lease  # same sum as _lease_end
+
+    def _watch_at(self) -> float:
+        """When the freeze rule's next tick is due (inf without a lease)."""
+        if self.cfg.lease <= 0 or self.raft is None or not self.cfg.freeze_watch:
+            return math.inf
+        return self._last_tick + self.cfg.lease / 4
+
+    def _watch_freeze(self, now: float) -> None:
+        """Freeze rule: a member ticks every ``lease / 4``; a tick more than
+        ``lease / 2`` after the previous one means the process was frozen (SIGSTOP,
+        a GC or VM stall; ``sim.pause``). Leader messages that waited in buffers
+        meanwhile arrive at the thaw as if fresh, while the leader may have given
+        this node's shards away: so the lease fails while the tick is overdue (even
+        before this tick runs: :meth:`serves` checks it) and, once it runs, counts
+        only leader messages received ``lease / 4`` after the thaw -- the node fences
+        (releases everything) and gains again from a fresh AppendEntries, caught up
+        (docs/cluster.md)."""
+        if self.cfg.lease > 0 and self.raft is not None and self.cfg.freeze_watch and \
+                now - self._last_tick > self.cfg.lease / 2:
+            self._frozen_at = now
+            self._count("freezes detected")
+        self._last_tick = now
 
     def _mine(self, rec: MapRecord) -> frozenset[int]:
         """The shards ``rec``'s map gives this node (decoded once per index)."""

@@ -129,6 +129,9 @@ class Node:
         for n in members if members is not None else (*voters, *nonvoters):
             self.gossip.set(n)
         self.sm = ClusterStateMachine()
+        # these fakes jump in time without the driver's ticks: the freeze rule (which
+        # would read each jump as a freeze) has its own tests in test_ownership_rules
+        cfg.setdefault("freeze_watch", False)
         self.cfg = CoordinatorConfig(**cfg)
         self.core = CoordinatorCore(
             me, f"{me}:8400", random.Random(1), raft=self.raft, gossip=self.gossip,

@@ -181,3 +181,52 @@ def test_takeover_rule_a_new_leader_holds_a_commit_that_drops_nodes():
     assert node.core.round.deadline == node.cfg.takeover_wait
     (c,) = proposes(node.tick(node.cfg.takeover_wait))
     assert isinstance(entries(c)[0], ShardMapCommitted)
+
+
+def test_freeze_rule_a_thawed_node_serves_nothing_until_fresh_leader_contact():
+    """Freeze rule: a member ticks every lease/4. Frozen past lease/2 (SIGSTOP, a GC
+    or VM stall, ``sim.pause``), it serves nothing while its tick is overdue -- even
+    with a leader message received at the thaw, which may have waited in a buffer
+    while the leader gave its shards away -- fences at that tick (releases all), and
+    gains again only from leader contact received lease/4 after the thaw. (The old
+    rule let a resumed holder serve on such a message: --app demo seed 2, 20 nodes.)"""
+    node = Node(me="n2", freeze_watch=True)
+    r = node.raft
+    assert r is not None
+    r.role, r.leader_id = Role.FOLLOWER, "n1"
+    step = node.cfg.lease / 4
+    assert node.core.next_deadline() == step  # the freeze rule's tick
+    t = 0.0
+    while t < 1.0:  # running: ticks on time
+        t = node.core.next_deadline()
+        node.core.on_tick(t)
+    r.leader_contact = r.leader_commit_at = t
+    cmd, m = proposal(None, N3)
+    node.apply(t, (cmd,))
+    node.apply(t, (wire.encode(ShardMapCommitted(node.index, N3)),))
+    catch_up(node, t)
+    node.core.settle(t)
+    node.out()
+    mine = frozenset(m.shards_of("n2"))
+    assert node.core.owned == mine and node.core.serves(t, min(mine))
+    # frozen for 5 s; at the thaw a queued leader message is processed first
+    thaw = t + 5.0
+    catch_up(node, thaw)
+    assert not node.core.serves(thaw, min(mine))  # the tick is overdue: no lease
+    node.core.on_tick(thaw)
+    out = node.out()
+    assert node.core.owned == frozenset()
+    (rel,) = traces(out, "shard.release")
+    assert rel["shards"] == sorted(mine)
+    assert node.core.stats["freezes detected"] == 1
+    node.core.settle(thaw + 0.01)  # the gain rule: contact from before the thaw grace
+    assert node.core.owned == frozenset()
+    t = thaw
+    while t < thaw + step:  # running again, but no fresh leader message yet
+        t = node.core.next_deadline()
+        node.core.on_tick(t)
+    assert node.core.owned == frozenset()
+    catch_up(node, t + 0.01)  # a leader message received after the grace
+    node.core.on_tick(t + 0.01)
+    node.core.settle(t + 0.01)
+    assert node.core.owned == mine and node.core.serves(t + 0.01, min(mine))

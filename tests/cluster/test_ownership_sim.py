@@ -1,8 +1,8 @@
 """Exclusive ownership in simulation, judged from the trace by the offline audit's
 ownership check (``clusterfunk.audit.shards.ShardOwnership``): no ``shard.acquire``
 of a shard another node still serves, and a paused holder releases what moved at
-the instant it resumes. Known gap: random pauses mixed with the other faults can
-still give an overlap (seed 7 of the test below with ``pause`` added)."""
+the instant it resumes (the freeze rule; its issue-9 regression run is in
+tests/sim/test_app_sim.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from clusterfunk.sim.netmodel import LinkConfig
 
 from .helpers import make, nemesis
 
-# Pauses are tested on their own below; mixed with the other faults they can still
-# overlap (seed 7: docs/cluster.md, "Where it does not hold").
-KINDS = ("partition", "crash", "loss", "duplicate", "reorder", "skew")
+# Every fault kind of the nemesis, pauses included (the freeze rule).
+KINDS = ("partition", "crash", "pause", "loss", "duplicate", "reorder", "skew")
 
 
 def audit(sim, records=None) -> tuple[ShardOwnership, list[str]]:

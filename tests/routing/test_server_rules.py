@@ -340,7 +340,7 @@ def test_a_lagging_receiver_holds_state_from_a_proposal_it_has_not_applied():
     which would then drop it as late -- until the node applies proposal 9, then
     parked and acknowledged. (20 nodes, --app demo, seed 1: a get returned 0 after
     an acknowledged 1.) Held handoffs expire after queue_wait."""
-    srv, coord, svc = server(name="c", nodes=("a", "b"))
+    srv, coord, _svc = server(name="c", nodes=("a", "b"))
     new = record(9, ["a", "b", "c"])
     gained = ShardMap.decode(new.blob).shards_of("c")
     s0 = gained[0]
