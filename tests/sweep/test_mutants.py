@@ -148,6 +148,7 @@ SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
 SHRUNK = [
     ("mutant-append-keeps-conflicts.toml", "State Machine Safety"),
     ("mutant-commit-old-term.toml", "Leader Commit Rule"),
+    ("mutant-read-without-quorum.toml", "linearizability"),
     pytest.param("mutant-vote-without-log-check.toml", "Leader Completeness",
                  marks=pytest.mark.slow),
 ]
