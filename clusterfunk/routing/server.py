@@ -288,7 +288,7 @@ class RequestServer:
             heapq.heappop(self._fheap)
         if self._fheap:
             times.append(self._fheap[0][0])
-        if self.outbox:
+        if self.outbox:  # invariant: every entry is a parked shard sent to another owner
             times.append(min(t for _n, t in self.outbox.values()))
         times.append(self._parked_retry_at)
         return min(times)
@@ -609,11 +609,13 @@ class RequestServer:
         by_owner: dict[str, list[int]] = {}
         for s in sorted(self.parked if only is None else only & self.parked.keys()):
             if s in self.waiting:
+                self.outbox.pop(s, None)  # kept for this node's own gain: nothing to retry
                 continue
             owner, _index = self._latest_owner(s)
             if owner == self.id and self.coord.state == "stopping":
                 owner = self._successor(s)
             if owner is None or owner == self.id:
+                self.outbox.pop(s, None)  # no other owner now: no retry is due
                 continue
             out = self.outbox.get(s)
             if out is not None and out[0] == owner and now < out[1]:

@@ -355,3 +355,18 @@ def test_a_lagging_receiver_holds_state_from_a_proposal_it_has_not_applied():
     srv.on_message(2.0, "x:8600", Handoff("x", 50, {s0: b"[]"}), True)
     srv.on_message(2.0 + srv.cfg.queue_wait, "y:8600", Handoff("y", 51, {s0: b"[]"}), True)
     assert [m.node for _t, _src, m in srv._early] == ["y"]
+
+
+def test_parked_state_whose_retry_is_moot_leaves_no_past_deadline():
+    """Parked state rule (sending): state sent on to another owner, whose map then
+    makes this node the owner, has no retry due any more -- its timer must not stay
+    in the past (it made the driver tick forever at one instant: --app demo seed 3)."""
+    srv, coord, _svc = server(name="c", nodes=("a", "b"))
+    coord.pending = record(11, ["b"])
+    srv.on_message(0.0, "a:8600", Handoff("a", 10, {3: b"[[3, 5]]"}), True)
+    assert ("b:8600", "Handoff") in {(d, type(m).__name__) for d, m in sends(srv)}
+    coord.pending = record(12, ["c"])  # the shard is this node's in the latest map
+    srv.map_changed(0.05)
+    t = srv.cfg.handoff_retry + 0.05
+    srv.on_tick(t)
+    assert srv.next_deadline() > t
