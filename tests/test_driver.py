@@ -165,6 +165,20 @@ def test_timer_ticks_only_when_due_and_rearms_after_spurious_wakeups() -> None:
     assert clock.armed[-1] == math.inf
 
 
+def test_a_core_whose_tick_leaves_its_deadline_due_is_not_ticked_in_a_spin() -> None:
+    """A core bug (its tick leaves its own deadline in the past) would make the
+    driver tick it forever at one instant; the driver counts it and waits
+    STUCK_TIMER_DELAY before the next tick."""
+    from clusterfunk.runtime.driver import STUCK_TIMER_DELAY
+
+    d, core, _log, clock, _tracer = make()
+    core.on_tick = lambda now: core.ticks.append(now)  # type: ignore[method-assign]
+    clock.t = 5.0
+    d.on_timer()
+    assert core.ticks == [5.0] and d.stats.stuck_timers == 1
+    assert clock.armed[-1] == 5.0 + STUCK_TIMER_DELAY
+
+
 def test_stopped_driver_ignores_input() -> None:
     d, core, log, clock, _ = make()
     d.stop()

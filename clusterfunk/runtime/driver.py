@@ -59,6 +59,11 @@ if TYPE_CHECKING:
     from clusterfunk.runtime.auth import Authorizer
 
 
+#: Seconds a driver waits before ticking again a core whose tick left its own deadline
+#: due (see :meth:`Driver.on_timer`).
+STUCK_TIMER_DELAY = 0.01
+
+
 @attrs.define
 class DriverStats:
     """Counters a driver keeps (exposed for metrics and tests)."""
@@ -73,6 +78,7 @@ class DriverStats:
     oversize: int = 0
     handler_errors: int = 0
     unauthorized: int = 0  # refused by the authorizer: never seen by the core
+    stuck_timers: int = 0  # ticks after which the core's deadline stayed due (a core bug)
 
 
 class Driver:
@@ -201,6 +207,12 @@ class Driver:
         if now >= self.core.next_deadline():
             self.core.on_tick(now)
             self._flush()
+            if self.running and self.core.next_deadline() <= now:
+                # The tick left the core's timer due: a core bug. Counted, and the
+                # next tick waits STUCK_TIMER_DELAY instead of spinning at one instant.
+                self.stats.stuck_timers += 1
+                self._deadline = now + STUCK_TIMER_DELAY
+                self.clock.schedule(self, self._deadline)
         else:  # spurious wake-up (clock skew changed, or a stale timer): re-arm
             self._arm(force=True)
 
