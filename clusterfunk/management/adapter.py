@@ -253,6 +253,7 @@ class ClusterManaged:
                     malformed=s.malformed, oversize=s.oversize,
                     unauthorized=getattr(s, "unauthorized", 0),
                     handler_errors=getattr(s, "handler_errors", 0),
+                    stuck_timers=getattr(s, "stuck_timers", 0),
                 )
         gossip = dict(c.gossip_core.stats) if c.gossip_core is not None else {}
         coord = dict(c.coord.stats) if c.coord is not None else {}

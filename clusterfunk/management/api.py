@@ -123,6 +123,7 @@ class TrafficView(TypedDict):
     oversize: int
     unauthorized: NotRequired[int]  # refused by the identity / stream rules (issue 11)
     handler_errors: NotRequired[int]  # a core's handler raised (the node stops on it)
+    stuck_timers: NotRequired[int]  # a core's tick left its deadline due (a core bug)
 
 
 class ReshardCounters(TypedDict):

@@ -232,6 +232,8 @@ class NodeCollector(Collector):
              "unauthorized"),
             ("clusterfunk_handler_errors", "a core's message or timer handler raised",
              "handler_errors"),
+            ("clusterfunk_stuck_timers", "a core's tick left its own deadline due (a core "
+             "bug; the driver waits 10 ms instead of spinning)", "stuck_timers"),
         ]
         for name, doc, key in families:
             fam = CounterMetricFamily(name, doc, labels=["protocol"])
