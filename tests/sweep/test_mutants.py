@@ -144,11 +144,13 @@ def test_checkers_catch_the_mutant(
 
 
 SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
-# (scenario written by `clusterfunk shrink`, the violation its mutant gives)
+# (scenario written by `clusterfunk shrink`, or by hand for vote-not-persisted; the
+# violation its mutant gives)
 SHRUNK = [
     ("mutant-append-keeps-conflicts.toml", "State Machine Safety"),
     ("mutant-commit-old-term.toml", "Leader Commit Rule"),
     ("mutant-read-without-quorum.toml", "linearizability"),
+    ("mutant-vote-not-persisted.toml", "Election Safety"),
     pytest.param("mutant-vote-without-log-check.toml", "Leader Completeness",
                  marks=pytest.mark.slow),
 ]
@@ -166,7 +168,7 @@ def _scenario(name: str, mutant: bool) -> runner.Outcome:
 
 @pytest.mark.parametrize(("name", "text"), SHRUNK)
 def test_shrunk_scenario_fails_only_with_its_mutant(name: str, text: str) -> None:
-    """A shrunk scenario is a scripted story of its bug: the mutant fails it with the
+    """A mutant's scenario is a scripted story of its bug: the mutant fails it with the
     same kind of violation, the correct code passes the very same faults."""
     bad = _scenario(name, mutant=True)
     assert bad.verdict == "fail"

@@ -319,7 +319,7 @@ class RaftWorkload:
         # them (10.2.1); the simulated disk loses un-synced writes at a crash.
         self.config = RaftConfig(
             election_timeout=election, heartbeat_interval=election / 10, parallel_leader_write=True,
-            max_entries_per_msg=batch,
+            max_entries_per_msg=batch, pre_vote=getattr(args, "pre_vote", None) != "off",
             mutants=getattr(args, "mutants", frozenset()),  # planted bugs (simulate --mutant)
         )
         self.names: list[str] = [f"n{i}" for i in range(1, self.nodes + 1)]
@@ -359,6 +359,11 @@ class RaftWorkload:
             help="where a client sends a new operation (raft): 'leader' (default) the node "
             "it believes leads; 'any' a random node (a client behind a load balancer), "
             "following redirects from there",
+        )
+        parser.add_argument(
+            "--pre-vote", choices=("on", "off"),
+            help="Raft Pre-Vote (dissertation 9.6; raft, default on; off as etcd's "
+            "PreVote=false)",
         )
         parser.add_argument(
             "--max-entries-per-msg", type=int, metavar="N",
