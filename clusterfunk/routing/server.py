@@ -44,7 +44,9 @@ Rules (one method each, named in its docstring):
    over before acking) and whose state is not here in a version at least that
    of the previous map (parked state from an older fence is stale) waits for
    the handoff, at most ``handoff_wait``; then it is acquired with what is here
-   (an older parked version, or nothing; counted).
+   (an older parked version, or nothing; counted). A shard whose state this node
+   handed away under a proposal newer than the previous map (a superseded
+   proposal) waits the same way for that state to come back.
 7. **Parked state rule** (:meth:`_send_parked`, :meth:`_on_handoff`): state this
    node holds for a shard it does not serve (a superseded proposal, a fence) is
    sent to the shard's owner in the latest map, re-sent every
@@ -233,6 +235,9 @@ class RequestServer:
         self._succ: tuple[int, ShardMap | None] | None = None  # (index, map without us)
         #: committed map records seen, newest last (the previous owner of a gain)
         self._history: list[MapRecord] = []
+        #: shard -> version of the state this node handed to another node (acked):
+        #: gaining it back waits for that state to return
+        self._handed: dict[int, int] = {}
         #: handoffs received before any map was applied here (a joiner), held
         self._early: list[tuple[float, str, Handoff]] = []
 
@@ -575,8 +580,14 @@ class RequestServer:
     def _expect_handoff(self, shard: int, index: int) -> int | None:
         """The index of the previous committed map if its owner of ``shard`` is
         another node of the current committed map (it acked, so it released the
-        shard and sent its state, of that version or newer), else None."""
+        shard and sent its state, of that version or newer); the version this node
+        handed the shard's state away with, if it did (a superseded proposal moved
+        it away and the next gives it back: the state returns from where it was
+        parked); else None."""
         prev = next((r for r in reversed(self._history) if r.index < index), None)
+        handed = self._handed.pop(shard, None)
+        if handed is not None and handed > (prev.index if prev is not None else 0):
+            return handed  # handed away under a proposal after that map: it comes back
         m = self._decode(prev)
         committed = self.coord.committed
         if prev is None or m is None or committed is None or not 0 <= shard < m.n_shards:
@@ -592,6 +603,7 @@ class RequestServer:
             self.waiting.pop(s, None)
             self._wait_version.pop(s, None)
             self.outbox.pop(s, None)
+            self._handed.pop(s, None)
             got = self.parked.pop(s, None)
             if got is not None and got[1] is not None:
                 state[s] = got[1]
@@ -701,7 +713,9 @@ class RequestServer:
             out = self.outbox.get(s)
             if out is not None and out[0] == msg.node:
                 del self.outbox[s]
-                self.parked.pop(s, None)
+                got = self.parked.pop(s, None)
+                if got is not None:
+                    self._handed[s] = got[0]
         for seq, rel in sorted(self._releases.items()):
             rel.waiting.difference_update(msg.shards)
             if not rel.waiting:

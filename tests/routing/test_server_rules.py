@@ -370,3 +370,34 @@ def test_parked_state_whose_retry_is_moot_leaves_no_past_deadline():
     t = srv.cfg.handoff_retry + 0.05
     srv.on_tick(t)
     assert srv.next_deadline() > t
+
+
+def test_a_shard_gained_back_after_a_superseded_proposal_waits_for_its_state():
+    """Gain rule, handed away: proposal 7 moves a's shards to b (a hands their state
+    over, b acks); proposal 7 is superseded and the committed map 5 gives them back
+    to a. a waits for the state to come back from b instead of serving without it
+    (b's copy, arriving a moment later, was dropped as late: --app demo seed 3 lost
+    21 acknowledged increments)."""
+    srv, coord, _svc = server()
+    a_shards = mine(srv, coord)
+    s0 = a_shards[0]
+    coord.owned = set(a_shards)
+    srv.ownership(0.0, frozenset(a_shards), 5)
+    for _ in range(3):
+        srv.on_message(0.0, "cl:1", req(s0), True)
+    sends(srv)
+    coord.pending = record(7, ["b"])
+    coord.owned = set()
+    srv.release(0.1, 7, frozenset(a_shards))
+    [handoff] = [m for _d, m in sends(srv) if isinstance(m, Handoff)]
+    srv.on_message(0.12, "b:8600", HandoffAck("b", 7, tuple(a_shards)), True)
+    events(srv)
+    # the proposal is superseded: the committed map 5 is in force for a again
+    coord.pending = record(8, ["a", "b"])
+    coord.owned = set(a_shards)
+    srv.ownership(0.3, frozenset(a_shards), 5)
+    assert set(srv.waiting) == set(a_shards)  # not acquired without its state
+    srv.on_message(0.31, "b:8600", Handoff("b", 7, dict(handoff.states), handoff.empty), True)
+    srv.on_message(0.32, "cl:1", req(s0, rid=9), True)
+    replies = [m for _d, m in sends(srv) if isinstance(m, Reply)]
+    assert [r.payload for r in replies] == [b"4"]  # the three increments came back
