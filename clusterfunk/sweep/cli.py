@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--mutant", metavar="NAME", help="switch on a planted bug (simulate "
                    "--list-mutants)")
     p.add_argument("--nemesis", metavar="KINDS", default="all",
-                   help="nemesis fault kinds, comma list or 'all' (default all)")
+                   help="nemesis fault kinds, comma list, 'all' or 'harsh' (all plus slow and "
+                   "bounce; see simulate --help) (default all)")
     p.add_argument("--set", action="append", metavar="OPTION=VALUE",
                    help="pass another simulate option to every run, e.g. --set latency=20 "
                    "--set op-rate=50 (repeatable)")
