@@ -75,7 +75,7 @@ from clusterfunk.cluster.statemachine import (
 from clusterfunk.cluster.views import MemberInfo, MembershipView, RaftView
 from clusterfunk.gossip.messages import Status
 from clusterfunk.raft.roles import Role
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Outbox, Output
 from clusterfunk.sharding import ShardMap
 
 PORT = 8400
@@ -337,7 +337,7 @@ class Round:
     released: set[str] = attrs.Factory(set)
 
 
-class CoordinatorCore:
+class CoordinatorCore(Outbox):
     """See the module docstring. ``raft`` is None for a gossip-only (nonmember) node."""
 
     def __init__(
@@ -483,12 +483,6 @@ class CoordinatorCore:
             quarantines=self._quarantines,
         )
 
-    def drain(self) -> Output | None:
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out
 
     # ------------------------------------------------------------------ inputs from the glue
 

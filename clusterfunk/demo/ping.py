@@ -15,7 +15,7 @@ import random
 import attrs
 
 from clusterfunk import wire
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Outbox, Output
 
 
 @wire.message(1)
@@ -47,7 +47,7 @@ class HelloBack:
     size: int
 
 
-class PingCore:
+class PingCore(Outbox):
     """Pings random peers; records round-trip times (in local clock seconds)."""
 
     def __init__(
@@ -115,9 +115,3 @@ class PingCore:
     def next_deadline(self) -> float:
         return self.next_at
 
-    def drain(self) -> Output | None:
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out

@@ -70,7 +70,7 @@ from clusterfunk.gossip.probe import Probe, ProbeRing, Relay
 from clusterfunk.gossip.serf import Serf
 from clusterfunk.gossip.state import Member, MemberRecord, MemberTable
 from clusterfunk.gossip.vivaldi import VivaldiClient, distance
-from clusterfunk.runtime.api import Output, Send
+from clusterfunk.runtime.api import Outbox, Output, Send
 
 _send = Send
 
@@ -140,7 +140,7 @@ def decode_part(raw: bytes) -> Any:
     return msg
 
 
-class GossipCore:
+class GossipCore(Outbox):
     """One gossip member. ``name`` identifies it (``"n1"``), ``addr`` is its
     advertised ``host:port``; ``rng`` is its only source of randomness."""
 
@@ -247,12 +247,6 @@ class GossipCore:
         timers = self._timers
         return timers[0][0] if timers else math.inf
 
-    def drain(self) -> Output | None:
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out
 
     def on_tick(self, now: float) -> None:
         timers = self._timers

@@ -48,7 +48,7 @@ import attrs
 from clusterfunk.routing.api import APP, Outcome
 from clusterfunk.routing.auth import routing_authorizer
 from clusterfunk.routing.messages import MAX_ID, MapAnswer, MapQuery, Reply, Request
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Outbox, Output
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.host import Host
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
@@ -109,7 +109,7 @@ class _Pending:
     last_outcome: str = "timeout"
 
 
-class RoutingClient:
+class RoutingClient(Outbox):
     """The client core; see the module docstring."""
 
     def __init__(
@@ -193,12 +193,6 @@ class RoutingClient:
             heapq.heappop(heap)
         return min(self._map_due, heap[0][0]) if heap else self._map_due
 
-    def drain(self) -> Output | None:
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out
 
     # ------------------------------------------------------------------ API (driver.call)
 

@@ -89,7 +89,7 @@ from clusterfunk.routing.messages import (
     Reply,
     Request,
 )
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Outbox, Output
 from clusterfunk.sharding import ShardMap, ShardMapDecodeError
 
 
@@ -192,7 +192,7 @@ STAT_NAMES = (
 )
 
 
-class RequestServer:
+class RequestServer(Outbox):
     """The request server core; see the module docstring for its rules."""
 
     def __init__(
@@ -298,12 +298,6 @@ class RequestServer:
         times.append(self._parked_retry_at)
         return min(times)
 
-    def drain(self) -> Output | None:
-        out = self._out
-        if not out:
-            return None
-        self._out = Output()
-        return out
 
     # ------------------------------------------------------------------ inputs from the node
 

@@ -75,6 +75,20 @@ class Output:
         return bool(self.sends or self.persist or self.events or self.trace)
 
 
+class Outbox:
+    """Mixin for a core: ``self._out`` collects the Output of its steps (set it in
+    ``__init__``); :meth:`drain` hands it over -- a getter, ``None`` when empty."""
+
+    _out: Output
+
+    def drain(self) -> Output | None:
+        out = self._out
+        if not out:
+            return None
+        self._out = Output()
+        return out
+
+
 @runtime_checkable
 class Core(Protocol):
     """A sans-I/O protocol state machine. ``now`` is always the node's local clock."""
