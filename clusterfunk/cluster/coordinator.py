@@ -126,6 +126,14 @@ LEADER = NodeRole.LEADER
 NONVOTER = NodeRole.NONVOTER
 NONMEMBER = NodeRole.NONMEMBER
 
+#: The freeze rule, in fractions of the lease: a member ticks every FREEZE_TICK; a gap
+#: over FREEZE_GAP between ticks is a freeze (well below unresponsive_after: only a
+#: freeze that long can lose the node its shards); after one, only leader messages
+#: received THAW_GRACE after the thaw count (docs/cluster.md).
+FREEZE_TICK = 1 / 3
+FREEZE_GAP = 2 / 3
+THAW_GRACE = 1 / 4
+
 #: Seconds added to a lease bound for clock drift and message delay (the takeover and
 #: left-out holder rules; docs/cluster.md).
 LEASE_MARGIN = 0.5
@@ -173,8 +181,8 @@ class CoordinatorConfig:
       plus drift and delay allowances (docs/cluster.md).
     * ``gain_retry`` (0.1): a gain blocked by the lease or by catching up is tried
       again this often.
-    * ``freeze_watch`` (True): the freeze rule -- a member ticks every ``lease / 4``
-      and a tick overdue by more than ``lease / 2`` means the process was frozen
+    * ``freeze_watch`` (True): the freeze rule -- a member ticks every ``lease / 3``
+      and a gap of more than ``2 * lease / 3`` between ticks means it was frozen
       (docs/cluster.md); False disables it (as ``lease = 0`` disables the lease).
     * ``release_wait`` (1.0): a commit that takes shards from a node left out of the
       proposal that the leader still hears waits at most this long (after the
@@ -884,9 +892,9 @@ class CoordinatorCore(Outbox):
     def _lease_ok(self, now: float) -> bool:
         if self.cfg.lease <= 0 or self.raft is None:
             return True
-        if self.cfg.freeze_watch and now - self._last_tick > self.cfg.lease / 2:
+        if self.cfg.freeze_watch and now - self._last_tick > self.cfg.lease * FREEZE_GAP:
             return False  # freeze rule: this node's own tick is overdue
-        if self.raft.leader_contact < self._frozen_at + self.cfg.lease / 4:
+        if self.raft.leader_contact < self._frozen_at + self.cfg.lease * THAW_GRACE:
             return False  # freeze rule: no leader message received since the thaw
         return now < self.raft.leader_contact + self.cfg.lease  # same sum as _lease_end
 
@@ -894,11 +902,11 @@ class CoordinatorCore(Outbox):
         """When the freeze rule's next tick is due (inf without a lease)."""
         if self.cfg.lease <= 0 or self.raft is None or not self.cfg.freeze_watch:
             return math.inf
-        return self._last_tick + self.cfg.lease / 4
+        return self._last_tick + self.cfg.lease * FREEZE_TICK
 
     def _watch_freeze(self, now: float) -> None:
-        """Freeze rule: a member ticks every ``lease / 4``; a tick more than
-        ``lease / 2`` after the previous one means the process was frozen (SIGSTOP,
+        """Freeze rule: a member ticks every ``lease / 3``; a tick more than
+        ``2 * lease / 3`` after the previous one means the process was frozen (SIGSTOP,
         a GC or VM stall; ``sim.pause``). Leader messages that waited in buffers
         meanwhile arrive at the thaw as if fresh, while the leader may have given
         this node's shards away: so the lease fails while the tick is overdue (even
@@ -907,7 +915,7 @@ class CoordinatorCore(Outbox):
         (releases everything) and gains again from a fresh AppendEntries, caught up
         (docs/cluster.md)."""
         if self.cfg.lease > 0 and self.raft is not None and self.cfg.freeze_watch and \
-                now - self._last_tick > self.cfg.lease / 2:
+                now - self._last_tick > self.cfg.lease * FREEZE_GAP:
             self._frozen_at = now
             self._count("freezes detected")
         self._last_tick = now

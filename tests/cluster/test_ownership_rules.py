@@ -184,7 +184,7 @@ def test_takeover_rule_a_new_leader_holds_a_commit_that_drops_nodes():
 
 
 def test_freeze_rule_a_thawed_node_serves_nothing_until_fresh_leader_contact():
-    """Freeze rule: a member ticks every lease/4. Frozen past lease/2 (SIGSTOP, a GC
+    """Freeze rule: a member ticks every lease/3. Frozen past 2*lease/3 (SIGSTOP, a GC
     or VM stall, ``sim.pause``), it serves nothing while its tick is overdue -- even
     with a leader message received at the thaw, which may have waited in a buffer
     while the leader gave its shards away -- fences at that tick (releases all), and
@@ -194,8 +194,8 @@ def test_freeze_rule_a_thawed_node_serves_nothing_until_fresh_leader_contact():
     r = node.raft
     assert r is not None
     r.role, r.leader_id = Role.FOLLOWER, "n1"
-    step = node.cfg.lease / 4
-    assert node.core.next_deadline() == step  # the freeze rule's tick
+    assert node.core.next_deadline() == node.cfg.lease / 3  # the freeze rule's tick
+    step = node.cfg.lease / 4  # the grace after a thaw
     t = 0.0
     while t < 1.0:  # running: ticks on time
         t = node.core.next_deadline()
