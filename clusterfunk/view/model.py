@@ -86,6 +86,7 @@ class ModelBuilder:
         self.links: list[list[Any]] = []
         self.skews: list[list[Any]] = []
         self.disks: list[list[Any]] = []  # [lane, t, kind]
+        self.slow: list[list[Any]] = []  # [lane, t0, t1 | None, latency]: a slow node
         self.roles: dict[str, list[list[Any]]] = {}
         self.states: dict[str, list[list[Any]]] = {}
         self.gossip: list[list[Any]] = []
@@ -170,6 +171,16 @@ class ModelBuilder:
                 p[1] = _r(t)
 
     def _sim_link(self, rec: Record, t: float) -> None:
+        target = rec.get("target")
+        if target is not None:  # one node's links only (a slow node): a span on its lane
+            lane = self.lane(target)
+            for span in self.slow:
+                if span[0] == lane and span[2] is None:
+                    span[2] = _r(t)
+            default = self.links[-1][5] if self.links else 0.0
+            if rec["latency"] > default:
+                self.slow.append([lane, _r(t), None, rec["latency"]])
+            return
         self.links.append([
             _r(t), rec["loss"], rec["duplicate"], rec["reorder"], rec["stream_reset"],
             rec["latency"], rec["jitter"],
@@ -329,6 +340,7 @@ class ModelBuilder:
             "links": self.links,
             "skews": [[remap[s[0]], *s[1:]] for s in self.skews if remap[s[0]] >= 0],
             "disks": [[remap[x[0]], *x[1:]] for x in self.disks if remap[x[0]] >= 0],
+            "slow": [[remap[x[0]], *x[1:]] for x in self.slow if remap[x[0]] >= 0],
             "gossip": [
                 [g[0], remap[g[1]], remap[g[2]], g[3]] for g in self.gossip
                 if remap[g[1]] >= 0 and remap[g[2]] >= 0

@@ -36,6 +36,10 @@ def _trace() -> list[dict]:
         _rec(4, "sim", "sim.heal"),
         _rec(5, "sim", "sim.restart", target="n3"),
         _rec(5.5, "sim", "sim.pause", target="n10"),
+        _rec(5.6, "sim", "sim.link", target="n2", latency=0.2, jitter=0.0, loss=0.0,
+             duplicate=0.0, reorder=0.0, stream_reset=0.0),
+        _rec(5.8, "sim", "sim.link", target="n2", latency=0.0, jitter=0.0, loss=0.0,
+             duplicate=0.0, reorder=0.0, stream_reset=0.0),
         _rec(6, "n1", "cluster.shardmap", phase="proposed", index=7, nodes=["n1", "n2"],
              digest="a" * 32, moved=5),
         _rec(6.2, "n1", "cluster.shardmap", phase="committed", index=7, nodes=["n1", "n2"],
@@ -56,6 +60,8 @@ def test_model_holds_lanes_faults_roles_gossip_maps_messages(tmp_path) -> None:
     assert d["crashes"] == [[2, 3, 5]]
     assert d["disks"] == [[2, 3, "torn_write"]]
     assert d["pauses"] == [[3, 5.5, None]]  # still paused at the end
+    # a slow node (sim.link with a target) is a span on its lane, not a global change
+    assert d["slow"] == [[1, 5.6, 5.8, 0.2]] and d["links"] == []
     assert d["partitions"] == [[2, 4, [[0, 1], [3, 2]], False]]
     assert d["roles"][0] == [[0, 0, 0], [1, 3, 1]] and d["roles"][2] == []
     assert d["gossip"] == [[3.5, 1, 2, 1], [4, 1, 2, 2]]
