@@ -173,3 +173,26 @@ def test_a_take_over_from_a_dropped_live_holder_is_an_allowed_counted_loss() -> 
     # the take-over rule: counted and recorded, not a violation
     assert tr.chk.violations() == []
     assert "taken over from a live holder" in tr.chk.takeover_losses[0]
+
+
+def test_state_handed_to_a_node_the_map_then_drops_is_a_take_over_loss() -> None:
+    """The state's holder is the node it was handed to (``app.handoff``), even before
+    that node acquires the shard: n1 hands shard 0 to n2 under a proposal, n2 is
+    paused before it applies the commit, and the next map gives the shard to n3,
+    which starts without the state. That is the take-over rule (n2, alive, dropped
+    from the map), not a handoff bug (--app demo seed 30 of 20 nodes)."""
+    tr = Trace()
+    tr.rec("n1", "cluster.shardmap", phase="committed", index=1, nodes=["n1", "n2", "n3"],
+           digest="x", moved=4)
+    tr.acquire("n1", 0)
+    tr.request("n1", 4, 1)
+    tr.rec("n1", "shard.release", index=2, shards=[0])
+    tr.rec("n1", "app.handoff", to="n2", index=2, shards=[0], bytes=8)
+    tr.rec("sim", "sim.pause", target="n2")
+    tr.rec("n3", "cluster.shardmap", phase="committed", index=5, nodes=["n1", "n3"],
+           digest="y", moved=4)
+    tr.rec("n3", "shard.acquire", index=5, shards=[0])
+    tr.request("n3", 4, 1)  # n2's copy never arrived
+    s = summary(tr)
+    assert s["lost_writes_holder_cut_off"] == 1 and s["lost_writes"] == 0
+    assert tr.chk.violations() == []

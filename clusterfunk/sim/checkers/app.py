@@ -28,8 +28,10 @@ The properties (issue 9), each counted in :meth:`AppChecker.summary`:
     from before it binds no later request; ``resets_after_crash`` counts keys seen
     lower after one. Lost writes are reported in two counts:
     ``lost_writes_holder_cut_off`` when, since the floor was acknowledged, the shard
-    was acquired by a node while its previous holder, alive, was not in the map
-    of that commit (paused or partitioned away and dropped from the map: its state
+    was acquired by a node while its previous holder -- the node its state was at:
+    the last to acquire it, or the last it was handed to (``app.handoff``) --,
+    alive, was not in the map of that commit (paused or partitioned away and
+    dropped from the map: its state
     could not be handed over, and it is dropped when it arrives late), else
     ``lost_writes``. The first is the *take-over rule*, an allowed loss like a
     crash: the cluster declared the holder failed, and the demo keeps a shard's
@@ -103,7 +105,9 @@ class AppChecker:
         # a live holder that was removed from the map)
         self.epoch: dict[int, int] = {}
         self.cut: dict[int, int] = {}
-        self.holder: dict[int, str] = {}  # shard -> the last node that acquired it
+        #: shard -> the node its state is at: the last that acquired it, or the last
+        #: one it was handed to (``app.handoff``) since
+        self.holder: dict[int, str] = {}
         self.in_transit: set[int] = set()  # released, not acquired since
         self.by_node: dict[str, set[int]] = {}
         self.map_nodes: dict[int, frozenset[str]] = {}  # committed map index -> nodes
@@ -127,6 +131,10 @@ class AppChecker:
         if ev == "cluster.shardmap":
             if rec["phase"] == "committed" and rec["index"] not in self.map_nodes:
                 self.map_nodes[rec["index"]] = frozenset(rec["nodes"])
+            return
+        if ev == "app.handoff":
+            for s in rec["shards"]:
+                self.holder[s] = rec["to"]  # the shard's state now lives there
             return
         if ev in ("shard.acquire", "shard.release", "app.request", "sim.crash",
                   "sim.pause", "sim.resume"):
