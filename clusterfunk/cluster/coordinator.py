@@ -1194,7 +1194,7 @@ class CoordinatorCore(Outbox):
         if r is not None and r.phase in (Phase.ACKING, Phase.HOLDING) and r.index \
                 and msg.index >= r.index and msg.node not in r.nodes:
             r.released.add(msg.node)  # a left-out holder stopped serving (its ack)
-            if r.phase is Phase.HOLDING and self._hold_until(now, r) is None:
+            if r.phase is Phase.HOLDING and self._hold_until(*self._holds(now, r)) is None:
                 self._propose_commit(now, r)
         q = self.quarantined.get(msg.node)
         if q is not None and msg.index >= q[0]:
@@ -1218,25 +1218,34 @@ class CoordinatorCore(Outbox):
             all_acked = len(r.acked) > len(r.nodes) // 2
         if not all_acked:
             return
-        until = self._hold_until(now, r)
+        takeover, left_out = self._holds(now, r)
+        if takeover is not None:
+            self._count("commits held for takeover")
+        if left_out is not None:
+            self._count("commits held for a left-out holder")
+        until = self._hold_until(takeover, left_out)
         if until is not None:
             r.phase = Phase.HOLDING
             r.deadline = until
             return
         self._propose_commit(now, r)
 
-    def _hold_until(self, now: float, r: Round) -> float | None:
-        """When a fully acked round may commit, if not now: the later of the takeover
-        and left-out holder rules' times (None: commit now)."""
+    def _holds(self, now: float, r: Round) -> tuple[float | None, float | None]:
+        """Until when the takeover and the left-out holder rules hold a fully acked
+        round's commit (None: that rule does not hold it)."""
         committed = self.committed
         if committed is None:
-            return None
+            return None, None
         left_out = set(committed.nodes) - set(r.nodes)
         if not left_out:
-            return None
-        until = [t for t in (self._takeover_hold(now), self._left_out_hold(now, r, left_out))
-                 if t is not None]
-        return max(until) if until else None
+            return None, None
+        return self._takeover_hold(now), self._left_out_hold(now, r, left_out)
+
+    @staticmethod
+    def _hold_until(*times: float | None) -> float | None:
+        """The latest of the holds' times (None: no hold, commit now)."""
+        held = [t for t in times if t is not None]
+        return max(held) if held else None
 
     def _takeover_hold(self, now: float) -> float | None:
         """Takeover rule: a commit that takes shards from nodes that did not ack (nodes
@@ -1245,10 +1254,7 @@ class CoordinatorCore(Outbox):
         and the leases its heartbeats gave its followers have run out (docs/cluster.md).
         Returns the time it holds until (None: no hold)."""
         until = self._won_at + self.cfg.takeover_wait
-        if now >= until:
-            return None
-        self._count("commits held for takeover")
-        return until
+        return None if now >= until else until
 
     def _left_out_hold(self, now: float, r: Round, left_out: set[str]) -> float | None:
         """Left-out holder rule: a node of the committed map left out of the proposal
@@ -1278,10 +1284,7 @@ class CoordinatorCore(Outbox):
                 until.append(self._sent[n] + self.cfg.reconcile_interval + self.cfg.lease
                              + LEASE_MARGIN)
         t = max(until, default=0.0)
-        if t <= now:
-            return None
-        self._count("commits held for a left-out holder")
-        return t
+        return None if t <= now else t
 
     def _propose_commit(self, now: float, r: Round) -> None:
         r.phase = Phase.COMMITTING
