@@ -59,7 +59,7 @@ from clusterfunk.routing.api import APP
 from clusterfunk.routing.auth import routing_authorizer
 from clusterfunk.routing.messages import Reply, Request
 from clusterfunk.routing.trio_client import Client, open_client
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Outbox, Output
 from clusterfunk.runtime.trio_host import open_host
 
 
@@ -111,7 +111,7 @@ class Load:
                     tally.early += 1
 
 
-class DirectCore:
+class DirectCore(Outbox):
     """The baseline: a core that sends one request frame to a given address and
     reports the reply -- the same runtime, transport and wire as the routing client,
     without its routing (no map, no owner lookup, no retries, no deadline timers)."""
@@ -133,10 +133,6 @@ class DirectCore:
 
     def next_deadline(self) -> float:
         return math.inf
-
-    def drain(self) -> Output | None:
-        out, self._out = self._out, Output()
-        return out if out else None
 
     def send(self, now: float, address: str, key: int, payload: bytes, budget: float) -> int:
         rid = self.next_id

@@ -30,7 +30,7 @@ from pathlib import Path
 import trio
 
 from clusterfunk.demo.ping import Ping, Pong
-from clusterfunk.runtime.api import Core, Output
+from clusterfunk.runtime.api import Core, Outbox, Output
 from clusterfunk.runtime.driver import Driver
 from clusterfunk.runtime.net import open_transport
 from clusterfunk.runtime.tls import TLSConfig, load_tls_dir
@@ -38,7 +38,7 @@ from clusterfunk.runtime.trio_host import TrioClock
 from clusterfunk.security.certs import write_certs
 
 
-class Echo:
+class Echo(Outbox):
     def __init__(self) -> None:
         self._out = Output()
 
@@ -54,10 +54,6 @@ class Echo:
 
     def next_deadline(self) -> float:
         return math.inf
-
-    def drain(self) -> Output | None:
-        out, self._out = self._out, Output()
-        return out if out else None
 
 
 class Client(Echo):
