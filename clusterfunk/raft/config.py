@@ -19,6 +19,15 @@ class RaftConfig:
       timeout drawn uniformly from [T, 2T) (with the injected RNG) starts an election.
       Also the CheckQuorum period and the leader-stickiness window.
     * ``heartbeat_interval`` (0.1): leader heartbeat period; must be < T.
+    * ``nonvoter_heartbeat_rounds`` (2): a non-voter that is caught up (replicating,
+      its log matching the leader's to the end) and has no commit index to learn gets
+      only every Nth heartbeat round (0.2 s with the defaults). Its heartbeats feed no
+      quorum (commit, reads, CheckQuorum); they keep its leader contact and its echo
+      fresh, which the cluster layer's shard lease and unresponsive rule use: the
+      period ``N * heartbeat_interval`` adds to the lease bound (docs/cluster.md,
+      "Exclusive ownership"), so keep it well below ``unresponsive_after - lease``.
+      News (a commit index), repair (a probing or lagging non-voter) and snapshots
+      go out every round as before. 1: every round.
     * ``pre_vote`` (True): run a Pre-Vote round (dissertation 9.6) before a real election.
     * ``check_quorum`` (True): a leader that has not heard from a quorum of voters for T
       steps down; servers that heard from a live leader within T ignore vote requests.
@@ -50,6 +59,7 @@ class RaftConfig:
 
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
+    nonvoter_heartbeat_rounds: int = 2
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 512
@@ -69,8 +79,9 @@ class RaftConfig:
             raise ValueError("election_timeout must be > 0")
         if not 0 < self.heartbeat_interval < self.election_timeout:
             raise ValueError("heartbeat_interval must be in (0, election_timeout)")
-        for name in ("max_entries_per_msg", "max_bytes_per_msg", "max_inflight",
-                     "max_proposal_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes"):
+        for name in ("nonvoter_heartbeat_rounds", "max_entries_per_msg", "max_bytes_per_msg",
+                     "max_inflight", "max_proposal_bytes", "snapshot_chunk_bytes",
+                     "max_snapshot_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.snapshot_threshold < 0 or self.trailing_logs < 0:

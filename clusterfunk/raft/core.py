@@ -1005,6 +1005,12 @@ class RaftCore:
     # ------------------------------------------------------------------ heartbeats, reads
 
     def _broadcast_heartbeat(self, now: float) -> None:
+        """A heartbeat round (5.2: leaders send empty AppendEntries during idle
+        periods; dissertation 6.4: a numbered round confirms leadership for reads).
+        Every voter gets every round. A non-voter gets it only when it has news or
+        needs repair, and otherwise every ``nonvoter_heartbeat_rounds``-th round (the
+        idle non-voter rule, RaftConfig): it is in no quorum, so its rounds only keep
+        its leader contact fresh."""
         self._round_pending = False
         self._read_seq += 1
         seq = self._read_seq
@@ -1012,11 +1018,20 @@ class RaftCore:
         if len(self._hb_rounds) > 1024:
             self._hb_rounds.popleft()
         commit = self.commit_index
+        voters = self.configuration.voters
+        last = self.log.last_index
+        every = self.cfg.nonvoter_heartbeat_rounds
         # Followers that are caught up get the same message: one object per distinct
         # commit value, so the driver encodes it once per round.
         made: dict[int, Heartbeat] = {}
         for sid, pr in self.progress.items():
             c = min(commit, pr.match)
+            if sid not in voters and c == pr.hb_commit and pr.match == last \
+                    and pr.state == REPLICATE and pr.hb_idle + 1 < every:
+                pr.hb_idle += 1  # the idle non-voter rule (docstring)
+                continue
+            pr.hb_idle = 0
+            pr.hb_commit = c
             hb = made.get(c)
             if hb is None:
                 hb = made[c] = Heartbeat(self.term, self.id, c, seq)

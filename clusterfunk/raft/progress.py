@@ -25,6 +25,8 @@ SNAPSHOT = "snapshot"
 class Progress:
     __slots__ = (
         "address",
+        "hb_commit",
+        "hb_idle",
         "hb_match",
         "inflight",
         "match",
@@ -51,6 +53,8 @@ class Progress:
         self.recent_active = False
         self.read_ack = 0  # highest heartbeat round (ctx) echoed
         self.hb_match = -1  # match seen at the previous heartbeat response
+        self.hb_commit = -1  # commit index carried by the last heartbeat sent
+        self.hb_idle = 0  # heartbeat rounds skipped since the last one sent (non-voters)
         self.snap_index = 0
         self.snap_offset = 0
         self.snap_progress = False
