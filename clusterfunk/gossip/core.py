@@ -109,10 +109,22 @@ def _valid_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME
 
 
+#: Addresses found valid (bounded; a member's address is checked on every learn).
+_VALID_ADDRS: set[str] = set()
+_VALID_ADDRS_MAX = 1 << 16
+
+
 def _valid_addr(addr: str) -> bool:
     """``host:port`` as :func:`clusterfunk.runtime.api.split_address` accepts it."""
+    if addr in _VALID_ADDRS:
+        return True
     host, sep, port = addr.rpartition(":")
-    return bool(sep and host and port.isascii() and port.isdigit() and int(port) < 65536)
+    ok = bool(sep and host and port.isascii() and port.isdigit() and int(port) < 65536)
+    if ok:
+        if len(_VALID_ADDRS) >= _VALID_ADDRS_MAX:
+            _VALID_ADDRS.clear()
+        _VALID_ADDRS.add(addr)
+    return ok
 
 
 def encoded_tags_size(tags: dict[str, str]) -> int:
@@ -185,8 +197,6 @@ class GossipCore(Outbox):
         self._timers: list[tuple[float, int, int, Any]] = []
         self._tseq = 0
         self._join_seeds: list[str] = []
-        self._state_version = 0
-        self._state_cache: tuple[int, tuple[MemberState, ...]] = (-1, ())
         self._join_attempts = 0
         self._join_gave_up = False
         self.joined = False
@@ -415,7 +425,7 @@ class GossipCore(Outbox):
         self.addr = addr
         me = self.table.by_name[self.name]
         me.addr = addr
-        self._state_version += 1
+        self.table.touch(me)
         if self.started:
             self._bump_self(now)
 
@@ -490,7 +500,7 @@ class GossipCore(Outbox):
         heapq.heappush(self._timers, (t, self._tseq, kind, key))
 
     def _trace_member(self, rec: MemberRecord) -> None:
-        self._state_version += 1  # every view change passes here
+        self.table.touch(rec)  # every view change passes here
         self._out.emit(
             "gossip.member", member=rec.name, status=rec.status, incarnation=rec.incarnation
         )
@@ -707,53 +717,72 @@ class GossipCore(Outbox):
     def _alive_node(
         self, now: float, msg: Alive, raw: bytes | None, rebroadcast: bool = True
     ) -> None:
+        self._alive(now, msg.incarnation, msg.node, msg.addr, msg.tags, msg, raw, rebroadcast)
+
+    def _alive(
+        self,
+        now: float,
+        incarnation: int,
+        name: str,
+        addr: str,
+        tags: dict[str, str],
+        msg: Alive | None,
+        raw: bytes | None,
+        rebroadcast: bool,
+    ) -> None:
         """Rule (memberlist aliveNode): learn a new member, or accept an Alive with a
         higher incarnation than ours (which clears suspicion, revives a dead or left
         member, and carries new tags / address). About ourselves: refute any claim
-        at a higher incarnation, or at ours with other tags or address."""
-        name = msg.node
-        if not 0 <= msg.incarnation <= MAX_INCARNATION or (
-            name == self.name and not _refutable(msg.incarnation)
+        at a higher incarnation, or at ours with other tags or address.
+
+        The Alive is given as its fields (``msg``, when there is one, is that Alive:
+        a push-pull entry has none, and one is made only to re-gossip it)."""
+        if not 0 <= incarnation <= MAX_INCARNATION or (
+            name == self.name and not _refutable(incarnation)
         ):
             self.stats["invalid"] += 1
             return
         rec = self.table.by_name.get(name)
-        if rec is not None and msg.incarnation <= rec.incarnation and name != self.name:
+        if rec is not None and incarnation <= rec.incarnation and name != self.name:
             self.stats["stale"] += 1  # the common case: an update we already have
             return
         if (
             not _valid_name(name)
-            or not _valid_addr(msg.addr)
-            or encoded_tags_size(msg.tags) > self.config.tags_max_bytes
+            or not _valid_addr(addr)
+            or encoded_tags_size(tags) > self.config.tags_max_bytes
         ):
             self.stats["invalid"] += 1
             return
         if name == self.name:
             me = self.table.by_name[name]
-            if msg.incarnation > self.incarnation or (
-                msg.incarnation == self.incarnation and (msg.addr != me.addr or msg.tags != me.tags)
+            if incarnation > self.incarnation or (
+                incarnation == self.incarnation and (addr != me.addr or tags != me.tags)
             ):
-                self._refute(now, msg.incarnation)
+                self._refute(now, incarnation)
             return
         if rec is None:
-            rec = MemberRecord(name, msg.addr, msg.incarnation, ALIVE, dict(msg.tags), now)
+            rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
             self.table.add(rec)
             self.ring.add(name)
             self._trace_member(rec)
             if rebroadcast:
-                self._queue_update(name, msg, raw)
+                self._queue_update(
+                    name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
+                )
             self._out.events.append(MemberJoined(rec.snapshot()))
             return
         old_status = rec.status
-        changed = rec.addr != msg.addr or rec.tags != msg.tags
-        rec.incarnation = msg.incarnation
-        rec.addr = msg.addr
-        rec.tags = dict(msg.tags)
+        changed = rec.addr != addr or rec.tags != tags
+        rec.incarnation = incarnation
+        rec.addr = addr
+        rec.tags = dict(tags)
         self.table.set_status(rec, ALIVE, now)
         self._cancel_suspicion(name)
         self._trace_member(rec)
         if rebroadcast:
-            self._queue_update(name, msg, raw)
+            self._queue_update(
+                name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
+            )
         if old_status in (DEAD, LEFT):
             self._out.events.append(MemberJoined(rec.snapshot()))
         elif changed or old_status == SUSPECT:
@@ -953,18 +982,13 @@ class GossipCore(Outbox):
     # ---------------------------------------------------------- anti-entropy
 
     def _local_state(self, join: bool, reply: bool) -> PushPull:
-        version, members = self._state_cache
-        if version != self._state_version:  # rebuilt only after a change of view
-            by_name = self.table.by_name
-            members = tuple([by_name[n].wire_state() for n in self.table.names])
-            self._state_cache = (self._state_version, members)
         serf = self.serf
         return PushPull(
             self.name,
             self.addr,
             join,
             reply,
-            members,
+            self.table.wire_states(),
             self.member_clock.time,
             serf.event_clock.time,
             serf.query_clock.time,
@@ -1056,23 +1080,29 @@ class GossipCore(Outbox):
         A joiner merging the seed's reply does not re-gossip the alive entries: they
         are news to nobody but itself (this keeps a mass join from flooding)."""
         by_name = self.table.by_name
+        me = self.name
+        alive = self._alive
+        stale = 0
         for st in states:
-            rec = by_name.get(st.name)
-            if (
-                rec is not None
-                and st.incarnation <= rec.incarnation
-                and st.name != self.name
-                and st.status in (ALIVE, rec.status)
-            ):
-                self.stats["stale"] += 1  # nothing new (the common case)
+            name = st.name
+            status = st.status
+            rec = by_name.get(name)
+            if rec is not None:
+                if (
+                    st.incarnation <= rec.incarnation
+                    and name != me
+                    and (status == ALIVE or status == rec.status)
+                ):
+                    stale += 1  # nothing new (the common case)
+                    continue
+            elif status == ALIVE and 0 < len(name) <= MAX_NAME:  # a member to learn
+                alive(now, st.incarnation, name, st.addr, st.tags, None, None, rebroadcast)
                 continue
-            if st.status not in STATUSES or not _valid_name(st.name):
+            if status not in STATUSES or not _valid_name(name):
                 self.stats["invalid"] += 1
                 continue
-            if st.status == ALIVE:
-                self._alive_node(
-                    now, Alive(st.incarnation, st.name, st.addr, st.tags), None, rebroadcast
-                )
+            if status == ALIVE:
+                alive(now, st.incarnation, name, st.addr, st.tags, None, None, rebroadcast)
                 continue
             if st.name not in self.table:
                 if st.status == LEFT and _valid_addr(st.addr):
@@ -1088,6 +1118,7 @@ class GossipCore(Outbox):
                 self._leave_node(now, Leave(st.incarnation, st.name, 0), None)
             else:
                 self._on_suspect(now, "", Suspect(st.incarnation, st.name, self.name), None, False)
+        self.stats["stale"] += stale
 
     # ---------------------------------------------------------- reaping
 
@@ -1108,7 +1139,6 @@ class GossipCore(Outbox):
                 and now - rec.since >= cfg.tombstone_timeout
             ):
                 doomed.append(rec)
-        self._state_version += 1
         for rec in doomed:
             table.remove(rec.name)
             self.coords.pop(rec.name, None)

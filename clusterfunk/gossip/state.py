@@ -62,13 +62,25 @@ class MemberRecord:
 
 
 class MemberTable:
-    """Members by name. Invariant: ``names[index[x]] == x`` for every member x."""
+    """Members by name. Invariant: ``names[index[x]] == x`` for every member x.
+
+    The table also keeps the push-pull state (:meth:`wire_states`: every member's
+    entry, in ``names`` order) up to date incrementally: an entry is remade only for
+    members added or :meth:`touch`-ed since the last call, so that a node asked for
+    its state after every change of view (a mass join) does not remake all of it.
+    Whoever changes a record's name, address, incarnation, status or tags must
+    :meth:`touch` it (the gossip core does so wherever it traces a change)."""
 
     def __init__(self) -> None:
         self.by_name: dict[str, MemberRecord] = {}
         self.names: list[str] = []
         self._index: dict[str, int] = {}
         self.counts: dict[str, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEFT: 0}
+        #: push-pull entries aligned with ``names`` (None: to be made)
+        self._states: list[MemberState | None] = []
+        #: members whose entry must be remade (added or touched)
+        self._dirty: list[str] = []
+        self._states_tuple: tuple[MemberState, ...] | None = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -85,7 +97,30 @@ class MemberTable:
         self.by_name[rec.name] = rec
         self._index[rec.name] = len(self.names)
         self.names.append(rec.name)
+        self._states.append(None)
+        self._dirty.append(rec.name)
+        self._states_tuple = None
         self.counts[rec.status] += 1
+
+    def touch(self, rec: MemberRecord) -> None:
+        """``rec`` changed (address, incarnation, status or tags): remake its entry."""
+        self._dirty.append(rec.name)
+        self._states_tuple = None
+
+    def wire_states(self) -> tuple[MemberState, ...]:
+        """Every member as a push-pull entry, in ``names`` order."""
+        out = self._states_tuple
+        if out is None:
+            states = self._states
+            index = self._index
+            by_name = self.by_name
+            for name in self._dirty:
+                i = index.get(name)
+                if i is not None:  # (else removed since)
+                    states[i] = by_name[name].wire_state()
+            self._dirty.clear()
+            out = self._states_tuple = tuple(states)  # type: ignore[arg-type]
+        return out
 
     def set_status(self, rec: MemberRecord, status: str, now: float) -> None:
         if rec.status != status:
@@ -101,9 +136,12 @@ class MemberTable:
         self.counts[rec.status] -= 1
         i = self._index.pop(name)
         last = self.names.pop()
+        last_state = self._states.pop()
         if last != name:
             self.names[i] = last
+            self._states[i] = last_state
             self._index[last] = i
+        self._states_tuple = None
         return rec
 
     @property
