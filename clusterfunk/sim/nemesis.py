@@ -68,9 +68,25 @@ skew, slow, bounce) hits the workload's primary -- the Raft leader -- with
 probability P when there is one and it is free (as Jepsen's nemeses that target the
 primary: the leader does the most work and is the node whose failure matters most).
 
-``disk``, ``slow`` and ``bounce`` are kept out of ``all`` so that the traces of
-existing ``--nemesis all`` runs (the README's main job) do not change. ``harsh`` is
-``all`` plus ``slow`` and ``bounce``.
+* ``stall`` (not in ``all``, nor in ``harsh``): every stream frame one random live
+  target sends is held back for U(1.5 s, 4 s) -- longer than an election timeout --
+  then all are delivered at once, in the order they were sent
+  (:meth:`Simulation.stall`): a stuck TCP send buffer, or a sender whose I/O thread
+  stops in a GC pause while the rest of the process runs. What it receives and its
+  datagrams are unaffected, so a stalled leader learns of a newer term at once
+  while its old AppendEntries still wait in its send buffer. Traced as
+  ``sim.stall`` with ``target`` and ``until``.
+* ``vote-crash`` (not in ``all``, nor in ``harsh``): a targeted fault in the style
+  of FoundationDB's "buggify". The nemesis arms it for the fault's duration; the
+  first voter that then takes up a candidate's term (its ``raft.role`` record
+  ``follower`` of a term some node is ``candidate`` in: it is answering that
+  candidate's RequestVote) crashes U(0, 2) ms later and restarts after U(20 ms,
+  1 s), as ``bounce``: a process that dies just after it voted. It reads the
+  documented ``raft.role`` records only. Traced as ``sim.crash`` / ``sim.restart``.
+
+``disk``, ``slow``, ``bounce``, ``stall`` and ``vote-crash`` are kept out of ``all`` so
+that the traces of existing ``--nemesis all`` runs (the README's main job) do not
+change. ``harsh`` is ``all`` plus ``slow`` and ``bounce``.
 """
 
 from __future__ import annotations
@@ -87,13 +103,17 @@ from clusterfunk.sim.simulation import Simulation
 
 KINDS = ("partition", "crash", "pause", "loss", "duplicate", "reorder", "skew")
 #: kinds that ``all`` does not include (see the module docstring)
-EXTRA_KINDS = ("disk", "slow", "bounce")
+EXTRA_KINDS = ("disk", "slow", "bounce", "stall", "vote-crash")
 #: ``harsh``: every kind but ``disk`` (use with ``--nemesis-overlap``)
 HARSH = (*KINDS, "slow", "bounce")
 #: ``slow``: the target's one-way latency is drawn from this range (seconds)
 SLOW_LATENCY = (0.02, 0.4)
 #: ``bounce``: the target is down for a time drawn from this range (seconds)
 BOUNCE_DOWN = (0.02, 1.0)
+#: ``stall``: the target's outgoing stream frames are held back this long (seconds)
+STALL_HOLD = (1.5, 4.0)
+#: ``vote-crash``: the voter crashes this long after it took up the candidate's term
+VOTE_CRASH_DELAY = (0.0, 0.002)
 DISK_FAULTS = ("fsync_error", "torn_write", "corrupt")
 
 
@@ -131,8 +151,9 @@ class Fault:
     to ``until`` (true seconds); ``target`` (crash, pause, skew), ``groups``
     (partition), ``link`` (the changed :class:`LinkConfig` fields of loss, duplicate,
     reorder; ``latency`` and ``jitter`` of slow), ``offset`` / ``drift`` (skew: the
-    clock set at ``at``), ``disk`` (disk: the fault done). A ``bounce`` is a crash
-    from ``at`` to ``until``."""
+    clock set at ``at``), ``disk`` (disk: the fault done). A ``bounce`` and a
+    ``vote-crash`` are a crash from ``at`` to ``until``; a ``stall`` holds the
+    target's frames from ``at`` to ``until``."""
 
     at: float
     until: float
@@ -177,6 +198,13 @@ class Nemesis:
         #: what running faults hold (overlap > 1): "net" (a partition), "link" (the
         #: default link), target names
         self._busy: set[str] = set()
+        #: vote-crash: armed until this time; the terms nodes are candidates in; the
+        #: last term each node was seen in
+        self._vote_armed = -1.0
+        self._candidate_terms: set[int] = set()
+        self._terms: dict[str, int] = {}
+        if "vote-crash" in config.kinds:
+            sim.tracer.listeners.append(self._on_record)
 
     def start(self, until: float = float("inf")) -> None:
         """Schedule faults; every fault has ended by ``until`` (a quiet tail after it
@@ -200,18 +228,32 @@ class Nemesis:
         duration = min(rng.uniform(cfg.min_duration, cfg.max_duration), self._until - sim.now)
         busy = self._busy
         def free(n: str) -> bool:
-            return (f"slow:{n}" if kind == "slow" else n) not in busy
+            return (f"{kind}:{n}" if kind in ("slow", "stall") else n) not in busy
 
         live = [n for n in self.targets if sim.alive(n) and free(n)]
         if kind == "bounce":  # a crash-restart (a supervisor restarting the process)
             duration = min(rng.uniform(*BOUNCE_DOWN), duration)
+        elif kind == "stall":
+            duration = min(rng.uniform(*STALL_HOLD), duration)
         end = None
         detail = ""
         held = ""
         fault = Fault(sim.now, sim.now + duration, kind)
         if (kind == "partition" and "net" in busy) or (
-                kind in ("loss", "duplicate", "reorder") and "link" in busy):
+                kind in ("loss", "duplicate", "reorder") and "link" in busy) or (
+                kind == "vote-crash" and "vote-crash" in busy):
             pass  # the resource is in use by another running fault: try again later
+        elif kind == "vote-crash":
+            # armed: the crash itself is recorded when a vote triggers it (_on_record)
+            self._vote_armed = sim.now + duration
+            held = "vote-crash"
+
+            def disarm() -> None:
+                self._vote_armed = -1.0
+
+            busy.add(held)
+            sim.after(duration, self._finish, held, disarm)
+            return
         elif kind == "partition" and len(self.targets) >= 2:
             order = list(self.targets)
             rng.shuffle(order)
@@ -220,7 +262,7 @@ class Nemesis:
             fault.groups = [sorted(order[:cut]), sorted(order[cut:])]
             end = sim.heal
             held = "net"
-        elif kind in ("crash", "pause", "skew", "bounce", "slow") and live:
+        elif kind in ("crash", "pause", "skew", "bounce", "slow", "stall") and live:
             target = rng.choice(live)
             if cfg.focus and rng.random() < cfg.focus and self.primary is not None:
                 primary = self.primary()
@@ -233,6 +275,10 @@ class Nemesis:
             elif kind == "pause":
                 sim.pause(target)
                 end = lambda: sim.resume(target)  # noqa: E731
+            elif kind == "stall":
+                held = f"stall:{target}"  # a send path: may overlap a fault of the process
+                sim.stall(target, sim.now + duration)
+                end = lambda: None  # noqa: E731  (the frames leave at ``until``)
             elif kind == "slow":
                 held = f"slow:{target}"  # a network path: may overlap a fault of the process
                 latency = rng.uniform(*SLOW_LATENCY)
@@ -280,12 +326,51 @@ class Nemesis:
         if held:
             busy.add(held)
 
-        def finish() -> None:
-            busy.discard(held)
-            end()
-            self._next()
+        sim.after(duration, self._finish, held, end)
 
-        sim.after(duration, finish)
+    def _finish(self, held: str, end: Callable[[], None]) -> None:
+        self._busy.discard(held)
+        end()
+        self._next()
+
+    def _on_record(self, rec: dict[str, object]) -> None:
+        """``vote-crash``: watch ``raft.role`` records; while armed, crash the first
+        voter that takes up a candidate's term soon after (it is answering that
+        candidate's RequestVote) and restart it after a short time."""
+        if rec["ev"] != "raft.role":
+            return
+        node, term, role = str(rec["node"]), rec["term"], rec["role"]
+        assert isinstance(term, int)
+        before = self._terms.get(node, -1)
+        self._terms[node] = term
+        if role == "candidate":
+            self._candidate_terms.add(term)
+            return
+        sim = self.sim
+        if role != "follower" or term <= before or term not in self._candidate_terms \
+                or sim.now > self._vote_armed or node in self._busy or node not in self.targets:
+            return
+        self._vote_armed = -1.0  # one crash per arming
+        rng = self.rng
+        at = sim.now + rng.uniform(*VOTE_CRASH_DELAY)
+        down = rng.uniform(*BOUNCE_DOWN)
+        self._busy.add(node)
+        sim.at(at, self._vote_crash, node, at, down)
+
+    def _vote_crash(self, node: str, at: float, down: float) -> None:
+        sim = self.sim
+        if not sim.alive(node):
+            self._busy.discard(node)
+            return
+        sim.crash(node)
+        self.faults.append((round(at, 6), "vote-crash", node))
+        self.schedule.append(Fault(at, at + down, "vote-crash", target=node))
+
+        def restart() -> None:
+            self._busy.discard(node)
+            sim.restart(node)
+
+        sim.after(down, restart)
 
 
 def start_disk_fault(

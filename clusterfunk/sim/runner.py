@@ -83,7 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"random faults: comma list of {','.join(KINDS + EXTRA_KINDS)}; 'all' is every "
         f"kind but {','.join(EXTRA_KINDS)} ('all,disk' adds disk faults: fsync errors, torn "
         "writes, corrupt records); 'harsh' is 'all' plus slow (one node's links get "
-        "20-400 ms latency) and bounce (a crash-restart within 1 s)",
+        "20-400 ms latency) and bounce (a crash-restart within 1 s); stall holds one "
+        "node's outgoing frames 1.5-4 s (a stuck send buffer); vote-crash crashes a voter "
+        "within 2 ms of its vote (raft; use with --pre-vote off)",
     )
     p.add_argument(
         "--nemesis-overlap",

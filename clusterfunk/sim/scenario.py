@@ -55,6 +55,12 @@
     jitter = 0.075          # mean exponential extra delay, seconds (default 0)
     until = 95.0            # when its links follow the default link again (default:
                             # never)
+
+    [[events]]
+    at = 100.0
+    action = "stall"        # the target's outgoing stream frames are held back until
+    target = "n3"           # `until`, then delivered in order, as --nemesis stall
+    until = 102.5
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ from clusterfunk.sim.nemesis import DISK_FAULTS, start_disk_fault, start_slow
 from clusterfunk.sim.simulation import Simulation
 
 ACTIONS = ("partition", "oneway", "heal", "crash", "restart", "pause", "resume", "skew", "link",
-           "disk", "slow")
+           "disk", "slow", "stall")
 
 
 class ScenarioError(ValueError):
@@ -172,6 +178,13 @@ def schedule(sim: Simulation, events: tuple[Event, ...] | list[Event]) -> None:
                                         ">= 0")
                 until = float(a["until"]) if "until" in a else None
                 sim.at(ev.at, _slow, sim, target, latency, jitter, until)
+            elif ev.action == "stall":
+                target = a["target"]
+                _check_names(sim, [target])
+                until = float(a["until"])
+                if until < ev.at:
+                    raise ScenarioError(f"event #{i + 1} (stall): 'until' is before 'at'")
+                sim.at(ev.at, sim.stall, target, until)
         except KeyError as exc:
             raise ScenarioError(f"event #{i + 1} ({ev.action}) needs {exc.args[0]!r}") from None
 

@@ -76,7 +76,7 @@ def fault_events(f: Fault, base: LinkConfig) -> list[dict[str, Any]]:
     if f.kind == "partition":
         return [{"at": f.at, "action": "partition", "groups": [list(g) for g in f.groups]},
                 {"at": f.until, "action": "heal"}]
-    if f.kind in ("crash", "pause", "bounce"):
+    if f.kind in ("crash", "pause", "bounce", "vote-crash"):
         undo = "resume" if f.kind == "pause" else "restart"
         act = "pause" if f.kind == "pause" else "crash"
         return [{"at": f.at, "action": act, "target": f.target},
@@ -97,12 +97,14 @@ def fault_events(f: Fault, base: LinkConfig) -> list[dict[str, Any]]:
         return [{"at": f.at, "action": "slow", "target": f.target,
                  "latency": f.link["latency"], "jitter": f.link["jitter"],
                  "until": f.until}]
+    if f.kind == "stall":
+        return [{"at": f.at, "action": "stall", "target": f.target, "until": f.until}]
     if f.kind == "disk":
         return [{"at": f.at, "action": "disk", "target": f.target, "kind": f.disk,
                  "until": f.until}]
     raise ValueError(f"a {f.kind!r} fault has no scenario action: shrink runs with --nemesis "
                      "kinds among partition,crash,pause,loss,duplicate,reorder,skew,disk,slow,"
-                     "bounce")
+                     "bounce,stall,vote-crash")
 
 
 def describe(f: Fault) -> str:

@@ -150,6 +150,7 @@ SHRUNK = [
     ("mutant-append-keeps-conflicts.toml", "State Machine Safety"),
     ("mutant-commit-old-term.toml", "Leader Commit Rule"),
     ("mutant-read-without-quorum.toml", "linearizability"),
+    ("mutant-stale-append.toml", "Committed Entry Kept"),
     ("mutant-vote-not-persisted.toml", "Election Safety"),
     pytest.param("mutant-vote-without-log-check.toml", "Leader Completeness",
                  marks=pytest.mark.slow),

@@ -27,6 +27,16 @@ How each property is checked
   Rule** (5.4.2, Figure 8): when a leader applies, its commit index is where it was at
   its election or at an entry of its own term; and **Commit Majority** (Figure 2,
   rules for leaders): a majority of its voters hold the entry at its commit index.
+  And **Committed Entry Kept** (a consequence of Leader Completeness: every later
+  leader holds a committed entry, so no AppendEntries a server accepts conflicts
+  with it, and a snapshot that covers it keeps it): once a server's log holds a
+  committed entry (the ``(index, term)`` some server applied), it holds it for good
+  -- until it crashes (it may lose what it had not synced) or compacts it. Per
+  server, the highest committed index seen in its log is checked again, and moved
+  up, whenever an index is applied for the first time and at every check point;
+  a deposed leader's AppendEntries that a server takes although its term is stale
+  overwrites entries it holds beyond its own commit index, which the leader may
+  already have committed with that server's acknowledgement.
 
 * **Leader Completeness** (a leader's log holds every entry committed in earlier
   terms): when a node becomes leader (``raft.role`` leader), every entry known to
@@ -113,6 +123,8 @@ class SafetyChecker:
         self.apply_committed = apply_committed
         self._commit0: dict[str, tuple[int, int]] = {}  # leader -> (term, commit at election)
         self._majority_checked: dict[str, int] = {}  # leader -> commit index last checked
+        #: Committed Entry Kept: node -> highest committed index seen in its log
+        self._kept: dict[str, int] = {}
         self.read_log = read_log
         self.limit = limit
         self.violations: list[str] = []
@@ -144,6 +156,7 @@ class SafetyChecker:
             self._next_apply[node] = None
             self._role.pop(node, None)
             self._tenure.pop(node, None)
+            self._kept.pop(node, None)  # a crash may lose what it had not synced
 
     def _violation(self, t: float, text: str) -> None:
         self.violation_count += 1
@@ -184,6 +197,12 @@ class SafetyChecker:
             self.applied[index] = (term, digest, node)
             if index > self.max_applied:
                 self.max_applied = index
+            if self.apply_committed and self.read_log is not None:
+                self.now = rec["t"]
+                for n in self.nodes:
+                    v = self.read_log(n)
+                    if v is not None:
+                        self._committed_kept(n, v)
         elif first[0] != term or first[1] != digest:
             self._violation(
                 rec["t"],
@@ -243,6 +262,30 @@ class SafetyChecker:
                 t, f"Commit Majority: {node}, leader of term {term}, committed index {c} "
                 f"held by only {holders} of {len(voters)} voters"
             )
+
+    def _committed_kept(self, node: str, view: LogView) -> None:
+        """Committed Entry Kept (from Leader Completeness and AppendEntries receiver
+        rule 1): an entry that is committed and in a server's log stays there; no
+        AppendEntries that the server accepts conflicts with it."""
+        h = self._kept.get(node, 0)
+        first, last = view.first_index, view.last_index
+        if h >= first:
+            known = self.applied.get(h)
+            if known is not None:
+                held = view.term_at(h) if h <= last else None
+                if held != known[0]:
+                    where = f"its log ends at {last}" if held is None else f"it holds term {held}"
+                    self._violation(
+                        self.now, f"Committed Entry Kept: {node} lost committed index {h} "
+                        f"(term {known[0]}) that its log held: {where} there"
+                    )
+                    h = 0
+        top = min(last, self.max_applied)
+        if top > h and top >= first:
+            known = self.applied.get(top)
+            if known is not None and view.term_at(top) == known[0]:
+                h = top
+        self._kept[node] = h
 
     def _on_snapshot(self, rec: dict[str, Any]) -> None:
         node, index, term = rec["node"], rec["index"], rec["term"]
@@ -349,10 +392,13 @@ class SafetyChecker:
             v = self.read_log(n)
             if v is None:
                 self._tenure.pop(n, None)
+                self._kept.pop(n, None)
                 for key in [k for k in self._pair_mark if n in k]:
                     del self._pair_mark[key]  # its log may lose un-synced entries
                 continue
             views.append((n, v))
+            if self.apply_committed:
+                self._committed_kept(n, v)
             role = self._role.get(n)
             if role is not None and role[0] == "leader":
                 self._leader_append_only(n, v)
