@@ -52,6 +52,7 @@ EVENTS: dict[str, tuple[Field, ...]] = {
         _f("duplicate", NUM), _f("reorder", NUM), _f("stream_reset", NUM),
     ),
     "sim.disk": (_f("target", STR), _f("kind", STR)),
+    "sim.stall": (_f("target", STR), _f("until", NUM)),
     "sim.end": (_f("events", INT),),
     # network
     "net.send": (_f("src", STR), _f("dst", STR), _f("kind", STR), _f("bytes", INT)),
