@@ -196,3 +196,39 @@ def test_state_handed_to_a_node_the_map_then_drops_is_a_take_over_loss() -> None
     s = summary(tr)
     assert s["lost_writes_holder_cut_off"] == 1 and s["lost_writes"] == 0
     assert tr.chk.violations() == []
+
+
+def _dropped_holder_hands_over_late(sender_in_map: bool) -> Trace:
+    tr = Trace()
+    tr.rec("n1", "cluster.shardmap", phase="committed", index=1, nodes=["n1", "n2"],
+           digest="x", moved=4)
+    tr.acquire("n1", 0)
+    tr.request("n1", 4, 1)
+    tr.request("n1", 4, 2)
+    tr.rec("n1", "shard.release", index=1, shards=[0])  # its lease ran out (cut off)
+    nodes = ["n1", "n2"] if sender_in_map else ["n2"]
+    # the partition heals: n1 applies the proposal that moves the shard and hands its
+    # state over just as n2 applies the commit
+    tr.rec("n1", "app.handoff", to="n2", index=5, shards=[0], bytes=8)
+    tr.rec("n2", "cluster.shardmap", phase="committed", index=5, nodes=nodes, digest="y",
+           moved=4)
+    tr.rec("n2", "shard.acquire", index=5, shards=[0])
+    tr.request("n2", 4, 1)  # the state arrived after the acquire: dropped as late
+    return tr
+
+
+def test_state_handed_over_by_a_holder_the_map_dropped_is_a_take_over_loss() -> None:
+    """n1, cut off by a partition, is dropped from map 5, which gives its shard to n2;
+    after the heal n1 applies the map and hands the state to n2, which acquired the
+    shard at once (the gain rule waits only for holders in the map) and drops the
+    late state. The take-over rule, not a handoff bug (--app demo seed 2 of 20
+    nodes, once non-voters were heartbeaten every second round)."""
+    s = summary(_dropped_holder_hands_over_late(sender_in_map=False))
+    assert s["lost_writes_holder_cut_off"] == 1 and s["lost_writes"] == 0
+
+
+def test_state_handed_over_by_a_holder_the_map_keeps_must_arrive() -> None:
+    tr = _dropped_holder_hands_over_late(sender_in_map=True)
+    s = summary(tr)
+    assert s["lost_writes"] == 1 and s["lost_writes_holder_cut_off"] == 0
+    assert any("acknowledged before it started" in v for v in tr.chk.violations())

@@ -32,7 +32,11 @@ The properties (issue 9), each counted in :meth:`AppChecker.summary`:
     the last to acquire it, or the last it was handed to (``app.handoff``) --,
     alive, was not in the map of that commit (paused or partitioned away and
     dropped from the map: its state
-    could not be handed over, and it is dropped when it arrives late), else
+    could not be handed over, and it is dropped when it arrives late), or the
+    state reached the acquiring node by a handoff from a node not in that map (the
+    dropped holder applied the map late and handed its state over while the new
+    owner, which does not wait for state from a dropped holder, acquired the shard:
+    state arriving after the acquire is dropped as late), else
     ``lost_writes``. The first is the *take-over rule*, an allowed loss like a
     crash: the cluster declared the holder failed, and the demo keeps a shard's
     state in that one process only (docs/demo.md); only ``lost_writes`` are
@@ -108,6 +112,9 @@ class AppChecker:
         #: shard -> the node its state is at: the last that acquired it, or the last
         #: one it was handed to (``app.handoff``) since
         self.holder: dict[int, str] = {}
+        #: shard -> the sender of the handoff that made ``holder`` its holder (until
+        #: the next acquire)
+        self.handed_by: dict[int, str] = {}
         self.in_transit: set[int] = set()  # released, not acquired since
         self.by_node: dict[str, set[int]] = {}
         self.map_nodes: dict[int, frozenset[str]] = {}  # committed map index -> nodes
@@ -135,6 +142,7 @@ class AppChecker:
         if ev == "app.handoff":
             for s in rec["shards"]:
                 self.holder[s] = rec["to"]  # the shard's state now lives there
+                self.handed_by[s] = rec["node"]
             return
         if ev in ("shard.acquire", "shard.release", "app.request", "sim.crash",
                   "sim.pause", "sim.resume"):
@@ -167,9 +175,14 @@ class AppChecker:
         nodes = self.map_nodes.get(rec["index"])
         for s in rec["shards"]:
             prev = self.holder.get(s)
-            if prev is not None and prev != node and nodes is not None and prev not in nodes:
-                # taken over from a live holder the map dropped (paused, cut off):
-                # its state cannot have been handed over
+            sender = self.handed_by.pop(s, None)
+            if nodes is not None and prev is not None and (
+                    (prev != node and prev not in nodes)
+                    or (prev == node and sender is not None and sender not in nodes)):
+                # taken over from a live holder the map dropped (paused, cut off): its
+                # state cannot have been handed over -- or it was handed over, but by
+                # a node this map dropped, so nothing made the taker wait for it, and
+                # state that arrives after the acquire is dropped as late
                 self.cut[s] = self.cut.get(s, 0) + 1
             self.holder[s] = node
             self.in_transit.discard(s)
