@@ -61,6 +61,12 @@ _BY_TAG: dict[int, type] = {}
 _TAG_OF: dict[type, int] = {}
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {}
 _DECODERS: dict[type, Callable[[Any], Any]] = {}
+#: per tagged class: the whole message as a list (version and tag first), and its
+#: decoder from the whole decoded list (version and tag already checked)
+_TOP_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {}
+_TOP_DECODERS: dict[int, Callable[[list[Any]], Any]] = {}
+#: classes whose decoded instances are deeply immutable (see :func:`is_immutable`)
+_IMMUTABLE: dict[type, bool] = {}
 
 
 def message(tag: int) -> Callable[[type[T]], type[T]]:
@@ -79,7 +85,7 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
             raise ValueError(f"wire tag out of range: {tag}")
         if tag in _BY_TAG and _BY_TAG[tag] is not cls:
             raise ValueError(f"wire tag {tag} already used by {_BY_TAG[tag].__qualname__}")
-        _compile(cls)
+        _compile(cls, tag)
         _BY_TAG[tag] = cls
         _TAG_OF[cls] = tag
         return cls
@@ -98,6 +104,15 @@ def registered_tags() -> dict[int, type]:
     return dict(sorted(_BY_TAG.items()))
 
 
+def is_immutable(cls: type) -> bool:
+    """Whether decoded instances of the registered class ``cls`` are deeply immutable:
+    a frozen class whose fields are ``int``, ``float``, ``str``, ``bytes``, ``bool``,
+    ``None``, optionals and tuples of those, and nested classes of the same kind (no
+    ``dict``, no ``Any``). Equal bytes decode to equal instances, so one decoded
+    instance of such a class can stand for every decode of the same bytes."""
+    return _IMMUTABLE.get(cls, False)
+
+
 # ---------------------------------------------------------------------------
 # Compilation of per-class encoders and validating decoders.
 
@@ -105,15 +120,22 @@ def registered_tags() -> dict[int, type]:
 _PRIMITIVE_NAMES = {int: "int", str: "str", bytes: "bytes", bool: "bool"}
 
 
-def _compile(cls: type) -> None:
+def _compile(cls: type, tag: int | None = None) -> None:
     """Generate a straight-line encoder and a validating decoder for ``cls``.
 
     The generated code checks primitive fields inline (``type(v) is int`` and its
     range, ``bool`` never accepted for ``int``, floats finite) and calls a
     converter only for composite fields, which keeps decoding of large push-pull
-    states and log batches cheap.
+    states and log batches cheap. For a tagged class (``tag``) it also generates the
+    encoder of the whole message and the decoder from the whole decoded list.
+
+    A decoded instance is built by its class's ``__init__``, or, for a plain frozen
+    slotted class (no validators, converters, hooks, defaults-only fields or hash
+    cache: an ``__init__`` that only stores each argument in its slot), by storing
+    the checked values into a new instance's slots directly: the same object the
+    ``__init__`` would make, without its frozen-class ``object.__setattr__`` calls.
     """
-    if cls in _ENCODERS:
+    if cls in _ENCODERS and (tag is None or _TAG_OF.get(cls) == tag):
         return
     if not attrs.has(cls):
         raise TypeError(f"{cls!r} is not an attrs class")
@@ -123,6 +145,7 @@ def _compile(cls: type) -> None:
     n = len(fields)
     ns: dict[str, Any] = {
         "_cls": cls, "_E": WireError, "int": int, "float": float, "_fin": math.isfinite,
+        "_new": object.__new__,
     }
 
     parts = []
@@ -134,56 +157,127 @@ def _compile(cls: type) -> None:
             ns[f"_e{i}"] = conv
             parts.append(f"_e{i}(obj.{f.name})")
     enc_src = f"def encode(obj):\n    return [{', '.join(parts)}]\n"
+    if tag is not None:
+        enc_src += f"def encode_top(obj):\n    return [{WIRE_VERSION}, {tag}, {', '.join(parts)}]\n"
 
     names = [f"f{i}" for i in range(n)]
-    lines = [
-        "def decode(raw):",
-        f"    if type(raw) is not list or len(raw) != {n}:",
-        f"        raise _E('{cname}: expected {n} fields')",
-    ]
-    if n:
-        lines.append(f"    {', '.join(names)}{',' if n == 1 else ''} = raw")
+    checks: list[str] = []
+    immutable = bool(cls.__attrs_props__.is_frozen)  # type: ignore[attr-defined]
     for i, f in enumerate(fields):
         v = names[i]
         where = f"{cname}.{f.name}"
         tp = f.type
         if _RANGE_KEY in f.metadata and tp is not int:
             raise TypeError(f"{where}: int_range on a field that is not an int")
+        if not _immutable_type(tp):
+            immutable = False
         if tp is int:
             lo, hi = f.metadata.get(_RANGE_KEY, (0, MAX_WIRE_INT))
-            lines.append(f"    if type({v}) is not int:")
-            lines.append(f"        raise _E('{where}: expected int')")
-            lines.append(f"    if not {lo} <= {v} <= {hi}:")
-            lines.append(f"        raise _E('{where}: out of range [{lo}, {hi}]')")
+            checks.append(f"    if type({v}) is not int:")
+            checks.append(f"        raise _E('{where}: expected int')")
+            checks.append(f"    if not {lo} <= {v} <= {hi}:")
+            checks.append(f"        raise _E('{where}: out of range [{lo}, {hi}]')")
         elif tp in _PRIMITIVE_NAMES:
             tname = _PRIMITIVE_NAMES[tp]
-            lines.append(f"    if type({v}) is not {tname}:")
-            lines.append(f"        raise _E('{where}: expected {tname}')")
+            checks.append(f"    if type({v}) is not {tname}:")
+            checks.append(f"        raise _E('{where}: expected {tname}')")
         elif tp is float:
-            lines.append(f"    if type({v}) is not float:")
-            lines.append(f"        if type({v}) is not int:")
-            lines.append(f"            raise _E('{where}: expected float')")
-            lines.append(f"        {v} = float({v})")
-            lines.append(f"    if not _fin({v}):")
-            lines.append(f"        raise _E('{where}: not a finite number')")
+            checks.append(f"    if type({v}) is not float:")
+            checks.append(f"        if type({v}) is not int:")
+            checks.append(f"            raise _E('{where}: expected float')")
+            checks.append(f"        {v} = float({v})")
+            checks.append(f"    if not _fin({v}):")
+            checks.append(f"        raise _E('{where}: not a finite number')")
         elif tp is Any:
             pass
         elif (prim := _prim_dict_args(tp)) is not None:
             # a map of primitives (gossip tags): checked inline, as dec_prim_dict does
             kn, vn = _PRIMITIVE_NAMES[prim[0]], _PRIMITIVE_NAMES[prim[1]]
-            lines.append(f"    if type({v}) is not dict:")
-            lines.append(f"        raise _E('{where}: expected map')")
-            lines.append(f"    for _k, _x in {v}.items():")
-            lines.append(f"        if type(_k) is not {kn} or type(_x) is not {vn}:")
-            lines.append(f"            raise _E('{where}: expected map of {kn} to {vn}')")
+            checks.append(f"    if type({v}) is not dict:")
+            checks.append(f"        raise _E('{where}: expected map')")
+            checks.append(f"    for _k, _x in {v}.items():")
+            checks.append(f"        if type(_k) is not {kn} or type(_x) is not {vn}:")
+            checks.append(f"            raise _E('{where}: expected map of {kn} to {vn}')")
         else:
             ns[f"_d{i}"] = _decoder_for(tp, where)
-            lines.append(f"    {v} = _d{i}({v})")
-    lines.append(f"    return _cls({', '.join(names)})")
+            checks.append(f"    {v} = _d{i}({v})")
+    setters = _slot_setters(cls, fields)
+    if setters is None:
+        build = [f"    return _cls({', '.join(names)})"]
+    else:
+        build = ["    _o = _new(_cls)"]
+        for i, setter in enumerate(setters):
+            ns[f"_s{i}"] = setter
+            build.append(f"    _s{i}(_o, {names[i]})")
+        build.append("    return _o")
+    unpack = [f"    {', '.join(names)}{',' if n == 1 else ''} = raw"] if n else []
+    lines = [
+        "def decode(raw):",
+        f"    if type(raw) is not list or len(raw) != {n}:",
+        f"        raise _E('{cname}: expected {n} fields')",
+        *unpack, *checks, *build,
+    ]
+    if tag is not None:  # raw is the whole message: [version, tag, fields...]
+        lines += [
+            "def decode_top(raw):",
+            f"    if len(raw) != {n + 2}:",
+            f"        raise _E('{cname}: expected {n} fields')",
+            f"    _, _, {', '.join(names)} = raw" if n else "    pass",
+            *checks, *build,
+        ]
     dec_src = "\n".join(lines) + "\n"
     exec(compile(enc_src + dec_src, f"<wire codec for {cname}>", "exec"), ns)
     _ENCODERS[cls] = ns["encode"]
     _DECODERS[cls] = ns["decode"]
+    _IMMUTABLE[cls] = immutable
+    if tag is not None:
+        _TOP_ENCODERS[cls] = ns["encode_top"]
+        _TOP_DECODERS[tag] = ns["decode_top"]
+
+
+def _slot_setters(cls: type, fields: Any) -> list[Callable[[Any, Any], None]] | None:
+    """The slots' setters, when building an instance by filling its slots is exactly
+    what ``cls(*values)`` does; otherwise None (the decoder then calls the class)."""
+    props = cls.__attrs_props__  # type: ignore[attr-defined]
+    if not (props.is_slotted and props.is_frozen and props.added_init):
+        return None
+    if props.on_setattr_hook is not None or props.field_transformer is not None:
+        return None
+    if props.hashability not in (props.Hashability.HASHABLE, props.Hashability.UNHASHABLE,
+                                 props.Hashability.LEAVE_ALONE):
+        return None  # a cached hash lives in a slot the __init__ fills too
+    if cls.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
+        return None
+    for hook in ("__attrs_pre_init__", "__attrs_post_init__", "__attrs_init__"):
+        if hasattr(cls, hook):
+            return None
+    setters = []
+    for f in fields:
+        if not f.init or f.validator is not None or f.converter is not None:
+            return None
+        slot = getattr(cls, f.name, None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        setters.append(slot.__set__)
+    if len(setters) != len(cls.__attrs_attrs__):  # type: ignore[attr-defined]
+        return None
+    return setters
+
+
+def _immutable_type(tp: Any) -> bool:
+    """A field type whose decoded values are deeply immutable."""
+    if tp in (int, float, str, bytes, bool, type(None)):
+        return True
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return all(_immutable_type(a) for a in args)
+    if origin is tuple:
+        return len(args) == 2 and args[1] is Ellipsis and _immutable_type(args[0])
+    if isinstance(tp, type) and attrs.has(tp):
+        _compile(tp)
+        return _IMMUTABLE[tp]
+    return False
 
 
 def _prim_dict_args(tp: Any) -> tuple[type, type] | None:
@@ -345,14 +439,16 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 def encode(msg: Any) -> bytes:
     """Encode a registered message to bytes (deterministic for equal messages)."""
-    cls = type(msg)
     try:
-        tag = _TAG_OF[cls]
+        top = _TOP_ENCODERS[type(msg)]
     except KeyError:
-        raise TypeError(f"{cls.__qualname__} is not a registered wire message") from None
-    body = _ENCODERS[cls](msg)
-    data: bytes = _packer.pack([WIRE_VERSION, tag, *body])
+        raise TypeError(f"{type(msg).__qualname__} is not a registered wire message") from None
+    data: bytes = _pack(top(msg))
     return data
+
+
+_pack = _packer.pack
+_unpackb = msgpack.unpackb
 
 
 def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
@@ -363,7 +459,7 @@ def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
     if n > max_size:
         raise WireError(f"message of {n} bytes exceeds the limit of {max_size}")
     try:
-        raw = msgpack.unpackb(
+        raw = _unpackb(
             data,
             raw=False,
             use_list=True,
@@ -381,12 +477,12 @@ def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> Any:
     version, tag = raw[0], raw[1]
     if version != WIRE_VERSION or type(version) is not int:
         raise WireError(f"unsupported wire version {version!r}")
-    cls = _BY_TAG.get(tag) if type(tag) is int else None
-    if cls is None:
+    dec = _TOP_DECODERS.get(tag) if type(tag) is int else None
+    if dec is None:
         raise WireError(f"unknown message tag {tag!r}")
     try:
-        return _DECODERS[cls](raw[2:])
+        return dec(raw)
     except WireError:
         raise
     except (TypeError, ValueError) as exc:  # attrs validators on the message class
-        raise WireError(f"{cls.__name__}: invalid field: {exc}") from None
+        raise WireError(f"{_BY_TAG[tag].__name__}: invalid field: {exc}") from None

@@ -197,3 +197,21 @@ def test_one_message_sent_to_many_peers_is_encoded_once() -> None:
     d.call(lambda c, now: [c.out.send(f"p{i}:1", Pong(i, 0.0)) for i in range(3)])
     assert len(calls) == 1 + 3
     assert log.lines[:5] == [f"dgram p{i}:1 Pong" for i in range(5)]
+
+
+def test_the_stuck_timer_check_sees_what_an_after_step_hook_did_to_the_core() -> None:
+    """The check after a tick reuses the deadline the flush read, unless a hook ran
+    after that read: then it asks the core again."""
+    d, core, _log, clock, _tracer = make()
+    clock.t = 5.0
+    d.after_step(lambda: setattr(core, "deadline", 5.0))  # leaves the core due again
+    d.on_timer()
+    assert core.ticks == [5.0] and d.stats.stuck_timers == 1
+
+
+def test_a_tick_that_moves_the_deadline_later_is_not_stuck() -> None:
+    d, core, _log, clock, _tracer = make()
+    core.on_tick = lambda now: setattr(core, "deadline", now + 2.0)  # type: ignore[method-assign]
+    clock.t = 5.0
+    d.on_timer()
+    assert d.stats.stuck_timers == 0 and clock.armed[-1] == 7.0

@@ -43,6 +43,13 @@ class Send:
     stream: bool = False
 
 
+_new = object.__new__
+# the slots' setters (attrs keeps them as Send's member descriptors)
+_set_dest = vars(Send)["dest"].__set__
+_set_msg = vars(Send)["msg"].__set__
+_set_stream = vars(Send)["stream"].__set__
+
+
 @attrs.define(slots=True)
 class Output:
     """Everything a core produced since it was last drained.
@@ -65,7 +72,13 @@ class Output:
     wait_token: int = 0
 
     def send(self, dest: Address, msg: Any, stream: bool = False) -> None:
-        self.sends.append(Send(dest, msg, stream))
+        # Send(dest, msg, stream), built by filling its slots (what its attrs
+        # __init__ does, without the frozen class's object.__setattr__ calls)
+        s = _new(Send)
+        _set_dest(s, dest)
+        _set_msg(s, msg)
+        _set_stream(s, stream)
+        self.sends.append(s)
 
     def emit(self, ev: str, **fields: Any) -> None:
         """Append a trace record (``ev`` plus fields; the driver adds ``t`` and ``node``)."""
@@ -83,7 +96,7 @@ class Outbox:
 
     def drain(self) -> Output | None:
         out = self._out
-        if not out:
+        if not (out.sends or out.persist or out.events or out.trace):  # not out
             return None
         self._out = Output()
         return out

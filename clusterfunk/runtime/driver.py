@@ -113,6 +113,7 @@ class Driver:
         self._step_end: list[Callable[[], None]] = []
         self._after_step: list[Callable[[], None]] = []
         self._deadline = math.inf
+        self._core_deadline = math.inf  # the core's next_deadline() as _flush last read it
         self.lazy_timer = lazy_timer
         self.running = False
         # durability (see _handle): sends held until their wait token is durable
@@ -165,35 +166,52 @@ class Driver:
 
     # -- transport callbacks ----------------------------------------------
 
+    # (the three handlers below are one path, written out three times: it runs
+    # for every message a node receives)
+
     def on_datagram(self, src: str, data: bytes) -> None:
-        if self.running:
-            self.stats.datagrams_in += 1
-            self._receive(src, data, False)
-
-    def on_frame(self, src: str, data: bytes) -> None:
-        if self.running:
-            self.stats.frames_in += 1
-            self._receive(src, data, True)
-
-    def on_frame_from(self, src: str, identity: str | None, data: bytes) -> None:
-        """A frame with the authenticated identity of its connection (None: none)."""
-        if self.running:
-            self.stats.frames_in += 1
-            self._receive(src, data, True, identity)
-
-    def _receive(self, src: str, data: bytes, stream: bool, identity: str | None = None) -> None:
-        self.stats.bytes_in += len(data)
+        if not self.running:
+            return
+        stats = self.stats
+        stats.datagrams_in += 1
+        stats.bytes_in += len(data)
         try:
             msg = self.decode(data)
         except wire.WireError as exc:
-            self.stats.malformed += 1
-            self._trace("net.malformed", {"src": src, "reason": str(exc)})
+            self._malformed(src, exc)
             return
-        if self.authorizer is not None and not self.authorizer.allow(identity, msg, stream):
-            self.stats.unauthorized += 1
+        authorizer = self.authorizer
+        if authorizer is not None and not authorizer.allow(None, msg, False):
+            stats.unauthorized += 1
             return
-        self.core.on_message(self.clock.now(), src, msg, stream)
+        self.core.on_message(self.clock.now(), src, msg, False)
         self._flush()
+
+    def on_frame(self, src: str, data: bytes) -> None:
+        self.on_frame_from(src, None, data)
+
+    def on_frame_from(self, src: str, identity: str | None, data: bytes) -> None:
+        """A frame with the authenticated identity of its connection (None: none)."""
+        if not self.running:
+            return
+        stats = self.stats
+        stats.frames_in += 1
+        stats.bytes_in += len(data)
+        try:
+            msg = self.decode(data)
+        except wire.WireError as exc:
+            self._malformed(src, exc)
+            return
+        authorizer = self.authorizer
+        if authorizer is not None and not authorizer.allow(identity, msg, True):
+            stats.unauthorized += 1
+            return
+        self.core.on_message(self.clock.now(), src, msg, True)
+        self._flush()
+
+    def _malformed(self, src: str, exc: wire.WireError) -> None:
+        self.stats.malformed += 1
+        self._trace("net.malformed", {"src": src, "reason": str(exc)})
 
     # -- clock callback ----------------------------------------------------
 
@@ -204,10 +222,13 @@ class Driver:
         # which a clock treats as a cancel; lazy mode arms only a finite deadline).
         self._deadline = math.inf if self.lazy_timer else -math.inf
         now = self.clock.now()
-        if now >= self.core.next_deadline():
-            self.core.on_tick(now)
+        core = self.core
+        if now >= core.next_deadline():
+            core.on_tick(now)
             self._flush()
-            if self.running and self.core.next_deadline() <= now:
+            # (the deadline _flush read is still the core's unless a hook ran after it)
+            due = self._core_deadline if not self._after_step else core.next_deadline()
+            if self.running and due <= now:
                 # The tick left the core's timer due: a core bug. Counted, and the
                 # next tick waits STUCK_TIMER_DELAY instead of spinning at one instant.
                 self.stats.stuck_timers += 1
@@ -220,8 +241,9 @@ class Driver:
 
     def _flush(self) -> None:
         self._in_flush = True
+        core = self.core
         try:
-            out = self.core.drain()
+            out = core.drain()
             if out is not None:
                 self._handle(out)
             # Durability reported during this step (a synchronous persister): release
@@ -229,13 +251,17 @@ class Driver:
             while self._durable > self._acked and self.running:
                 self._acked = self._durable
                 self._release()
-                cast(DurableCore, self.core).on_persisted(self.clock.now(), self._acked)
-                out = self.core.drain()
+                cast(DurableCore, core).on_persisted(self.clock.now(), self._acked)
+                out = core.drain()
                 if out is not None:
                     self._handle(out)
         finally:
             self._in_flush = False
-        self._arm()
+        # re-arm (as _arm, inlined: this runs after every input)
+        deadline = self._core_deadline = core.next_deadline()
+        if deadline < self._deadline or (deadline != self._deadline and not self.lazy_timer):
+            self._deadline = deadline
+            self.clock.schedule(self, deadline)
         if self._after_step:
             for hook in tuple(self._after_step):
                 hook()
@@ -294,12 +320,13 @@ class Driver:
             transport = self.transport
             stats = self.stats
             limit = transport.max_datagram
+            encode = self.encode
             last_msg: Any = None
             data = b""
             for s in sends:
                 msg = s.msg
                 if msg is not last_msg:  # one message object sent to many peers: encode once
-                    data = self.encode(msg)
+                    data = encode(msg)
                     last_msg = msg
                 if s.stream:
                     stats.frames_out += 1

@@ -59,14 +59,16 @@ class Partitions:
     """
 
     def __init__(self) -> None:
-        self._blocked: set[tuple[str, str]] = set()
+        #: the blocked ``(src host, dst host)`` pairs (one set object for the lifetime
+        #: of the instance: the simulator's hot paths test membership in it directly)
+        self.pairs: set[tuple[str, str]] = set()
 
     def blocked(self, src: str, dst: str) -> bool:
-        return (src, dst) in self._blocked
+        return (src, dst) in self.pairs
 
     @property
     def active(self) -> bool:
-        return bool(self._blocked)
+        return bool(self.pairs)
 
     def partition(self, groups: list[list[str]], hosts: list[str]) -> list[list[str]]:
         """Block traffic between groups; returns the normalised (sorted) groups."""
@@ -90,7 +92,7 @@ class Partitions:
         for a in hosts:
             for b in hosts:
                 if seen[a] != seen[b]:
-                    self._blocked.add((a, b))
+                    self.pairs.add((a, b))
         return norm
 
     def block(self, src: list[str], dst: list[str]) -> None:
@@ -98,7 +100,7 @@ class Partitions:
         for a in src:
             for b in dst:
                 if a != b:
-                    self._blocked.add((a, b))
+                    self.pairs.add((a, b))
 
     def heal(self) -> None:
-        self._blocked.clear()
+        self.pairs.clear()

@@ -28,6 +28,7 @@ import random
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from clusterfunk import wire
 from clusterfunk.runtime.api import DEFAULT_DATAGRAM_BUDGET, Core, Persister
 from clusterfunk.runtime.auth import Authorizer
 from clusterfunk.runtime.driver import Driver
@@ -35,11 +36,72 @@ from clusterfunk.sim.disk import SimDisk
 from clusterfunk.sim.netmodel import LinkConfig, Partitions
 from clusterfunk.trace import Tracer
 
+_log = math.log
+
 # Event kinds.
 _DGRAM = 0
 _FRAME = 1
 _TIMER = 2
 _CALL = 3
+
+
+class DecodeMemo:
+    """``wire.decode`` once per distinct byte string, for the simulator's drivers.
+
+    In simulation one encoded message often reaches many nodes (a Raft heartbeat
+    round is one byte string to every follower, a shard map proposal goes to every
+    node). Equal bytes decode to equal messages, so for message classes whose
+    instances are deeply immutable (:func:`clusterfunk.wire.is_immutable`) one
+    decoded instance serves every receipt of the same bytes. Bytes that do not
+    decode are decoded (and refused, and counted by the driver) at every receipt;
+    messages of other classes are decoded afresh every time, and so are those of a
+    class whose bytes turn out never to repeat (a reply names its sender: after
+    ``REVIEW`` entries of a class with less than one hit in ``REVIEW // 16``, the
+    class is no longer kept). Bounded: the memo is emptied when it holds
+    ``max_entries`` messages or ``max_bytes`` of keys.
+    """
+
+    REVIEW = 1024
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 16 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._memo: dict[bytes, Any] = {}
+        self._bytes = 0
+        self._keep: dict[type, bool] = {}  # class -> keep its messages
+        self._kept: dict[type, int] = {}  # class -> entries made since its last review
+        self._hit: dict[type, int] = {}  # class -> hits since its last review
+        self.hits = 0
+
+    def decode(self, data: bytes) -> Any:
+        if type(data) is not bytes:
+            return wire.decode(data)
+        memo = self._memo
+        msg = memo.get(data)
+        if msg is not None:
+            self.hits += 1
+            cls = type(msg)
+            self._hit[cls] += 1
+            return msg
+        msg = wire.decode(data)
+        cls = type(msg)
+        keep = self._keep.get(cls)
+        if keep is None:
+            keep = self._keep[cls] = wire.is_immutable(cls)
+            self._kept[cls] = self._hit[cls] = 0
+        if keep:
+            n = len(data)
+            if len(memo) >= self.max_entries or self._bytes + n > self.max_bytes:
+                memo.clear()
+                self._bytes = 0
+            memo[data] = msg
+            self._bytes += n
+            kept = self._kept[cls] = self._kept[cls] + 1
+            if kept >= self.REVIEW:
+                if self._hit[cls] * 16 < kept:
+                    self._keep[cls] = False
+                self._kept[cls] = self._hit[cls] = 0
+        return msg
 
 
 class SimClock:
@@ -59,20 +121,29 @@ class SimClock:
 
     def schedule(self, driver: Any, deadline: float) -> None:
         host = self._host
-        token = host.timer_tokens.get(driver, 0) + 1
-        host.timer_tokens[driver] = token
+        tokens = host.timer_tokens
+        token = tokens.get(driver, 0) + 1
+        tokens[driver] = token
         if deadline == math.inf:
             return
         sim = self._sim
-        t = self.to_true(deadline)
+        offset = self.offset
+        scale = 1.0 + self.drift
+        t = (deadline - offset) / scale  # self.to_true(deadline)
         # Invariant: at true time t the local clock reads >= deadline (rounding in
         # to_true can land one ulp early, which would make the wake-up spurious forever).
-        scale = 1.0 + self.drift
-        while t * scale + self.offset < deadline:
+        while t * scale + offset < deadline:
             t = math.nextafter(t, math.inf)
         if t < sim.now:
             t = sim.now
-        sim._push(t, _TIMER, driver, token, host.name)
+        sim._seq += 1  # sim._push(t, _TIMER, driver, token, host.name), inlined
+        ev = (t, sim._seq, _TIMER, driver, token, host.name, None)
+        bucket = sim._buckets.get(t)
+        if bucket is None:
+            sim._buckets[t] = [ev]
+            heapq.heappush(sim._times, t)
+        else:
+            bucket.append(ev)
 
 
 class SimEndpoint:
@@ -89,12 +160,14 @@ class SimEndpoint:
         self.handler = handler
 
     def send_datagram(self, dest: str, data: bytes) -> None:
-        if self._host.alive:
-            self._sim._send_datagram(self.local_address, self._host.name, dest, data)
+        host = self._host
+        if host.alive:
+            self._sim._send_datagram(self.local_address, host, dest, data)
 
     def send_frame(self, dest: str, data: bytes) -> None:
-        if self._host.alive:
-            self._sim._send_frame(self.local_address, self._host.name, dest, data)
+        host = self._host
+        if host.alive:
+            self._sim._send_frame(self.local_address, host, dest, data)
 
 
 class SimHost:
@@ -178,8 +251,7 @@ class SimHost:
         kw: dict[str, Any] = {"lazy_timer": lazy_timer, "authorizer": authorizer}
         if encode is not None:
             kw["encode"] = encode
-        if decode is not None:
-            kw["decode"] = decode
+        kw["decode"] = decode if decode is not None else self.sim._decode_memo.decode
         d = Driver(
             self.name,
             core,
@@ -251,12 +323,19 @@ class Simulation:
         self.partitions = Partitions()
         self.hosts: dict[str, SimHost] = {}
         self._endpoints: dict[str, SimEndpoint] = {}
-        self._queue: list[tuple[Any, ...]] = []
+        # The event queue: a heap of the distinct times of pending events, and each
+        # time's events in the order they were scheduled (a float heap is several
+        # times cheaper than one of (time, sequence, ...) tuples; same order).
+        # Every event is a tuple (time, sequence number, kind, a, b, c, d).
+        self._times: list[float] = []
+        self._buckets: dict[float, list[tuple[Any, ...]]] = {}
         self._seq = 0
         self.net_rng = random.Random(f"{seed}/net")
         self.fault_rng = random.Random(f"{seed}/faults")
         self._frame_clock: dict[tuple[str, str], float] = {}
         self._conn_epoch: dict[tuple[str, str], int] = {}
+        self._host_of: dict[str, str] = {}  # address -> host name (dest.partition(":")[0])
+        self._decode_memo = DecodeMemo()
         self.started = False
         self.stats = {
             "events": 0,
@@ -310,7 +389,16 @@ class Simulation:
         self, t: float, kind: int, a: Any, b: Any = None, c: Any = None, d: Any = None
     ) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (t, self._seq, kind, a, b, c, d))
+        self._enqueue(t, (t, self._seq, kind, a, b, c, d))
+
+    def _enqueue(self, t: float, ev: tuple[Any, ...]) -> None:
+        """Queue ``ev`` at time ``t`` after every event already queued at ``t``."""
+        bucket = self._buckets.get(t)
+        if bucket is None:
+            self._buckets[t] = [ev]
+            heapq.heappush(self._times, t)
+        else:
+            bucket.append(ev)
 
     def at(self, t: float, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` at virtual time ``t`` (not before now)."""
@@ -337,20 +425,33 @@ class Simulation:
             d += self.net_rng.expovariate(1.0 / cfg.jitter)
         return d
 
-    def _send_datagram(self, src_addr: str, src_host: str, dest: str, data: bytes) -> None:
+    def _dest_host(self, dest: str) -> str:
+        """The host part of ``dest`` (memoised: the hot paths ask it per message)."""
+        host_of = self._host_of
+        name = host_of.get(dest)
+        if name is None:
+            if len(host_of) >= 65536:  # addresses are few; bound it anyway
+                host_of.clear()
+            name = host_of[dest] = dest.partition(":")[0]
+        return name
+
+    def _send_datagram(self, src_addr: str, src: SimHost, dest: str, data: bytes) -> None:
         stats = self.stats
         stats["datagrams_sent"] += 1
         stats["bytes_sent"] += len(data)
-        dst_host = dest.partition(":")[0]
+        src_host = src.name
+        dst_host = self._host_of.get(dest) or self._dest_host(dest)
         tracer = self.tracer
         if tracer.net:
             self._net(src_host, "net.send", src_addr, dest, "dgram", "bytes", len(data))
-        if self.partitions.blocked(src_host, dst_host):
+        blocked = self.partitions.pairs
+        if blocked and (src_host, dst_host) in blocked:
             stats["dropped_partition"] += 1
             if tracer.net:
                 self._net(src_host, "net.drop", src_addr, dest, "dgram", "reason", "partition")
             return
-        cfg = self.links.get((src_host, dst_host), self.link)
+        links = self.links
+        cfg = links.get((src_host, dst_host), self.link) if links else self.link
         rng = self.net_rng
         if cfg.loss and rng.random() < cfg.loss:
             stats["dropped_loss"] += 1
@@ -364,32 +465,41 @@ class Simulation:
         for _ in range(copies):
             delay = cfg.latency
             if cfg.jitter:
-                delay += rng.expovariate(1.0 / cfg.jitter)
+                # rng.expovariate(1.0 / jitter), inlined (the same expression as CPython's)
+                delay += -_log(1.0 - rng.random()) / (1.0 / cfg.jitter)
             if cfg.reorder and rng.random() < cfg.reorder:
                 delay += rng.random() * cfg.reorder_window
                 stats["reordered"] += 1
             self._seq += 1
-            heapq.heappush(
-                self._queue, (self.now + delay, self._seq, _DGRAM, dest, src_addr, data, src_host)
-            )
+            t = self.now + delay
+            ev = (t, self._seq, _DGRAM, dest, src_addr, data, src_host)
+            bucket = self._buckets.get(t)  # self._enqueue(t, ev), inlined
+            if bucket is None:
+                self._buckets[t] = [ev]
+                heapq.heappush(self._times, t)
+            else:
+                bucket.append(ev)
 
-    def _send_frame(self, src_addr: str, src_host: str, dest: str, data: bytes) -> None:
+    def _send_frame(self, src_addr: str, src: SimHost, dest: str, data: bytes) -> None:
         stats = self.stats
         stats["frames_sent"] += 1
         stats["bytes_sent"] += len(data)
-        dst_host = dest.partition(":")[0]
+        src_host = src.name
+        dst_host = self._host_of.get(dest) or self._dest_host(dest)
         tracer = self.tracer
         if tracer.net:
             self._net(src_host, "net.send", src_addr, dest, "stream", "bytes", len(data))
         key = (src_addr, dest)
         epoch = self._conn_epoch.get(key, 0)
-        if self.partitions.blocked(src_host, dst_host):
+        blocked = self.partitions.pairs
+        if blocked and (src_host, dst_host) in blocked:
             self._conn_epoch[key] = epoch + 1  # the connection breaks
             stats["dropped_partition"] += 1
             if tracer.net:
                 self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "partition")
             return
-        cfg = self.links.get((src_host, dst_host), self.link)
+        links = self.links
+        cfg = links.get((src_host, dst_host), self.link) if links else self.link
         rng = self.net_rng
         if cfg.stream_reset and rng.random() < cfg.stream_reset:
             # the connection breaks: this frame and every frame still in flight on it are lost
@@ -398,22 +508,26 @@ class Simulation:
             if tracer.net:
                 self._net(src_host, "net.drop", src_addr, dest, "stream", "reason", "reset")
             return
-        delay = cfg.latency  # (as _delay: the hot path, without the call)
+        delay = cfg.latency  # (as _delay: the hot path, without the calls)
         if cfg.jitter > 0:
-            delay += rng.expovariate(1.0 / cfg.jitter)
+            delay += -_log(1.0 - rng.random()) / (1.0 / cfg.jitter)
         t = self.now + delay
         frame_clock = self._frame_clock
         last = frame_clock.get(key, 0.0)
         if t < last:
             t = last  # streams are FIFO per connection
         frame_clock[key] = t
-        hosts = self.hosts
-        dst = hosts.get(dst_host)
+        dst = self.hosts.get(dst_host)
         dst_inc = dst.incarnation if dst is not None else 0
-        src_inc = hosts[src_host].incarnation
         self._seq += 1
-        heapq.heappush(self._queue, (t, self._seq, _FRAME, dest, src_addr, data,
-                                     (src_host, src_inc, dst_inc, epoch)))
+        ev = (t, self._seq, _FRAME, dest, src_addr, data,
+              (src_host, src.incarnation, dst_inc, epoch))
+        bucket = self._buckets.get(t)  # self._enqueue(t, ev), inlined
+        if bucket is None:
+            self._buckets[t] = [ev]
+            heapq.heappush(self._times, t)
+        else:
+            bucket.append(ev)
 
     # -- faults --------------------------------------------------------------
 
@@ -457,7 +571,7 @@ class Simulation:
         held, host.held = host.held, []
         for ev in held:  # re-queue in original order, now
             self._seq += 1
-            heapq.heappush(self._queue, (self.now, self._seq, *ev[2:]))
+            self._enqueue(self.now, (self.now, self._seq, *ev[2:]))
 
     def partition(self, groups: list[list[str]]) -> None:
         """Cut the network into groups (unnamed nodes form one more group)."""
@@ -474,23 +588,6 @@ class Simulation:
     def heal(self) -> None:
         self.partitions.heal()
         self._emit("sim.heal", {})
-
-    def stall(self, name: str, until: float) -> None:
-        """Hold back every stream frame that ``name`` sends until true time ``until``,
-        then deliver them in the order they were sent (a stuck TCP send buffer, or a
-        sender whose I/O thread stops in a GC pause while the rest of it runs).
-        Datagrams and what ``name`` receives are unaffected; a frame of a connection
-        first used during the stall is not held."""
-        self._host(name)
-        prefix = f"{name}:"
-        mine = [a for a in self._endpoints if a.startswith(prefix)]
-        others = [a for a in self._endpoints if not a.startswith(prefix)]
-        clock = self._frame_clock
-        for src in mine:
-            for dst in others:
-                if clock.get((src, dst), 0.0) < until:
-                    clock[(src, dst)] = until  # streams are FIFO: later frames wait too
-        self._emit("sim.stall", {"target": name, "until": round(until, 6)})
 
     def set_skew(self, name: str, offset: float = 0.0, drift: float = 0.0) -> None:
         """Set a node's clock to ``true * (1 + drift) + offset`` and wake its drivers."""
@@ -522,89 +619,102 @@ class Simulation:
         """Process events up to virtual time ``t_end`` (or until ``stop()`` is true)."""
         if not self.started:
             self.start()
-        queue = self._queue
+        times = self._times
+        buckets = self._buckets
         pop = heapq.heappop
         hosts = self.hosts
         endpoints = self._endpoints
         stats = self.stats
         tracer = self.tracer
-        while queue and queue[0][0] <= t_end:
-            ev = pop(queue)
-            t, _seq, kind, a, b, c, d = ev
+        blocked = self.partitions.pairs  # one set for the simulation's lifetime
+        conn_epoch = self._conn_epoch
+        while times and times[0] <= t_end:
+            t = pop(times)
+            bucket = buckets[t]  # stays queued: events scheduled at t now join it
             self.now = t
-            stats["events"] += 1
-            if kind == _DGRAM:
-                host = hosts[d]  # d = src host; a = dest address
-                ep = endpoints.get(a)
-                if ep is None:
-                    self._drop_undeliverable(a, b, "dgram")
-                    continue
-                dst = ep._host
-                if dst.paused:
-                    dst.held.append(ev)
-                    continue
-                if self.partitions.blocked(host.name, dst.name):
-                    stats["dropped_partition"] += 1
-                    if tracer.net:
-                        self._net(dst.name, "net.drop", b, a, "dgram", "reason", "partition")
-                    continue
-                stats["datagrams_delivered"] += 1
-                if tracer.net:
-                    self._net(dst.name, "net.deliver", b, a, "dgram", "bytes", len(c))
-                ep.handler.on_datagram(b, c)
-            elif kind == _TIMER:
-                host = hosts[c]
-                if not host.alive:
-                    continue
-                if host.paused:
-                    host.held.append(ev)
-                    continue
-                if b != -1 and host.timer_tokens.get(a) != b:
-                    continue  # superseded
-                a.on_timer()
-            elif kind == _FRAME:
-                src_host, src_inc, dst_inc, epoch = d
-                ep = endpoints.get(a)
-                if ep is None:
-                    self._drop_undeliverable(a, b, "stream")
-                    continue
-                dst = ep._host
-                if dst.paused:
-                    dst.held.append(ev)
-                    continue
-                conn = (b, a)
-                current = self._conn_epoch.get(conn, 0)
-                if epoch != current:
-                    stats["dropped_reset"] += 1
-                    if tracer.net:
-                        self._net(dst.name, "net.drop", b, a, "stream", "reason", "reset")
-                    continue
-                if (
-                    dst.incarnation != dst_inc
-                    or hosts[src_host].incarnation != src_inc
-                    or self.partitions.blocked(src_host, dst.name)
-                ):
-                    # the connection breaks: frames behind this one are lost too
-                    self._conn_epoch[conn] = current + 1
-                    reason = (
-                        "partition"
-                        if dst.incarnation == dst_inc and hosts[src_host].incarnation == src_inc
-                        else "down"
-                    )
-                    stats["dropped_" + reason] += 1
-                    if tracer.net:
-                        self._net(dst.name, "net.drop", b, a, "stream", "reason", reason)
-                    continue
-                stats["frames_delivered"] += 1
-                if tracer.net:
-                    self._net(dst.name, "net.deliver", b, a, "stream", "bytes", len(c))
-                # the sending host is the frame's authenticated identity (as a TLS
-                # certificate's name is on the real network)
-                ep.handler.on_frame_from(b, src_host, c)
-            else:  # _CALL
-                a(*b)
-            if stop is not None and stop():
-                return
+            i = 0
+            try:
+                while i < len(bucket):
+                    ev = bucket[i]
+                    i += 1
+                    _t, _seq, kind, a, b, c, d = ev
+                    stats["events"] += 1
+                    if kind == _DGRAM:
+                        ep = endpoints.get(a)  # a = dest address, d = src host
+                        if ep is None:
+                            self._drop_undeliverable(a, b, "dgram")
+                            continue
+                        dst = ep._host
+                        if dst.paused:
+                            dst.held.append(ev)
+                            continue
+                        if blocked and (d, dst.name) in blocked:
+                            stats["dropped_partition"] += 1
+                            if tracer.net:
+                                self._net(dst.name, "net.drop", b, a, "dgram", "reason",
+                                          "partition")
+                            continue
+                        stats["datagrams_delivered"] += 1
+                        if tracer.net:
+                            self._net(dst.name, "net.deliver", b, a, "dgram", "bytes", len(c))
+                        ep.handler.on_datagram(b, c)
+                    elif kind == _TIMER:
+                        host = hosts[c]
+                        if not host.alive:
+                            continue
+                        if host.paused:
+                            host.held.append(ev)
+                            continue
+                        if b != -1 and host.timer_tokens.get(a) != b:
+                            continue  # superseded
+                        a.on_timer()
+                    elif kind == _FRAME:
+                        src_host, src_inc, dst_inc, epoch = d
+                        ep = endpoints.get(a)
+                        if ep is None:
+                            self._drop_undeliverable(a, b, "stream")
+                            continue
+                        dst = ep._host
+                        if dst.paused:
+                            dst.held.append(ev)
+                            continue
+                        conn = (b, a)
+                        current = conn_epoch.get(conn, 0)
+                        if epoch != current:
+                            stats["dropped_reset"] += 1
+                            if tracer.net:
+                                self._net(dst.name, "net.drop", b, a, "stream", "reason", "reset")
+                            continue
+                        if (
+                            dst.incarnation != dst_inc
+                            or hosts[src_host].incarnation != src_inc
+                            or (blocked and (src_host, dst.name) in blocked)
+                        ):
+                            # the connection breaks: frames behind this one are lost too
+                            conn_epoch[conn] = current + 1
+                            same = dst.incarnation == dst_inc \
+                                and hosts[src_host].incarnation == src_inc
+                            reason = "partition" if same else "down"
+                            stats["dropped_" + reason] += 1
+                            if tracer.net:
+                                self._net(dst.name, "net.drop", b, a, "stream", "reason", reason)
+                            continue
+                        stats["frames_delivered"] += 1
+                        if tracer.net:
+                            self._net(dst.name, "net.deliver", b, a, "stream", "bytes", len(c))
+                        # the sending host is the frame's authenticated identity (as a TLS
+                        # certificate's name is on the real network)
+                        ep.handler.on_frame_from(b, src_host, c)
+                    else:  # _CALL
+                        a(*b)
+                    if stop is not None and stop():
+                        return
+            finally:  # the events of this time not processed stay queued
+                if i < len(bucket):
+                    del bucket[:i]
+                    heapq.heappush(times, t)
+                else:
+                    del buckets[t]
         if t_end != math.inf and self.now < t_end:
             self.now = t_end
 

@@ -151,3 +151,18 @@ async def test_forged_messages_over_tls_never_reach_the_cores(tmp_path: Path) ->
                              "raft message in a datagram": 1}
         assert co.denied == {"node is not the authenticated identity": 2}
         nursery.cancel_scope.cancel()
+
+
+def test_the_raft_authorizer_decides_as_the_rule_and_counts_refusals_by_reason() -> None:
+    msgs = [Heartbeat(5, "n1", 0, 0), RequestVote(2, "n2", 0, 0), Ack("n1", 3), object()]
+    for require in (True, False):
+        auth = raft_authorizer(require_identity=require)
+        expected: dict[str, int] = {}
+        for msg in msgs:
+            for identity in ("n1", "n2", None):
+                for stream in (True, False):
+                    reason = raft_rule(identity, msg, stream, require)
+                    assert auth.allow(identity, msg, stream) is (reason is None)
+                    if reason is not None:
+                        expected[reason] = expected.get(reason, 0) + 1
+        assert auth.denied == expected
