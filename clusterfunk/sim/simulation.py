@@ -589,6 +589,23 @@ class Simulation:
         self.partitions.heal()
         self._emit("sim.heal", {})
 
+    def stall(self, name: str, until: float) -> None:
+        """Hold back every stream frame that ``name`` sends until true time ``until``,
+        then deliver them in the order they were sent (a stuck TCP send buffer, or a
+        sender whose I/O thread stops in a GC pause while the rest of it runs).
+        Datagrams and what ``name`` receives are unaffected; a frame of a connection
+        first used during the stall is not held."""
+        self._host(name)
+        prefix = f"{name}:"
+        mine = [a for a in self._endpoints if a.startswith(prefix)]
+        others = [a for a in self._endpoints if not a.startswith(prefix)]
+        clock = self._frame_clock
+        for src in mine:
+            for dst in others:
+                if clock.get((src, dst), 0.0) < until:
+                    clock[(src, dst)] = until  # streams are FIFO: later frames wait too
+        self._emit("sim.stall", {"target": name, "until": round(until, 6)})
+
     def set_skew(self, name: str, offset: float = 0.0, drift: float = 0.0) -> None:
         """Set a node's clock to ``true * (1 + drift) + offset`` and wake its drivers."""
         host = self._host(name)
