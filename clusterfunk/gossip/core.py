@@ -761,15 +761,7 @@ class GossipCore(Outbox):
                 self._refute(now, incarnation)
             return
         if rec is None:
-            rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
-            self.table.add(rec)
-            self.ring.add(name)
-            self._trace_member(rec)
-            if rebroadcast:
-                self._queue_update(
-                    name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
-                )
-            self._out.events.append(MemberJoined(rec.snapshot()))
+            self._learn(now, incarnation, name, addr, tags, msg, raw, rebroadcast)
             return
         old_status = rec.status
         changed = rec.addr != addr or rec.tags != tags
@@ -787,6 +779,34 @@ class GossipCore(Outbox):
             self._out.events.append(MemberJoined(rec.snapshot()))
         elif changed or old_status == SUSPECT:
             self._out.events.append(MemberUpdated(rec.snapshot()))
+
+    def _learn(
+        self,
+        now: float,
+        incarnation: int,
+        name: str,
+        addr: str,
+        tags: dict[str, str],
+        msg: Alive | None,
+        raw: bytes | None,
+        rebroadcast: bool,
+    ) -> None:
+        """A new member, alive (:meth:`_alive` after its checks): added to the table and
+        to a random place of the probe ring (:meth:`ProbeRing.add`), traced, re-gossiped
+        if ``rebroadcast``, published as :class:`MemberJoined`."""
+        rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
+        self.table.add(rec)  # (which also marks its push-pull entry to be made)
+        self.ring.add(name)
+        out = self._out
+        # _trace_member, inlined: a mass join learns n^2 members
+        out.trace.append(
+            ("gossip.member", {"member": name, "status": ALIVE, "incarnation": incarnation})
+        )
+        if rebroadcast:
+            self._queue_update(
+                name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
+            )
+        out.events.append(MemberJoined(Member(name, addr, ALIVE, incarnation, dict(tags))))
 
     def _accused(
         self, now: float, msg: Suspect | Dead, refute: bool, src: str = ""
@@ -1082,6 +1102,8 @@ class GossipCore(Outbox):
         by_name = self.table.by_name
         me = self.name
         alive = self._alive
+        learn = self._learn
+        max_tags = self.config.tags_max_bytes
         stale = 0
         for st in states:
             name = st.name
@@ -1096,7 +1118,18 @@ class GossipCore(Outbox):
                     stale += 1  # nothing new (the common case)
                     continue
             elif status == ALIVE and 0 < len(name) <= MAX_NAME:  # a member to learn
-                alive(now, st.incarnation, name, st.addr, st.tags, None, None, rebroadcast)
+                # (the checks of _alive for an unknown member, then _learn)
+                inc = st.incarnation
+                addr = st.addr
+                tags = st.tags
+                if (
+                    0 <= inc <= MAX_INCARNATION
+                    and _valid_addr(addr)
+                    and encoded_tags_size(tags) <= max_tags
+                ):
+                    learn(now, inc, name, addr, tags, None, None, rebroadcast)
+                else:
+                    self.stats["invalid"] += 1
                 continue
             if status not in STATUSES or not _valid_name(name):
                 self.stats["invalid"] += 1

@@ -114,7 +114,7 @@ class MemberTable:
             states = self._states
             index = self._index
             by_name = self.by_name
-            for name in self._dirty:
+            for name in dict.fromkeys(self._dirty):  # (a learnt member is added and touched)
                 i = index.get(name)
                 if i is not None:  # (else removed since)
                     states[i] = by_name[name].wire_state()

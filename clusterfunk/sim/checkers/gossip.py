@@ -82,7 +82,7 @@ class DetectionTracker:
                 for target, t0, waiting, _ in self.crashes:
                     if target == x and s in waiting and waiting[s] is None:
                         waiting[s] = round(r["t"] - t0, 6)
-            else:
+            elif self.dead_views:
                 self.dead_views.discard((s, x))
         elif ev == "sim.start":
             for n in r["nodes"]:
@@ -236,7 +236,9 @@ class ConvergenceTracker:
         t = r["t"]
         if ev == "gossip.member":
             s, x = r["node"], _name(r["member"])
-            vs = self.alive.setdefault(s, set())
+            vs = self.alive.get(s)
+            if vs is None:
+                vs = self.alive[s] = set()
             if r["status"] == ALIVE:
                 vs.add(x)
                 if self.pending is not None:
