@@ -28,7 +28,8 @@ def add_parser(sub: Any) -> None:
                    "--list-mutants)")
     p.add_argument("--nemesis", metavar="KINDS", default="all",
                    help="nemesis fault kinds, comma list, 'all' or 'harsh' (all plus slow and "
-                   "bounce; see simulate --help) (default all)")
+                   "bounce; see simulate --help); 'harsh,stall' adds stalled send paths, "
+                   "',vote-crash' voters that crash just after voting (default all)")
     p.add_argument("--set", action="append", metavar="OPTION=VALUE",
                    help="pass another simulate option to every run, e.g. --set latency=20 "
                    "--set op-rate=50 (repeatable)")
