@@ -88,7 +88,7 @@ from clusterfunk.raft.quorum import has_quorum, quorum_index
 from clusterfunk.raft.roles import CANDIDATE, FOLLOWER, LEADER, NONVOTER, PRECANDIDATE
 from clusterfunk.raft.statemachine import ApplyError, StateMachine
 from clusterfunk.raft.storage import HardState, SnapshotMeta, Storage
-from clusterfunk.runtime.api import Output
+from clusterfunk.runtime.api import Output, Send
 
 _LEADER_MSGS = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 _RAFT_MSGS = frozenset(RAFT_MESSAGES)
@@ -103,6 +103,7 @@ def entry_digest(kind: int, data: bytes) -> str:
 
 
 _sha256 = hashlib.sha256
+_new_tuple = tuple.__new__  # makes a persist record without NamedTuple's Python __new__
 _KIND_BYTES = [bytes((k,)) for k in range(256)]
 
 _P = ParamSpec("_P")
@@ -110,7 +111,9 @@ _R = TypeVar("_R")
 
 
 def _step(fn: Callable[Concatenate[RaftCore, _P], _R]) -> Callable[Concatenate[RaftCore, _P], _R]:
-    """An input of the core: it ends its step (``_end_step``) however it returns."""
+    """An input of the core: it ends its step (``_end_step``) however it returns.
+    (The hot inputs, ``on_message``, ``propose`` and ``propose_many``, write the same
+    ``try``/``finally`` inline: one Python call less per message.)"""
 
     @functools.wraps(fn)
     def run(self: RaftCore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -237,6 +240,7 @@ class RaftCore:
         # leader state
         self.progress: dict[str, Progress] = {}
         self._append_pending = False
+        self._commit_due = False  # _end_step tries to commit (_maybe_commit)
         self._committed_own_term = False
         self._transfer_target: str | None = None
         self._transfer_deadline = math.inf
@@ -351,7 +355,7 @@ class RaftCore:
         """Hand over the Output collected since the last call (``None`` if empty).
         A getter: every input already finished its step (:meth:`_end_step`)."""
         out = self._out
-        if not out:
+        if not (out.sends or out.persist or out.events or out.trace):  # Output.__bool__
             return None
         self._out = Output()
         return out
@@ -374,6 +378,20 @@ class RaftCore:
             self.now = now
             self._synced_last = last
             commit = self.commit_index
+            if last <= commit:
+                return  # a durable mark at or below the commit index commits nothing
+            voters = self.configuration.voters
+            if self.id in voters and "raft-commit-minority" not in self.cfg.mutants:
+                # A majority past the commit index needs, besides this server,
+                # len(voters) // 2 other voters past it already (_maybe_commit).
+                progress = self.progress
+                ahead = 0
+                for sid in voters:
+                    pr = progress.get(sid)
+                    if pr is not None and pr.match > commit:
+                        ahead += 1
+                if ahead < len(voters) // 2:
+                    return
             self._maybe_commit()
             if self.commit_index != commit:
                 self._end_step()
@@ -385,114 +403,122 @@ class RaftCore:
             if self._append_pending:
                 self._append_pending = False
                 self._broadcast_append()
-                self._maybe_commit()
+                if self._commit_due:
+                    # The voters changed, or this server just became leader; a step
+                    # that only appended entries moved no match index (_maybe_commit).
+                    self._commit_due = False
+                    self._maybe_commit()
             if self._round_pending:
                 self._broadcast_heartbeat(self.now)
+            leader = self.role == LEADER  # (it may have committed its own removal)
+        else:
+            leader = False
         hs = self._saved_hs
         if hs.term != self.term or hs.vote != self.vote:
             self._save_hard_state()
         elif hs.commit != self.commit_index:
             # The commit index alone needs no sync (it is re-learned from the leader
             # after a crash): it rides along with the next durable write.
-            self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-            self._pending.append(HardStateRecord(self._saved_hs))
+            hs = self._saved_hs = _new_tuple(HardState, (self.term, self.vote,
+                                                        self.commit_index))
+            self._pending.append(_new_tuple(HardStateRecord, (hs,)))
         pending = self._pending
-        if not pending:
-            if self.role != LEADER and self._durable_seq < self._persist_seq and self._out.sends:
-                # A follower's answers may rest on entries it wrote as leader in
-                # parallel and that are not durable yet: they wait for them.
-                self._out.wait_token = self._persist_seq
-            return
         out = self._out
-        out.persist.extend(pending)
-        pending.clear()
-        if self._dirty or self._own_unsynced:
-            if not out.persist_token:  # several inputs before one drain share a batch
-                self._persist_seq += 1
-                out.persist_token = self._persist_seq
-            token = out.persist_token
-            if self.role == LEADER:
-                marks = self._leader_marks
-                if marks and marks[-1][0] == token:
-                    marks[-1] = (token, self.log.last_index)
-                else:
-                    marks.append((token, self.log.last_index))
-            if self._dirty or self.role != LEADER:
-                # Term, vote and entries durable before the step's messages leave. A
-                # server that stopped leading in this step waits for its own
-                # parallel-written entries too: as a follower it may acknowledge them.
-                out.wait_token = token
-            self._dirty = False
-            self._own_unsynced = False
-        if self.role != LEADER and self._durable_seq < self._persist_seq and out.sends:
+        if pending:
+            out.persist.extend(pending)
+            pending.clear()
+            if self._dirty or self._own_unsynced:
+                token = out.persist_token
+                if not token:  # several inputs before one drain share a batch
+                    token = self._persist_seq = self._persist_seq + 1
+                    out.persist_token = token
+                if leader:
+                    marks = self._leader_marks
+                    if marks and marks[-1][0] == token:
+                        marks[-1] = (token, self.log.last_index)
+                    else:
+                        marks.append((token, self.log.last_index))
+                if self._dirty or not leader:
+                    # Term, vote and entries durable before the step's messages leave.
+                    # A server that stopped leading in this step waits for its own
+                    # parallel-written entries too: as a follower it may acknowledge
+                    # them.
+                    out.wait_token = token
+                self._dirty = False
+                self._own_unsynced = False
+        if not leader and self._durable_seq < self._persist_seq and out.sends:
+            # A follower's answers may rest on entries it wrote as leader in parallel
+            # and that are not durable yet: they wait for them.
             out.wait_token = self._persist_seq
 
-    @_step
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
         """Rules for Servers, All Servers: if RPC request or response contains term
         T > currentTerm: set currentTerm = T, convert to follower (5.1). Requests
         with a stale term are answered with the current term; stale responses are
         dropped. Then the message goes to the step function of the current role."""
-        self.now = now
-        kind = type(msg)
-        if kind not in _RAFT_MSGS:
-            self._drop("unexpected message type")
-            return
-        sender = msg.sender
-        if sender == self.id:
-            self._drop("message from self")
-            return
-        term = msg.term
-        if term > MAX_TERM:
-            self._drop("term out of range")
-            return
-        # Membership first (issue 11): act only on servers of the latest configuration,
-        # or of the committed one (a leader that removes itself replicates until the
-        # removal commits); votes only from its voters. A server that knows no
-        # configuration yet (waiting to be added) accepts a leader's messages. Checked
-        # before the term rules, so a stranger's term is never adopted and its
-        # transfer flag never skips the lease.
-        c = self.configuration
-        if kind is RequestVote:
-            known = sender in c.voters
-        else:
-            known = sender in c.voters or sender in c.nonvoters \
-                or (kind in _LEADER_MSGS and not c.voters and not c.nonvoters) \
-                or self._config_at(self.commit_index)[1].address(sender) is not None
-        if not known:
-            self._drop("unknown server")
-            return
-        if term > self.term:
+        try:
+            self.now = now
+            kind = type(msg)
+            if kind not in _RAFT_MSGS:
+                self._drop("unexpected message type")
+                return
+            sender = msg.sender
+            if sender == self.id:
+                self._drop("message from self")
+                return
+            term = msg.term
+            if term > MAX_TERM:
+                self._drop("term out of range")
+                return
+            # Membership first (issue 11): act only on servers of the latest configuration,
+            # or of the committed one (a leader that removes itself replicates until the
+            # removal commits); votes only from its voters. A server that knows no
+            # configuration yet (waiting to be added) accepts a leader's messages. Checked
+            # before the term rules, so a stranger's term is never adopted and its
+            # transfer flag never skips the lease.
+            c = self.configuration
             if kind is RequestVote:
-                if not msg.transfer and self._in_lease(now):
-                    self._drop("vote request during leader lease")
-                    return
-                if not msg.pre_vote:
-                    self._become_follower(now, term, None)
-            elif kind is RequestVoteResponse and msg.pre_vote and msg.granted:
-                pass  # a granted pre-vote carries the proposed term, not a real one
+                known = sender in c.voters
             else:
-                self._become_follower(now, term, sender if kind in _LEADER_MSGS else None)
-        elif term < self.term and not (
-                kind in (AppendEntries, Heartbeat) and "raft-stale-append" in self.cfg.mutants):
-            # (the mutant above breaks AppendEntries receiver rule 1, 5.1: it lets a
-            # deposed leader's AppendEntries / heartbeat through to the follower rules)
-            self._drop("stale term")
-            if kind in (AppendEntries, Heartbeat, InstallSnapshot):
-                # let a deposed leader learn the new term
-                self._out.send(src, AppendEntriesResponse(self.term, self.id, False, 0), True)
-            elif kind is RequestVote:
-                self._out.send(src, RequestVoteResponse(self.term, self.id, False, msg.pre_vote),
-                               True)
-            return
-        if kind is RequestVote:
-            self._handle_request_vote(now, src, msg)
-        elif self.role == LEADER:
-            self._step_leader(now, src, msg)
-        elif self.role in (CANDIDATE, PRECANDIDATE):
-            self._step_candidate(now, src, msg)
-        else:
-            self._step_follower(now, src, msg)
+                known = sender in c.voters or sender in c.nonvoters \
+                    or (kind in _LEADER_MSGS and not c.voters and not c.nonvoters) \
+                    or self._config_at(self.commit_index)[1].address(sender) is not None
+            if not known:
+                self._drop("unknown server")
+                return
+            if term > self.term:
+                if kind is RequestVote:
+                    if not msg.transfer and self._in_lease(now):
+                        self._drop("vote request during leader lease")
+                        return
+                    if not msg.pre_vote:
+                        self._become_follower(now, term, None)
+                elif kind is RequestVoteResponse and msg.pre_vote and msg.granted:
+                    pass  # a granted pre-vote carries the proposed term, not a real one
+                else:
+                    self._become_follower(now, term, sender if kind in _LEADER_MSGS else None)
+            elif term < self.term and not (
+                    kind in (AppendEntries, Heartbeat) and "raft-stale-append" in self.cfg.mutants):
+                # (the mutant above breaks AppendEntries receiver rule 1, 5.1: it lets a
+                # deposed leader's AppendEntries / heartbeat through to the follower rules)
+                self._drop("stale term")
+                if kind in (AppendEntries, Heartbeat, InstallSnapshot):
+                    # let a deposed leader learn the new term
+                    self._out.send(src, AppendEntriesResponse(self.term, self.id, False, 0), True)
+                elif kind is RequestVote:
+                    self._out.send(src, RequestVoteResponse(self.term, self.id, False,
+                                                            msg.pre_vote), True)
+                return
+            if kind is RequestVote:
+                self._handle_request_vote(now, src, msg)
+            elif self.role == LEADER:
+                self._step_leader(now, src, msg)
+            elif self.role in (CANDIDATE, PRECANDIDATE):
+                self._step_candidate(now, src, msg)
+            else:
+                self._step_follower(now, src, msg)
+        finally:
+            self._end_step()
 
     # ------------------------------------------------------------------ step functions
 
@@ -715,12 +741,14 @@ class RaftCore:
         outstanding = self._durable_seq < self._persist_seq or self._pending
         self._synced_last = 0 if outstanding else last
         self._leader_marks.clear()
+        self._commit_due = True
         self.log.append([Entry(self.term, ENTRY_NOOP, b"")])
         self._dirty = True
         self._append_pending = True  # the no-op's AppendEntries is the first heartbeat
 
     def _stop_leading(self, reason: str) -> None:
         self._leader_marks.clear()
+        self._commit_due = False
         self.progress = {}
         self._append_pending = False
         self._round_pending = False
@@ -817,14 +845,16 @@ class RaftCore:
             new = entries[k:]
             truncating = first <= log.last_index
             configs: list[tuple[int, Configuration]] = []
+            kinds = m.ENTRY_KINDS
             for j, e in enumerate(new):
-                if e.kind == ENTRY_CONFIG:
+                kind = e.kind
+                if kind == ENTRY_CONFIG:
                     try:
                         configs.append((first + j, Configuration.decode(e.data)))
                     except ValueError:
                         self._drop("malformed configuration entry")
                         return
-                elif e.kind not in m.ENTRY_KINDS:
+                elif kind not in kinds:
                     self._drop("malformed entry")
                     return
             log.truncate_and_append(first, new)
@@ -838,7 +868,9 @@ class RaftCore:
         if req.commit > self.commit_index:
             self.commit_index = min(req.commit, last_new)
             self._apply_committed()
-        self._out.send(src, AppendEntriesResponse(self.term, self.id, True, last_new), True)
+        # (Output.send inlined on the hot paths: one Python call less per message)
+        self._out.sends.append(Send(src, AppendEntriesResponse(self.term, self.id, True,
+                                                               last_new), True))
 
     def _handle_heartbeat(self, now: float, src: str, hb: Heartbeat) -> None:
         """Heartbeat (an empty AppendEntries, 5.2): keeps the follower's election timer
@@ -849,7 +881,7 @@ class RaftCore:
         if c > self.commit_index:
             self.commit_index = c
             self._apply_committed()
-        self._out.send(src, HeartbeatResponse(self.term, self.id, hb.ctx), True)
+        self._out.sends.append(Send(src, HeartbeatResponse(self.term, self.id, hb.ctx), True))
 
     def _send_append(self, sid: str, pr: Progress,
                      cache: dict[tuple[int, int], tuple[AppendEntries, int]] | None = None,
@@ -880,7 +912,7 @@ class RaftCore:
                 hit = cache[key] = (AppendEntries.make(
                     self.term, self.id, prev, log.term_at(prev) or 0, entries,
                     self.commit_index), prev + len(entries))
-            self._out.send(pr.address, hit[0], True)
+            self._out.sends.append(Send(pr.address, hit[0], True))  # Output.send, inlined
             pr.sent(hit[1])
             if pr.state != REPLICATE or hit[1] >= last:
                 return
@@ -905,12 +937,14 @@ class RaftCore:
             if pr.state == PROBE:
                 pr.become_replicate()  # the log matches up to `match`: stream from there
             if news:
-                self._maybe_commit()
-                if self.role != LEADER:
-                    return  # it committed its own removal and stepped down
+                if pr.match > self.commit_index:  # see _maybe_commit: when to try
+                    self._maybe_commit()
+                    if self.role != LEADER:
+                        return  # it committed its own removal and stepped down
                 if self._transfer_target == sid and pr.match == self.log.last_index:
                     self._send_timeout_now(pr)
-            if pr.state != SNAPSHOT:
+            if pr.state != SNAPSHOT and pr.next <= self.log.last_index:
+                # (replicating: with nothing past `next` _send_append sends nothing)
                 self._send_append(sid, pr)
             return
         if pr.state == SNAPSHOT:
@@ -932,14 +966,27 @@ class RaftCore:
         """Rules for Servers, Leaders: if there exists an N such that N > commitIndex,
         a majority of matchIndex[i] >= N, and log[N].term == currentTerm: set
         commitIndex = N (5.3, 5.4). Replicas of earlier terms' entries are never
-        counted (Figure 8)."""
-        voters = self.configuration.voters
+        counted (Figure 8).
+
+        When it is tried: whenever a voter's match index (or this leader's durable
+        mark, ``_synced_last``) moves past the commit index, and at the end of a step
+        in which the voters changed or this server became leader (``_commit_due``).
+        Nothing else can make N exist: a value that stays at or below the commit index
+        changes neither how many values exceed it nor the majority value above it,
+        the leader's log only grows past every match index, and commitIndex only
+        grows."""
         progress = self.progress
+        me = self.id
         mine = self._synced_last  # only what is durable here counts (on_persisted)
-        matches = [mine if sid == self.id else progress[sid].match
-                   for sid in voters if sid == self.id or sid in progress]
-        if len(matches) != len(voters):
-            return
+        matches = []
+        for sid in self.configuration.voters:
+            if sid == me:
+                matches.append(mine)
+            else:
+                pr = progress.get(sid)
+                if pr is None:
+                    return  # a voter without progress yet: no majority is known
+                matches.append(pr.match)
         n = quorum_index(matches)
         if "raft-commit-minority" in self.cfg.mutants:
             # MUTANT: breaks "a majority of matchIndex[i] >= N" (5.3): half (rounded down)
@@ -971,8 +1018,7 @@ class RaftCore:
         limit = self.commit_index
         if "raft-apply-before-commit" in self.cfg.mutants:
             limit = log.last_index  # MUTANT: breaks 5.3 / Figure 2 (apply only committed)
-        while self.last_applied < limit:
-            idx = self.last_applied + 1
+        for idx in range(self.last_applied + 1, limit + 1):
             e = entries[idx - base - 1]
             self.last_applied = idx
             result: Any = None
@@ -987,7 +1033,7 @@ class RaftCore:
                                              "digest": entry_digest(kind, e.data)}))
             events.append(Applied(idx, e.term, result, kind))
         if self.role == LEADER and term_now == self.term \
-                and not self.configuration.is_voter(self.id) \
+                and self.id not in self.configuration.voters \
                 and self.commit_index >= self._config_index:
             # The leader removed itself: it steps down once the change is committed,
             # and hands over at once to the most up-to-date voter (TimeoutNow).
@@ -1248,6 +1294,7 @@ class RaftCore:
         self._out.events.append(ConfigChanged(index, tuple(sorted(c.voters)),
                                               tuple(sorted(c.nonvoters))))
         if self.role == LEADER:
+            self._commit_due = True  # a new majority may already hold (_maybe_commit)
             members = c.members()
             for sid in list(self.progress):
                 if sid not in members:
@@ -1364,51 +1411,56 @@ class RaftCore:
 
     # ------------------------------------------------------------------ client API
 
-    @_step
     def propose(self, now: float, command: bytes) -> tuple[int, int]:
         """Rules for Servers, Leaders: if command received from client: append entry to
         local log, respond after entry applied to state machine (5.3). Returns
         ``(index, term)``; the result arrives as an :class:`Applied` event."""
-        self.now = now
-        if self.role != LEADER:
-            raise NotLeader(self.leader_id, self.leader_address)
-        if self._transfer_target is not None:
-            raise NotLeader(None, None, "leadership transfer in progress")
-        if type(command) is not bytes:
-            raise TypeError("a command must be bytes")
-        if len(command) > self.cfg.max_proposal_bytes:
-            raise ProposalTooLarge(len(command), self.cfg.max_proposal_bytes)
-        self.log.append([Entry(self.term, ENTRY_COMMAND, command)])
-        if self._parallel:
-            self._own_unsynced = True  # synced in parallel with the AppendEntries
-        else:
-            self._dirty = True
-        self._append_pending = True
-        return self.log.last_index, self.term
+        try:  # an input: it ends its step however it returns (as ``_step``)
+            self.now = now
+            if self.role != LEADER:
+                raise NotLeader(self.leader_id, self.leader_address)
+            if self._transfer_target is not None:
+                raise NotLeader(None, None, "leadership transfer in progress")
+            if type(command) is not bytes:
+                raise TypeError("a command must be bytes")
+            if len(command) > self.cfg.max_proposal_bytes:
+                raise ProposalTooLarge(len(command), self.cfg.max_proposal_bytes)
+            log = self.log
+            log.append([Entry(self.term, ENTRY_COMMAND, command)])
+            if self._parallel:
+                self._own_unsynced = True  # synced in parallel with the AppendEntries
+            else:
+                self._dirty = True
+            self._append_pending = True
+            return log.last_index, self.term
+        finally:
+            self._end_step()
 
-    @_step
     def propose_many(self, now: float, commands: list[bytes]) -> list[tuple[int, int]]:
         """Propose a batch at once (one log append); all-or-nothing validation."""
-        self.now = now
-        if self.role != LEADER:
-            raise NotLeader(self.leader_id, self.leader_address)
-        if self._transfer_target is not None:
-            raise NotLeader(None, None, "leadership transfer in progress")
-        limit = self.cfg.max_proposal_bytes
-        for c in commands:
-            if type(c) is not bytes:
-                raise TypeError("a command must be bytes")
-            if len(c) > limit:
-                raise ProposalTooLarge(len(c), limit)
-        first = self.log.last_index + 1
-        term = self.term
-        self.log.append([Entry(term, ENTRY_COMMAND, c) for c in commands])
-        if self._parallel:
-            self._own_unsynced = True  # synced in parallel with the AppendEntries
-        else:
-            self._dirty = True
-        self._append_pending = True
-        return [(first + i, term) for i in range(len(commands))]
+        try:  # an input: it ends its step however it returns (as ``_step``)
+            self.now = now
+            if self.role != LEADER:
+                raise NotLeader(self.leader_id, self.leader_address)
+            if self._transfer_target is not None:
+                raise NotLeader(None, None, "leadership transfer in progress")
+            limit = self.cfg.max_proposal_bytes
+            for c in commands:
+                if type(c) is not bytes:
+                    raise TypeError("a command must be bytes")
+                if len(c) > limit:
+                    raise ProposalTooLarge(len(c), limit)
+            first = self.log.last_index + 1
+            term = self.term
+            self.log.append([Entry(term, ENTRY_COMMAND, c) for c in commands])
+            if self._parallel:
+                self._own_unsynced = True  # synced in parallel with the AppendEntries
+            else:
+                self._dirty = True
+            self._append_pending = True
+            return [(first + i, term) for i in range(len(commands))]
+        finally:
+            self._end_step()
 
     @_step
     def read_index(self, now: float, ctx: int, lease: bool = False) -> None:
@@ -1433,8 +1485,8 @@ class RaftCore:
         """Term and vote are recorded as soon as they change (before any entry of the
         new term) and are durable before the step's messages leave; the commit index
         is recorded at the end of a step and synced with the next durable batch."""
-        self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-        self._pending.append(HardStateRecord(self._saved_hs))
+        hs = self._saved_hs = HardState(self.term, self.vote, self.commit_index)
+        self._pending.append(_new_tuple(HardStateRecord, (hs,)))
         self._dirty = True
 
     def _drop(self, reason: str) -> None:

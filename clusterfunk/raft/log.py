@@ -20,8 +20,14 @@ from clusterfunk.raft.persist import CompactRecord, EntriesRecord, ResetRecord
 ENTRY_OVERHEAD = 16
 
 
+_new_tuple = tuple.__new__  # makes a persist record without NamedTuple's Python __new__
+
+
 class RaftLog:
-    __slots__ = ("base_index", "base_term", "entries", "sink")
+    """Invariant: ``last_index == base_index + len(entries)`` (kept by every method
+    below; read it, never assign it or change ``entries`` from outside)."""
+
+    __slots__ = ("base_index", "base_term", "entries", "last_index", "sink")
 
     def __init__(self, sink: list[Any], base_index: int, base_term: int,
                  entries: list[Entry]) -> None:
@@ -29,10 +35,9 @@ class RaftLog:
         self.base_index = base_index
         self.base_term = base_term
         self.entries = entries
-
-    @property
-    def last_index(self) -> int:
-        return self.base_index + len(self.entries)
+        #: index of the last entry (``base_index`` if none): an attribute, not a
+        #: property, because the core's hot path reads it several times per message
+        self.last_index = base_index + len(entries)
 
     @property
     def last_term(self) -> int:
@@ -78,17 +83,19 @@ class RaftLog:
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append at the end (leader path)."""
-        self.sink.append(EntriesRecord(self.last_index + 1, entries))
+        self.sink.append(_new_tuple(EntriesRecord, (self.last_index + 1, entries)))
         self.entries.extend(entries)
+        self.last_index += len(entries)
 
     def truncate_and_append(self, first_index: int, entries: Sequence[Entry]) -> None:
         """Replace everything from ``first_index`` on with ``entries``."""
         off = first_index - self.base_index - 1
         if off < 0 or off > len(self.entries):
             raise IndexError(f"cannot write at {first_index} (base {self.base_index})")
-        self.sink.append(EntriesRecord(first_index, entries))
+        self.sink.append(_new_tuple(EntriesRecord, (first_index, entries)))
         del self.entries[off:]
         self.entries.extend(entries)
+        self.last_index = first_index - 1 + len(entries)
 
     def find_conflict(self, prev_index: int, entries: Sequence[Entry]) -> int:
         """Offset in ``entries`` of the first entry that is not already in the log
@@ -141,3 +148,4 @@ class RaftLog:
         self.sink.append(ResetRecord(base_index, base_term))
         self.entries = []
         self.base_index, self.base_term = base_index, base_term
+        self.last_index = base_index
