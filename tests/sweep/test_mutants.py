@@ -125,6 +125,10 @@ CAUGHT = [
     ("raft", 5, 60, 5, HARSH, "raft-commit-old-term", "Leader Commit Rule"),
     ("raft", 5, 60, 5, HARSH, "raft-vote-without-log-check", "Leader Completeness"),
     ("raft", 5, 60, 5, HARSH, "raft-read-without-quorum", "linearizability"),
+    # the harsh mix plus stalled send paths (seed 32 of its sweep, cut at 10 s with the
+    # 60 s run's fault schedule)
+    ("raft", 5, 10, 32, ("--nemesis", "harsh,stall", *HARSH[2:], "--nemesis-until", "45"),
+     "raft-stale-append", "Committed Entry Kept"),
 ]
 
 
