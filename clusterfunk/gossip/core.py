@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import msgpack
 
 from clusterfunk import wire
@@ -790,11 +791,20 @@ class GossipCore(Outbox):
         msg: Alive | None,
         raw: bytes | None,
         rebroadcast: bool,
+        entry: MemberState | None = None,
     ) -> None:
         """A new member, alive (:meth:`_alive` after its checks): added to the table and
         to a random place of the probe ring (:meth:`ProbeRing.add`), traced, re-gossiped
-        if ``rebroadcast``, published as :class:`MemberJoined`."""
-        rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
+        if ``rebroadcast``, published as :class:`MemberJoined`.
+
+        ``entry``: the push-pull entry it was learnt from (alive, these fields): it
+        serves as the member's own entry in our state (no copy), its tag map as the
+        record's (tag maps are replaced, never changed in place)."""
+        if entry is None:
+            rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
+        else:
+            rec = MemberRecord(name, addr, incarnation, ALIVE, tags, now)
+            rec.use_wire_state(entry)
         self.table.add(rec)  # (which also marks its push-pull entry to be made)
         self.ring.add(name)
         out = self._out
@@ -1015,6 +1025,36 @@ class GossipCore(Outbox):
             serf.recent_events(),
         )
 
+    def _reply_state(self, msg: PushPull) -> PushPull:
+        """Rule (ours, delta reply): the answer to a push-pull carries the entries of our
+        state that the initiator's merge (:meth:`_merge_state`) would not skip, judged
+        against the state it has just sent us. An entry is left out when the initiator
+        listed that member at an incarnation at least ours and with a status our entry
+        cannot change there (ours is alive, or the same as its); the entry about the
+        initiator itself always goes back. memberlist answers with its full state: the
+        entries left out are those the initiator would skip as stale on arrival (its
+        view of a member only moves forward), so what it merges is the same, while a
+        push-pull between two members that already agree -- the settle after a join,
+        most periodic rounds -- carries one full state instead of two."""
+        state = self._local_state(msg.join, True)
+        by_name = self.table.by_name
+        source = msg.source
+        omit: set[str] = set()
+        for st in msg.members:
+            name = st.name
+            rec = by_name.get(name)
+            if (
+                rec is not None
+                and rec.incarnation <= st.incarnation
+                and name != source
+                and (rec.status == ALIVE or rec.status == st.status)
+            ):
+                omit.add(name)
+        if not omit:
+            return state
+        members = tuple([e for e in state.members if e.name not in omit])
+        return attrs.evolve(state, members=members)
+
     def _push_pull_round(self, now: float) -> None:
         """Rule (memberlist push-pull): every push_pull_interval (scaled beyond 32
         members) exchange full state with one random live member over a stream."""
@@ -1078,7 +1118,7 @@ class GossipCore(Outbox):
         if not msg.reply:
             dest = msg.source_addr if _valid_addr(msg.source_addr) else src
             if not self.leaving:
-                self._out.sends.append(_send(dest, self._local_state(msg.join, True), True))
+                self._out.sends.append(_send(dest, self._reply_state(msg), True))
         elif not self.joined and (msg.join or self._join_seeds):
             self.joined = True
             self._out.emit("gossip.joined", via=msg.source)
@@ -1127,7 +1167,7 @@ class GossipCore(Outbox):
                     and _valid_addr(addr)
                     and encoded_tags_size(tags) <= max_tags
                 ):
-                    learn(now, inc, name, addr, tags, None, None, rebroadcast)
+                    learn(now, inc, name, addr, tags, None, None, rebroadcast, st)
                 else:
                     self.stats["invalid"] += 1
                 continue

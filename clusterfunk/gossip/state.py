@@ -43,6 +43,20 @@ class MemberRecord:
     def snapshot(self) -> Member:
         return Member(self.name, self.addr, self.status, self.incarnation, dict(self.tags))
 
+    def use_wire_state(self, entry: MemberState) -> None:
+        """Take ``entry`` (received, equal to this record: same name, address,
+        incarnation and status, tags the very map of this record) as this member's
+        push-pull entry, instead of making one."""
+        if (
+            entry.name != self.name
+            or entry.addr != self.addr
+            or entry.incarnation != self.incarnation
+            or entry.status != self.status
+            or entry.tags is not self.tags
+        ):
+            raise ValueError("entry does not describe this record")
+        self._wire = entry
+
     def wire_state(self) -> MemberState:
         """This member as a push-pull entry. The entry made last time is reused while
         it still says the same (a push-pull state lists every member, and during a

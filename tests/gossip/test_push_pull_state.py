@@ -123,3 +123,23 @@ def test_every_change_of_view_in_a_faulty_run_reaches_the_push_pull_state() -> N
     assert checked > 150
     counts = sim.tracer.counts
     assert counts.get("gossip.reap", 0) > 0 and counts.get("gossip.refute", 0) > 0
+
+
+def test_a_member_learnt_from_a_push_pull_entry_keeps_that_entry() -> None:
+    import random
+
+    from clusterfunk.gossip.core import GossipCore
+
+    core = GossipCore("a", "a:7946", random.Random(1))
+    core.start(0.0)
+    entry = MemberState("m1", "m1:7946", 4, "alive", {"role": "db"})
+    core._merge_state(1.0, (entry,), rebroadcast=False)
+    rec = core.table.by_name["m1"]
+    assert rec.wire_state() is entry and rec.tags is entry.tags
+    assert core.table.wire_states() == _fresh(core.table)
+    assert core.member("m1").tags == {"role": "db"}
+    assert core.member("m1").tags is not entry.tags  # snapshots are copies
+    rec.incarnation = 5  # a later change makes a new entry
+    assert rec.wire_state() is not entry and rec.wire_state().incarnation == 5
+    with pytest.raises(ValueError):
+        MemberRecord("m2", "m2:7946", 1, "alive", {}, 0.0).use_wire_state(entry)
