@@ -353,7 +353,7 @@ class Nemesis:
         self._vote_armed = -1.0  # one crash per arming
         rng = self.rng
         at = sim.now + rng.uniform(*VOTE_CRASH_DELAY)
-        down = rng.uniform(*BOUNCE_DOWN)
+        down = min(rng.uniform(*BOUNCE_DOWN), max(self._until - at, 0.0))  # over by until
         self._busy.add(node)
         sim.at(at, self._vote_crash, node, at, down)
 
