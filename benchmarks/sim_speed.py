@@ -174,11 +174,16 @@ def main() -> int:
         out: dict[str, Any] = {}
         for tree_name, rs in rows[job].items():
             if job == "main":
+                hashes = sorted({r["trace_sha256"] for r in rs})
+                this = {r["trace_sha256"] for r in rows[job][str(THIS_TREE)]}
                 out[tree_name] = {
                     "wall_s_median": _median(rs, "wall_s"),
                     "user_s_median": _median(rs, "user_s"),
                     "speed_x_median": _median(rs, "speed_x"),
-                    "trace_sha256": sorted({r["trace_sha256"] for r in rs}),
+                    "trace_sha256": hashes,
+                    # every run of this tree wrote the same bytes as every run of the
+                    # tree the script is in (a speed change must leave this True)
+                    "same_trace_as_this_tree": len(this) == 1 and set(hashes) == this,
                     "runs": rs,
                 }
             else:
