@@ -509,12 +509,15 @@ class RaftCore:
                     self._out.send(src, RequestVoteResponse(self.term, self.id, False,
                                                             msg.pre_vote), True)
                 return
+            role = self.role
             if kind is RequestVote:
                 self._handle_request_vote(now, src, msg)
-            elif self.role == LEADER:
+            elif role == LEADER:
                 self._step_leader(now, src, msg)
-            elif self.role in (CANDIDATE, PRECANDIDATE):
+            elif role in (CANDIDATE, PRECANDIDATE):
                 self._step_candidate(now, src, msg)
+            elif kind is AppendEntries:  # _step_follower's first case, without the hop
+                self._handle_append_entries(now, src, msg)
             else:
                 self._step_follower(now, src, msg)
         finally:
@@ -799,7 +802,11 @@ class RaftCore:
         existing entry and all that follow it (5.3). 4. Append any new entries not
         already in the log. 5. If leaderCommit > commitIndex, set commitIndex =
         min(leaderCommit, index of last new entry)."""
-        self._follow(now, req.sender)
+        leader = req.sender  # (self._follow, inlined: the hot path)
+        if self.leader_id != leader:
+            self._set_leader(leader)
+        self._leader_contact = now
+        self._reset_election_timer(now)
         heard = self._heard_commit
         if heard is None or heard[0] != self.term or req.commit > heard[1]:
             self._heard_commit = (self.term, req.commit)
@@ -866,7 +873,7 @@ class RaftCore:
                 self._set_configuration(now, index, c)
         last_new = prev + len(entries)
         if req.commit > self.commit_index:
-            self.commit_index = min(req.commit, last_new)
+            self.commit_index = req.commit if req.commit < last_new else last_new  # min()
             self._apply_committed()
         self._out.send(src, AppendEntriesResponse(self.term, self.id, True, last_new), True)
 

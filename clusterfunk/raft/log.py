@@ -61,7 +61,9 @@ class RaftLog:
         """Entries ``lo .. hi-1`` (at least one if any), within the batching limits."""
         base = self.base_index
         start = lo - base - 1
-        end = min(hi - base - 1, start + max_entries)
+        end = hi - base - 1
+        if end > start + max_entries:
+            end = start + max_entries
         if start < 0:
             raise IndexError(f"entry {lo} is compacted (base {base})")
         ents = self.entries
