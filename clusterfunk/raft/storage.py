@@ -1,10 +1,11 @@
 """Durable state of a Raft server: the storage interface and the in-memory store.
 
-How durability meets the driver: the core calls the (synchronous) storage methods
-as it changes state and calls :meth:`Storage.sync` at the end of every step, inside
-``RaftCore.drain()``, i.e. *before* the driver sends the messages of that step. So
-term, vote and entries are durable before any message that depends on them leaves.
-(The driver's ``Output.persist`` path is not used.)
+How durability meets the driver: the core never calls these methods itself. It
+emits persist records in its ``Output`` (:mod:`clusterfunk.raft.persist`); the
+driver's persister writes them with :func:`~clusterfunk.raft.persist.apply_records`,
+calls :meth:`Storage.sync` for a batch with a token and reports it durable, and the
+messages that depend on the batch leave only then. So term, vote and entries are
+durable before any message that depends on them leaves.
 
 What is stored:
 
