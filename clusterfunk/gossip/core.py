@@ -292,27 +292,34 @@ class GossipCore(Outbox):
         if type(msg) is Compound:
             by_name = self.table.by_name
             handlers = self._handlers
+            cached = _PART_CACHE.get
+            me = self.name
+            stale = 0
             for part in msg.parts:
-                try:
-                    inner = decode_part(part)
-                except wire.WireError:
-                    self.stats["malformed"] += 1
-                    continue
+                inner = cached(part)
+                if inner is None:
+                    try:
+                        inner = decode_part(part)
+                    except wire.WireError:
+                        self.stats["malformed"] += 1
+                        continue
                 tp = type(inner)
                 if tp is Alive:  # fast path: most gossip is news we already have
                     rec = by_name.get(inner.node)
                     if (
                         rec is not None
                         and inner.incarnation <= rec.incarnation
-                        and inner.node != self.name
+                        and inner.node != me
                     ):
-                        self.stats["stale"] += 1
+                        stale += 1
                         continue
                 handler = handlers.get(tp)
                 if handler is None or tp is Compound:  # foreign or nested
                     self.stats["malformed"] += 1
                     continue
                 handler(now, src, inner, part, stream)
+            if stale:
+                self.stats["stale"] += stale
         else:
             self._dispatch(now, src, msg, None, stream)
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from clusterfunk.gossip.config import LAN
-from clusterfunk.gossip.events import UserEvent
+from clusterfunk.gossip.events import MEMBER_EVENTS, UserEvent
 from clusterfunk.gossip.keyring import INSTALL, REMOVE, USE
 from clusterfunk.sim.netmodel import LinkConfig
 from clusterfunk.sim.simulation import Simulation
@@ -102,6 +102,10 @@ def test_tags_and_events_reach_every_member() -> None:
         assert core.member("n2").tags == {"role": "db", "zone": "b"}, name
         got = [e for e in sim.app(name).events if type(e) is UserEvent]
         assert [(e.name, e.payload) for e in got] == [("deploy", b"v2")], name
+        # Membership events are in the trace (gossip.member), not kept by the node
+        # (a mass join would keep n^2 of them alive).
+        assert not [e for e in sim.app(name).events if type(e) in MEMBER_EVENTS], name
+    assert sim.tracer.counts["gossip.member"] >= 36
 
 
 def test_key_rotation_keeps_membership() -> None:
