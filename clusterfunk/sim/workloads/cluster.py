@@ -366,6 +366,13 @@ class ClusterWorkload:
             problems.append(f"settled: nodes disagree on the map: {digests}")
         return True, problems
 
+    def live_violations(self) -> list[str]:
+        """What the in-run checkers found so far (``simulate --stop-at-violation``)."""
+        found = list(self.safety.violations) + list(self.maps.violations)
+        if self.app is not None:
+            found += self.app.checker.violations()
+        return found
+
     def finish(self, sim: Simulation) -> dict[str, Any]:
         wall = time.perf_counter() - self._wall0
         self.safety.check_logs(sim.now)

@@ -416,6 +416,10 @@ class RaftWorkload:
             c.start(0.5 + 0.1 * i)
         self._schedule_check(sim)
 
+    def live_violations(self) -> list[str]:
+        """What the in-run checkers found so far (``simulate --stop-at-violation``)."""
+        return list(self.checker.violations)
+
     def _schedule_check(self, sim: Simulation) -> None:
         def check() -> None:
             self.checker.check_logs(sim.now)
