@@ -1419,16 +1419,20 @@ class RaftCore:
 
     # ------------------------------------------------------------------ client API
 
+    def _check_leading(self) -> None:
+        """Proposals go to a leader that is not handing over leadership."""
+        if self.role != LEADER:
+            raise NotLeader(self.leader_id, self.leader_address)
+        if self._transfer_target is not None:
+            raise NotLeader(None, None, "leadership transfer in progress")
+
     def propose(self, now: float, command: bytes) -> tuple[int, int]:
         """Rules for Servers, Leaders: if command received from client: append entry to
         local log, respond after entry applied to state machine (5.3). Returns
         ``(index, term)``; the result arrives as an :class:`Applied` event."""
         try:  # an input: it ends its step however it returns (as ``_step``)
             self.now = now
-            if self.role != LEADER:
-                raise NotLeader(self.leader_id, self.leader_address)
-            if self._transfer_target is not None:
-                raise NotLeader(None, None, "leadership transfer in progress")
+            self._check_leading()
             if type(command) is not bytes:
                 raise TypeError("a command must be bytes")
             if len(command) > self.cfg.max_proposal_bytes:
@@ -1448,10 +1452,7 @@ class RaftCore:
         """Propose a batch at once (one log append); all-or-nothing validation."""
         try:  # an input: it ends its step however it returns (as ``_step``)
             self.now = now
-            if self.role != LEADER:
-                raise NotLeader(self.leader_id, self.leader_address)
-            if self._transfer_target is not None:
-                raise NotLeader(None, None, "leadership transfer in progress")
+            self._check_leading()
             limit = self.cfg.max_proposal_bytes
             for c in commands:
                 if type(c) is not bytes:
