@@ -197,6 +197,10 @@ class GossipCore(Outbox):
         self._seq = 0
         self._timers: list[tuple[float, int, int, Any]] = []
         self._tseq = 0
+        self._now = -math.inf  # the time of the last tick or message
+        #: the dormant gossip timer: the time of the round that found nothing to send
+        #: (None: the timer is armed); see _gossip_round
+        self._gossip_idle: float | None = None
         self._join_seeds: list[str] = []
         self._join_attempts = 0
         self._join_gave_up = False
@@ -260,6 +264,7 @@ class GossipCore(Outbox):
 
 
     def on_tick(self, now: float) -> None:
+        self._now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
             _t, _s, kind, key = heapq.heappop(timers)
@@ -289,6 +294,7 @@ class GossipCore(Outbox):
                 self._push_pull_once(now)
 
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
+        self._now = now
         if type(msg) is Compound:
             by_name = self.table.by_name
             handlers = self._handlers
@@ -492,6 +498,8 @@ class GossipCore(Outbox):
     def broadcast(self, key: str, data: bytes) -> None:
         """Queue encoded ``data`` for gossip under ``key`` (see :class:`BroadcastQueue`)."""
         self.broadcasts.queue(key, data)
+        if self._gossip_idle is not None:
+            self._wake_gossip()
 
     def emit(self, ev: str, **fields: Any) -> None:
         """A trace record."""
@@ -520,6 +528,8 @@ class GossipCore(Outbox):
         """Queue a membership update for dissemination (replacing older ones about the
         same member)."""
         self.broadcasts.queue("m:" + member, raw if raw is not None else wire.encode(msg))
+        if self._gossip_idle is not None:
+            self._wake_gossip()
 
     def _send(self, dest: str, msg: Any, prefix: tuple[bytes, ...] = ()) -> None:
         """Rule (piggybacking): every datagram carries as many pending broadcasts as fit
@@ -995,17 +1005,38 @@ class GossipCore(Outbox):
     def _gossip_round(self, now: float, reschedule: bool = True) -> None:
         """Rule (memberlist gossip): every gossip interval, send pending broadcasts to
         gossip_nodes random members -- alive or suspect ones, and dead or left ones
-        for gossip_to_the_dead_time after they went (so they can refute)."""
-        if reschedule:
-            self._at(now + self.config.gossip_interval, _GOSSIP)
+        for gossip_to_the_dead_time after they went (so they can refute).
+
+        A round that finds nothing to send arms no next round (the dormant gossip
+        timer): rounds with an empty queue do nothing, so the node does not wake for
+        them. The first update queued after it re-arms the timer at the next point of
+        the same cadence (:meth:`_wake_gossip`), when the round would have come."""
         bq = self.broadcasts
         if not len(bq):
+            if reschedule:
+                self._gossip_idle = now
             return
+        if reschedule:
+            self._at(now + self.config.gossip_interval, _GOSSIP)
         targets = self.table.random_members(
             self.rng, self.config.gossip_nodes, self._gossip_accept(now)
         )
         for rec in targets:
             self._gossip_to(rec.addr)
+
+    def _wake_gossip(self) -> None:
+        """Re-arm the dormant gossip timer at the first round time, on the cadence of
+        the round that went idle, not before the current input (the same additions
+        as the rounds that were skipped: the same times)."""
+        t = self._gossip_idle
+        assert t is not None
+        self._gossip_idle = None
+        interval = self.config.gossip_interval
+        t += interval
+        now = self._now
+        while t < now:
+            t += interval
+        self._at(t, _GOSSIP)
 
     def _gossip_to(self, addr: str) -> None:
         """One gossip packet to ``addr``: as many pending broadcasts as fit, the least
