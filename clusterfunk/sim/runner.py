@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 from clusterfunk import mutants as mutants_mod
@@ -244,6 +246,23 @@ def build(opts: argparse.Namespace, out: IO[str] | None) -> tuple[Simulation, An
     return sim, workload, nemesis
 
 
+#: The cyclic garbage collector's first-generation threshold while a simulation runs
+#: (CPython's default is 700). A simulation allocates millions of short-lived
+#: objects (messages, trace records) and few cycles; collecting every 700
+#: allocations took about a quarter of a 1,000-node mass join. Restored afterwards.
+GC_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    old = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def run(
     opts: argparse.Namespace,
     *,
@@ -256,6 +275,7 @@ def run(
     Without ``opts.trace``, the trace goes to ``out`` if given; ``schedule`` (a list)
     receives the nemesis's faults in full (:attr:`Nemesis.schedule`)."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_fewer_collections())
         if opts.trace == "-":
             out = sys.stdout
         elif opts.trace:
