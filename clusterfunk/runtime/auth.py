@@ -87,21 +87,9 @@ class RuleAuthorizer:
         return False
 
 
-class _RaftAuthorizer(RuleAuthorizer):
-    """:func:`raft_rule` with its passing case inlined (it runs for every Raft frame);
-    everything else goes through the rule, which names the reason."""
-
-    def allow(self, identity: str | None, msg: Any, stream: bool) -> bool:
-        if stream and type(msg) in _RAFT_TYPES and (
-            not self.require_identity or identity == msg.sender
-        ) and self.rule is raft_rule:
-            return True
-        return super().allow(identity, msg, stream)
-
-
 def raft_authorizer(require_identity: bool = True) -> RuleAuthorizer:
     """The Raft port's authorizer (:func:`raft_rule`)."""
-    return _RaftAuthorizer(raft_rule, require_identity=require_identity)
+    return RuleAuthorizer(raft_rule, require_identity=require_identity)
 
 
 def coordination_authorizer(require_identity: bool = True) -> RuleAuthorizer:

@@ -166,47 +166,32 @@ class Driver:
 
     # -- transport callbacks ----------------------------------------------
 
-    # (the three handlers below are one path, written out three times: it runs
-    # for every message a node receives)
-
     def on_datagram(self, src: str, data: bytes) -> None:
-        if not self.running:
-            return
-        stats = self.stats
-        stats.datagrams_in += 1
-        stats.bytes_in += len(data)
-        try:
-            msg = self.decode(data)
-        except wire.WireError as exc:
-            self._malformed(src, exc)
-            return
-        authorizer = self.authorizer
-        if authorizer is not None and not authorizer.allow(None, msg, False):
-            stats.unauthorized += 1
-            return
-        self.core.on_message(self.clock.now(), src, msg, False)
-        self._flush()
+        if self.running:
+            self.stats.datagrams_in += 1
+            self._receive(src, data, False, None)
 
     def on_frame(self, src: str, data: bytes) -> None:
         self.on_frame_from(src, None, data)
 
     def on_frame_from(self, src: str, identity: str | None, data: bytes) -> None:
         """A frame with the authenticated identity of its connection (None: none)."""
-        if not self.running:
-            return
-        stats = self.stats
-        stats.frames_in += 1
-        stats.bytes_in += len(data)
+        if self.running:
+            self.stats.frames_in += 1
+            self._receive(src, data, True, identity)
+
+    def _receive(self, src: str, data: bytes, stream: bool, identity: str | None) -> None:
+        self.stats.bytes_in += len(data)
         try:
             msg = self.decode(data)
         except wire.WireError as exc:
             self._malformed(src, exc)
             return
         authorizer = self.authorizer
-        if authorizer is not None and not authorizer.allow(identity, msg, True):
-            stats.unauthorized += 1
+        if authorizer is not None and not authorizer.allow(identity, msg, stream):
+            self.stats.unauthorized += 1
             return
-        self.core.on_message(self.clock.now(), src, msg, True)
+        self.core.on_message(self.clock.now(), src, msg, stream)
         self._flush()
 
     def _malformed(self, src: str, exc: wire.WireError) -> None:
@@ -257,11 +242,7 @@ class Driver:
                     self._handle(out)
         finally:
             self._in_flush = False
-        # re-arm (as _arm, inlined: this runs after every input)
-        deadline = self._core_deadline = core.next_deadline()
-        if deadline < self._deadline or (deadline != self._deadline and not self.lazy_timer):
-            self._deadline = deadline
-            self.clock.schedule(self, deadline)
+        self._arm()
         if self._after_step:
             for hook in tuple(self._after_step):
                 hook()
@@ -357,7 +338,7 @@ class Driver:
                 emit(node, ev, fields)
 
     def _arm(self, force: bool = False) -> None:
-        deadline = self.core.next_deadline()
+        deadline = self._core_deadline = self.core.next_deadline()
         if force or deadline < self._deadline or (
             deadline != self._deadline and not self.lazy_timer
         ):
