@@ -82,7 +82,7 @@ from clusterfunk.raft.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from clusterfunk.raft.persist import HardStateRecord, SnapshotRecord
+from clusterfunk.raft.persist import HardStateRecord, SnapshotRecord, new_record
 from clusterfunk.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from clusterfunk.raft.quorum import has_quorum, quorum_index
 from clusterfunk.raft.roles import CANDIDATE, FOLLOWER, LEADER, NONVOTER, PRECANDIDATE
@@ -103,7 +103,6 @@ def entry_digest(kind: int, data: bytes) -> str:
 
 
 _sha256 = hashlib.sha256
-_new_tuple = tuple.__new__  # makes a persist record without NamedTuple's Python __new__
 _KIND_BYTES = [bytes((k,)) for k in range(256)]
 
 _P = ParamSpec("_P")
@@ -419,9 +418,9 @@ class RaftCore:
         elif hs.commit != self.commit_index:
             # The commit index alone needs no sync (it is re-learned from the leader
             # after a crash): it rides along with the next durable write.
-            hs = self._saved_hs = _new_tuple(HardState, (self.term, self.vote,
+            hs = self._saved_hs = new_record(HardState, (self.term, self.vote,
                                                         self.commit_index))
-            self._pending.append(_new_tuple(HardStateRecord, (hs,)))
+            self._pending.append(new_record(HardStateRecord, (hs,)))
         pending = self._pending
         out = self._out
         if pending:
@@ -802,11 +801,7 @@ class RaftCore:
         existing entry and all that follow it (5.3). 4. Append any new entries not
         already in the log. 5. If leaderCommit > commitIndex, set commitIndex =
         min(leaderCommit, index of last new entry)."""
-        leader = req.sender  # (self._follow, inlined: the hot path)
-        if self.leader_id != leader:
-            self._set_leader(leader)
-        self._leader_contact = now
-        self._reset_election_timer(now)
+        self._follow(now, req.sender)
         heard = self._heard_commit
         if heard is None or heard[0] != self.term or req.commit > heard[1]:
             self._heard_commit = (self.term, req.commit)
@@ -1495,7 +1490,7 @@ class RaftCore:
         new term) and are durable before the step's messages leave; the commit index
         is recorded at the end of a step and synced with the next durable batch."""
         hs = self._saved_hs = HardState(self.term, self.vote, self.commit_index)
-        self._pending.append(_new_tuple(HardStateRecord, (hs,)))
+        self._pending.append(new_record(HardStateRecord, (hs,)))
         self._dirty = True
 
     def _drop(self, reason: str) -> None:

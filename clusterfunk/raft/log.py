@@ -14,13 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from clusterfunk.raft.messages import Entry
-from clusterfunk.raft.persist import CompactRecord, EntriesRecord, ResetRecord
+from clusterfunk.raft.persist import CompactRecord, EntriesRecord, ResetRecord, new_record
 
 #: Per-entry overhead counted against ``max_bytes_per_msg`` (term, kind, framing).
 ENTRY_OVERHEAD = 16
-
-
-_new_tuple = tuple.__new__  # makes a persist record without NamedTuple's Python __new__
 
 
 class RaftLog:
@@ -85,7 +82,7 @@ class RaftLog:
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append at the end (leader path)."""
-        self.sink.append(_new_tuple(EntriesRecord, (self.last_index + 1, entries)))
+        self.sink.append(new_record(EntriesRecord, (self.last_index + 1, entries)))
         self.entries.extend(entries)
         self.last_index += len(entries)
 
@@ -94,7 +91,7 @@ class RaftLog:
         off = first_index - self.base_index - 1
         if off < 0 or off > len(self.entries):
             raise IndexError(f"cannot write at {first_index} (base {self.base_index})")
-        self.sink.append(_new_tuple(EntriesRecord, (first_index, entries)))
+        self.sink.append(new_record(EntriesRecord, (first_index, entries)))
         del self.entries[off:]
         self.entries.extend(entries)
         self.last_index = first_index - 1 + len(entries)

@@ -35,6 +35,11 @@ from clusterfunk.raft.messages import Entry
 from clusterfunk.raft.storage import HardState, SnapshotMeta, Storage
 from clusterfunk.runtime.api import PersistHandler
 
+#: ``new_record(Cls, fields)`` builds a NamedTuple (a record, a HardState) from a tuple
+#: of its fields without NamedTuple's Python-level ``__new__``: the core and the log
+#: make one for every write.
+new_record = tuple.__new__
+
 
 class HardStateRecord(NamedTuple):
     hs: HardState
