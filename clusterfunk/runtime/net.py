@@ -107,19 +107,48 @@ log = logging.getLogger("clusterfunk.net")
 _RECV_BATCH = 64
 
 
+_PROBE_RANGE = (20000, 32000)  # below Linux's default ephemeral range (32768-60999)
+_handed_out: set[tuple[str, int]] = set()
+_probe_rng = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port on ``host`` free for both TCP and UDP right now (probed, then released:
-    another process may still take it before it is bound again)."""
+    another process may still take it before it is bound again).
+
+    The port is drawn at random from below the kernel's ephemeral range, so the
+    outgoing connections of processes already running (which take ephemeral ports)
+    cannot take it between this probe and the bind; no port is handed out twice by
+    one process. Use port 0 at bind time instead wherever the caller can learn the
+    port afterwards.
+    """
     family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
-    for _ in range(100):
+    low, high = _PROBE_RANGE
+    high = min(high, _ephemeral_low() - 1)
+    for _ in range(200):
+        port = _probe_rng.randint(low, high) if high > low else 0
+        if (host, port) in _handed_out:
+            continue
         with stdsocket.socket(family, stdsocket.SOCK_STREAM) as t:
-            t.bind((host, 0))
+            try:
+                t.bind((host, port))
+            except OSError:
+                continue
             port = t.getsockname()[1]
             with stdsocket.socket(family, stdsocket.SOCK_DGRAM) as u:
                 try:
                     u.bind((host, port))
                 except OSError:
                     continue
+        _handed_out.add((host, port))
         return port
     raise OSError(f"no free TCP+UDP port on {host}")
 
