@@ -236,6 +236,10 @@ class RaftCore:
         self._heard_commit_at = -math.inf  # local time of the last AppendEntries
         # elections
         self._votes: dict[str, bool] = {}
+        # the RequestVote (or pre-vote) of the current election, resent every
+        # heartbeat interval to the voters that have not answered (_retry_vote_requests)
+        self._vote_req: RequestVote | None = None
+        self._vote_retry_at = math.inf
         # leader state
         self.progress: dict[str, Progress] = {}
         self._append_pending = False
@@ -331,7 +335,9 @@ class RaftCore:
             return min(self._hb_deadline, self._cq_deadline, self._transfer_deadline)
         if self.role == NONVOTER:
             return math.inf
-        return self._election_deadline
+        if self.role == FOLLOWER:
+            return self._election_deadline
+        return min(self._election_deadline, self._vote_retry_at)  # (pre-)candidate
 
     def on_tick(self, now: float) -> None:
         self.now = now
@@ -348,6 +354,8 @@ class RaftCore:
                 self._transfer_deadline = math.inf
         elif self.role != NONVOTER and now >= self._election_deadline:
             self._on_election_timeout(now)
+        elif self.role in (CANDIDATE, PRECANDIDATE) and now >= self._vote_retry_at:
+            self._retry_vote_requests(now)
         self._end_step()
 
     def drain(self) -> Output | None:
@@ -602,6 +610,8 @@ class RaftCore:
         self._emit_role()
         req = RequestVote(self.term + 1, self.id, self.log.last_index, self.log.last_term,
                           True, False)
+        self._vote_req = req
+        self._vote_retry_at = now + self.cfg.heartbeat_interval
         self._send_to_voters(req)
         self._count_votes(now)
 
@@ -619,6 +629,8 @@ class RaftCore:
         self._emit_role()
         req = RequestVote(self.term, self.id, self.log.last_index, self.log.last_term,
                           False, transfer)
+        self._vote_req = req
+        self._vote_retry_at = now + self.cfg.heartbeat_interval
         self._send_to_voters(req)
         self._count_votes(now)
 
@@ -626,6 +638,26 @@ class RaftCore:
         for sid, addr in self.configuration.voters.items():
             if sid != self.id:
                 self._out.send(addr, msg, True)
+
+    def _retry_vote_requests(self, now: float) -> None:
+        """Rules for Servers, retry (5.1): servers retry RPCs if they do not receive
+        a response in a timely manner. While its election runs, a candidate resends
+        its RequestVote, unchanged (its term and log do not change while it is a
+        candidate), every heartbeat interval to the voters that have not answered;
+        a voter that answered, granted or not, is not asked again. A lost request or
+        response (a partition, a crashed voter's lost frames) no longer costs the
+        election. A pre-candidate resends its pre-vote the same way: a pre-vote is an
+        RPC like any other and changes no state, so a retry is harmless, and without
+        it one lost pre-vote costs a whole election timeout before the real election
+        can even begin."""
+        self._vote_retry_at = now + self.cfg.heartbeat_interval
+        req = self._vote_req
+        if req is None:
+            return
+        votes = self._votes
+        for sid, addr in self.configuration.voters.items():
+            if sid != self.id and sid not in votes:
+                self._out.send(addr, req, True)
 
     def _handle_request_vote(self, now: float, src: str, req: RequestVote) -> None:
         """RequestVote RPC, receiver implementation: 1. Reply false if term <
