@@ -9,7 +9,9 @@ Two jobs, each run in a fresh process per measurement:
 * ``gossip-join``: 1,000 gossip nodes (LAN profile) that all start at t = 0 and
   join through the same three seeds (the mass join: ``--join`` virtual seconds, by
   which nearly every node knows every other one), then a steady window: wall time
-  and user CPU of each phase and the speed against real time.
+  and user CPU of each phase and the speed against real time. The worker sets the
+  garbage collector as ``clusterfunk simulate`` does in the measured tree
+  (``sim.runner.GC_THRESHOLD``, where it exists).
 
 Trees are measured interleaved (tree A run 1, tree B run 1, tree A run 2, ...), and
 medians reported, because the machines are shared and drift by up to 2x within
@@ -101,6 +103,16 @@ def gossip_worker(nodes: int, join: float, window: float) -> None:
 
     def cpu() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+    # The collector setting `clusterfunk simulate` runs with (sim/runner.py), where
+    # the tree has one: the job measures what a simulation run costs.
+    try:
+        from clusterfunk.sim.runner import GC_THRESHOLD
+    except ImportError:  # older tree: the interpreter's default
+        pass
+    else:
+        import gc
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
     sim = Simulation(1, link=LinkConfig())
     wl = GossipWorkload(argparse.Namespace(nodes=nodes, duration=0.0, gossip_profile="lan"))
