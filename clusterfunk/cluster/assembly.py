@@ -53,6 +53,7 @@ from clusterfunk.cluster.coordinator import (
     CoordinatorConfig,
     CoordinatorCore,
     OwnershipChanged,
+    timing_errors,
 )
 from clusterfunk.cluster.glue import NodeGlue
 from clusterfunk.cluster.statemachine import ClusterStateMachine
@@ -116,6 +117,15 @@ class ClusterNode:
 
         if service is not None and not member:
             raise ValueError("a nonmember serves no shards: it takes no service")
+        bad = timing_errors(
+            coord_config,
+            heartbeat_period=raft_config.heartbeat_interval
+            * max(1, raft_config.nonvoter_heartbeat_rounds),
+            election_timeout=raft_config.election_timeout,
+            max_clock_drift=raft_config.max_clock_drift,
+        )
+        if bad:
+            raise ValueError("unsafe timing: " + "; ".join(bad))
         name = host.name
         self.host = host
         self.name = name

@@ -164,10 +164,11 @@ class CoordinatorConfig:
     * ``retry_interval`` (0.1): wait after a refused membership change.
     * ``quarantine_time`` (10.0): a quarantined node is tried again (included in the
       next proposal) after this long, unless an ack let it back in earlier.
-    * ``unresponsive_after`` (2.0): a Raft member whose heartbeat echoes (the last
+    * ``unresponsive_after`` (2.5): a Raft member whose heartbeat echoes (the last
       heartbeat round it echoed, :meth:`~.views.RaftView.heartbeat_echo`) have not
       advanced for this long is left out of new maps until they advance again (0
-      disables). Faster than gossip failure detection.
+      disables). Faster than gossip failure detection. Must exceed the longest
+      heartbeat period plus ``lease * (1 + max_clock_drift)`` (:func:`timing_errors`).
     * ``wall_offset`` (0.0): added to the local clock for the creation time in the
       ``Bootstrap`` entry (the Trio host passes ``time.time() - trio.current_time()``).
     * ``lease`` (1.5): shard lease. A member serves shards only while its Raft server
@@ -178,7 +179,7 @@ class CoordinatorConfig:
     * ``takeover_wait`` (3.0): a new leader commits no map that takes shards from
       nodes that did not ack until this long after it won (the takeover rule): at
       least the Raft election timeout (the old leader's CheckQuorum) plus ``lease``
-      plus drift and delay allowances (docs/cluster.md).
+      plus drift and delay allowances (docs/cluster.md, :func:`timing_errors`).
     * ``gain_retry`` (0.1): a gain blocked by the lease or by catching up is tried
       again this often.
     * ``freeze_watch`` (True): the freeze rule -- a member ticks every ``lease / 3``
@@ -199,7 +200,7 @@ class CoordinatorConfig:
     round_timeout: float = 3.0
     retry_interval: float = 0.1
     quarantine_time: float = 10.0
-    unresponsive_after: float = 2.0
+    unresponsive_after: float = 2.5
     wall_offset: float = 0.0
     lease: float = 1.5
     takeover_wait: float = 3.0
@@ -218,6 +219,40 @@ class CoordinatorConfig:
             raise ValueError("lease must be >= 0")
         if not self.release_wait >= 0:
             raise ValueError("release_wait must be >= 0")
+
+
+def timing_errors(cfg: CoordinatorConfig, *, heartbeat_period: float,
+                  election_timeout: float, max_clock_drift: float) -> list[str]:
+    """The lease bounds of exclusive ownership (docs/cluster.md, "Why no shard is
+    served twice") that ``cfg`` breaks with these Raft timings, one sentence each
+    (empty: none). ``heartbeat_period`` is the longest gap between two heartbeats a
+    member gets (a non-voter's: ``heartbeat_interval * nonvoter_heartbeat_rounds``).
+
+    * Left out under the same leader (case 2): a member the leader left out for
+      stalled echoes heard its last heartbeat at most ``heartbeat_period`` plus a
+      delay after the last echo, so its lease ends before the proposal if
+      ``heartbeat_period + lease * (1 + drift) < unresponsive_after``; the rest is
+      the allowance for delivery delay, which must be positive.
+    * A new leader (case 3): ``takeover_wait >= election_timeout + lease`` (the
+      deposed leader's CheckQuorum, then its followers' leases).
+    """
+    errors: list[str] = []
+    if cfg.lease <= 0:
+        return errors
+    if cfg.unresponsive_after > 0:
+        slack = cfg.unresponsive_after - heartbeat_period - cfg.lease * (1 + max_clock_drift)
+        if slack <= 0:
+            errors.append(
+                f"unresponsive_after ({cfg.unresponsive_after} s) must exceed the heartbeat "
+                f"period ({heartbeat_period:g} s) plus lease * (1 + max_clock_drift) "
+                f"({cfg.lease * (1 + max_clock_drift):g} s): a member left out for stalled "
+                f"echoes could still hold its lease when its shards move")
+    if cfg.takeover_wait < election_timeout + cfg.lease:
+        errors.append(
+            f"takeover_wait ({cfg.takeover_wait} s) must be at least election_timeout + "
+            f"lease ({election_timeout + cfg.lease:g} s): a deposed leader's followers "
+            f"could still hold their leases when a new leader moves their shards")
+    return errors
 
 
 # -- actions (public events the glue carries out) --------------------------------

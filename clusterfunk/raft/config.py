@@ -19,13 +19,15 @@ class RaftConfig:
       timeout drawn uniformly from [T, 2T) (with the injected RNG) starts an election.
       Also the CheckQuorum period and the leader-stickiness window.
     * ``heartbeat_interval`` (0.1): leader heartbeat period; must be < T.
-    * ``nonvoter_heartbeat_rounds`` (2): a non-voter that is caught up (replicating,
+    * ``nonvoter_heartbeat_rounds`` (5): a non-voter that is caught up (replicating,
       its log matching the leader's to the end) and has no commit index to learn gets
-      only every Nth heartbeat round (0.2 s with the defaults). Its heartbeats feed no
+      only every Nth heartbeat round (0.5 s with the defaults). Its heartbeats feed no
       quorum (commit, reads, CheckQuorum); they keep its leader contact and its echo
       fresh, which the cluster layer's shard lease and unresponsive rule use: the
       period ``N * heartbeat_interval`` adds to the lease bound (docs/cluster.md,
-      "Exclusive ownership"), so keep it well below ``unresponsive_after - lease``.
+      "Why no shard is served twice"), so it must stay below ``unresponsive_after -
+      lease * (1 + max_clock_drift)``; a cluster node refuses to start otherwise
+      (:func:`clusterfunk.cluster.coordinator.timing_errors`).
       News (a commit index), repair (a probing or lagging non-voter) and snapshots
       go out every round as before. 1: every round.
     * ``pre_vote`` (True): run a Pre-Vote round (dissertation 9.6) before a real election.
@@ -59,7 +61,7 @@ class RaftConfig:
 
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
-    nonvoter_heartbeat_rounds: int = 2
+    nonvoter_heartbeat_rounds: int = 5
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 512

@@ -618,7 +618,7 @@ def test_promotion_rule_promotes_a_caught_up_alive_nonvoter_while_voters_are_mis
 
 
 def test_promotion_rule_skips_unresponsive_nonvoters():
-    node = Node(voters=("n1", "n2"), nonvoters=("n3",))
+    node = Node(voters=("n1", "n2"), nonvoters=("n3",), unresponsive_after=2.0)
     node.committed_round()
     r = node.raft
     assert r is not None
@@ -635,9 +635,10 @@ def test_promotion_rule_skips_unresponsive_nonvoters():
 
 def test_liveness_rule_stalled_heartbeat_echoes_leave_the_map_until_they_advance():
     """Liveness rule: a member whose heartbeat echoes have not advanced for
-    unresponsive_after (2 s) is left out of the next map although gossip still says
-    alive; it is back in as soon as its echoes advance."""
-    node = Node(takeover_wait=0.0)  # the takeover rule is tested in test_ownership_rules
+    unresponsive_after (here 2 s) is left out of the next map although gossip still
+    says alive; it is back in as soon as its echoes advance."""
+    # (the takeover rule is tested in test_ownership_rules)
+    node = Node(takeover_wait=0.0, unresponsive_after=2.0)
     t = node.committed_round()  # echoes of n2 and n3 first seen at 0.0
     node.beat("n2")
     assert proposes(node.tick(1.9)) == []

@@ -169,7 +169,7 @@ def test_stopping_releases_every_shard():
 def test_takeover_rule_a_new_leader_holds_a_commit_that_drops_nodes():
     """Within takeover_wait of winning, a commit whose proposal leaves nodes of the
     committed map out waits (their leases from a deposed leader may still run)."""
-    node = Node()
+    node = Node(unresponsive_after=2.0)
     node.committed_round()  # won at 0.0
     node.beat("n2")
     out = node.tick(2.0)  # n3's echoes stalled: a map without it

@@ -164,7 +164,17 @@ class ClusterWorkload:
         election = getattr(args, "election_timeout", None) or 1.0
         self.raft_config = RaftConfig(election_timeout=election, heartbeat_interval=election / 10,
                                       mutants=mutants)
-        self.coord_config = CoordinatorConfig(voters=voters, mutants=mutants)
+        # the lease bounds scale with T (docs/cluster.md; the node checks them): the
+        # defaults fit T = 1 s and are kept for any shorter T
+        base = CoordinatorConfig(voters=voters, mutants=mutants)
+        rc = self.raft_config
+        period = rc.heartbeat_interval * rc.nonvoter_heartbeat_rounds
+        self.coord_config = attrs.evolve(
+            base,
+            unresponsive_after=max(base.unresponsive_after, round(
+                period + base.lease * (1 + rc.max_clock_drift) + 0.35, 6)),
+            takeover_wait=max(base.takeover_wait, round(election + base.lease + 0.5, 6)),
+        )
         settle = getattr(args, "settle", None)
         # a healed partition merges through gossip's reconnect (every 30 s on each side
         # in the LAN profile), which can take up to about a minute
