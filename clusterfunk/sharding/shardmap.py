@@ -207,6 +207,11 @@ def _descending_levels(items: list[tuple[int, str]], cap: int) -> tuple[list[str
     return seq, lv
 
 
+#: How many decoded maps :meth:`ShardMap.decode` keeps, by their bytes.
+DECODED_KEPT = 8
+_decoded: dict[bytes, ShardMap] = {}
+
+
 class ShardMap:
     """Immutable weighted shard map (see the module docstring for the invariants).
 
@@ -434,10 +439,24 @@ class ShardMap:
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> ShardMap:
-        """Inverse of :meth:`encode`; raises :class:`.ShardMapDecodeError` on bad input."""
+        """Inverse of :meth:`encode`; raises :class:`.ShardMapDecodeError` on bad input.
+
+        A map is immutable, so equal ``bytes`` may share one object: the last
+        :data:`DECODED_KEPT` maps decoded are kept by their bytes (every member of a
+        cluster decodes the same committed maps; the simulator runs them all in one
+        process)."""
         from clusterfunk.sharding.codec import decode_map
 
-        return decode_map(data)
+        if type(data) is not bytes:
+            return decode_map(data)
+        kept = _decoded
+        m = kept.get(data)
+        if m is None:
+            m = decode_map(data)
+            if len(kept) >= DECODED_KEPT:
+                del kept[next(iter(kept))]  # the oldest
+            kept[data] = m
+        return m
 
     # ------------------------------------------------------------------ updating
 

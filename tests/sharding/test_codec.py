@@ -186,3 +186,22 @@ def test_oversized_and_wrong_type() -> None:
     with pytest.raises(TypeError):
         ShardMap.decode("CFSM")  # type: ignore[arg-type]
     assert issubclass(ShardMapDecodeError, ValueError)
+
+
+def test_decode_shares_one_object_per_bytes_and_keeps_only_a_few():
+    from clusterfunk.sharding import shardmap as sm
+
+    maps = [ShardMap.build(100, [f"n{i}" for i in range(1, k + 2)]) for k in range(12)]
+    data = [m.encode() for m in maps]
+    first = ShardMap.decode(data[0])
+    assert ShardMap.decode(bytes(bytearray(data[0]))) is first  # equal bytes, one object
+    assert first == maps[0]
+    assert ShardMap.decode(bytearray(data[0])) is not first  # not bytes: decoded afresh
+    for d, m in zip(data, maps, strict=True):
+        assert ShardMap.decode(d) == m
+    assert len(sm._decoded) == sm.DECODED_KEPT
+    assert ShardMap.decode(data[0]) is not first  # pushed out by the later ones
+    bad = data[1][:-1] + bytes([data[1][-1] ^ 1])
+    for _ in range(2):  # a failure is not kept
+        with pytest.raises(ShardMapDecodeError):
+            ShardMap.decode(bad)
