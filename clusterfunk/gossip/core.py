@@ -205,6 +205,11 @@ class GossipCore(Outbox):
         self._join_attempts = 0
         self._join_gave_up = False
         self.joined = False
+        #: Publish membership events (:data:`~clusterfunk.gossip.events.MEMBER_EVENTS`).
+        #: An owner that reads membership from the table and the trace instead (the
+        #: simulated gossip node) turns them off: a mass join of n members makes
+        #: n^2 of them, each with a snapshot. Nothing else depends on it.
+        self.member_events = True
         self.internal_queries = self.serf.internal_handlers
         self.stats: dict[str, int] = {
             "malformed": 0,
@@ -430,7 +435,7 @@ class GossipCore(Outbox):
         me = self.table.by_name[self.name]
         me.tags = tags
         self._bump_self(now)
-        self._out.events.append(MemberUpdated(me.snapshot()))
+        self._member_event(MemberUpdated, me)
 
     def set_address(self, now: float, addr: str) -> None:
         """Change our advertised address (e.g. after binding port 0)."""
@@ -520,6 +525,12 @@ class GossipCore(Outbox):
         self._out.emit(
             "gossip.member", member=rec.name, status=rec.status, incarnation=rec.incarnation
         )
+
+    def _member_event(self, cls: Callable[[Member], object], rec: MemberRecord) -> None:
+        """Publish membership event ``cls`` about ``rec`` (a snapshot), unless
+        :attr:`member_events` is off."""
+        if self.member_events:
+            self._out.events.append(cls(rec.snapshot()))
 
     def _n(self) -> int:
         return len(self.table)
@@ -794,9 +805,9 @@ class GossipCore(Outbox):
                 name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
             )
         if old_status in (DEAD, LEFT):
-            self._out.events.append(MemberJoined(rec.snapshot()))
+            self._member_event(MemberJoined, rec)
         elif changed or old_status == SUSPECT:
-            self._out.events.append(MemberUpdated(rec.snapshot()))
+            self._member_event(MemberUpdated, rec)
 
     def _learn(
         self,
@@ -833,7 +844,8 @@ class GossipCore(Outbox):
             self._queue_update(
                 name, msg if msg is not None else Alive(incarnation, name, addr, tags), raw
             )
-        out.events.append(MemberJoined(Member(name, addr, ALIVE, incarnation, dict(tags))))
+        if self.member_events:
+            out.events.append(MemberJoined(Member(name, addr, ALIVE, incarnation, dict(tags))))
 
     def _accused(
         self, now: float, msg: Suspect | Dead, refute: bool, src: str = ""
@@ -893,7 +905,7 @@ class GossipCore(Outbox):
         self._at(s.next_wake(), _SUSPICION, name)
         self._trace_member(rec)
         self._queue_update(name, msg, raw)
-        self._out.events.append(MemberSuspect(rec.snapshot()))
+        self._member_event(MemberSuspect, rec)
 
     def _suspicion_timer(self, now: float, name: str) -> None:
         """A suspicion's timer: the member dies at the deadline (:meth:`_suspicion_timeout`);
@@ -950,7 +962,7 @@ class GossipCore(Outbox):
         self._cancel_suspicion(name)
         self._trace_member(rec)
         self._queue_update(name, msg, raw)
-        self._out.events.append(MemberFailed(rec.snapshot()))
+        self._member_event(MemberFailed, rec)
 
     def _on_leave(self, now: float, src: str, msg: Leave, raw: bytes | None, stream: bool) -> None:
         self._leave_node(now, msg, raw, src)
@@ -985,7 +997,7 @@ class GossipCore(Outbox):
         self._cancel_suspicion(name)
         self._trace_member(rec)
         self._queue_update(name, msg, raw)
-        self._out.events.append(MemberLeft(rec.snapshot()))
+        self._member_event(MemberLeft, rec)
 
     # ---------------------------------------------------------- dissemination
 
@@ -1257,4 +1269,4 @@ class GossipCore(Outbox):
             self._out.emit(
                 "gossip.reap", member=rec.name, status=rec.status, incarnation=rec.incarnation
             )
-            self._out.events.append(MemberReaped(rec.snapshot()))
+            self._member_event(MemberReaped, rec)

@@ -96,6 +96,7 @@ class GossipSimNode:
         self.driver = driver
         self.codec = codec
         self.events: list[Any] = []
+        core.member_events = False  # (not made at all: n^2 snapshots in a mass join)
         driver.subscribe(self._keep)
 
     def _keep(self, event: Any) -> None:
