@@ -833,7 +833,7 @@ class GossipCore(Outbox):
         else:
             rec = MemberRecord(name, addr, incarnation, ALIVE, tags, now)
             rec.use_wire_state(entry)
-        self.table.add(rec)  # (which also marks its push-pull entry to be made)
+        self.table.add(rec)  # (with ``entry`` as its push-pull entry, if given)
         self.ring.add(name)
         out = self._out
         # _trace_member, inlined: a mass join learns n^2 members

@@ -79,20 +79,22 @@ class MemberTable:
     """Members by name. Invariant: ``names[index[x]] == x`` for every member x.
 
     The table also keeps the push-pull state (:meth:`wire_states`: every member's
-    entry, in ``names`` order) up to date incrementally: an entry is remade only for
-    members added or :meth:`touch`-ed since the last call, so that a node asked for
-    its state after every change of view (a mass join) does not remake all of it.
-    Whoever changes a record's name, address, incarnation, status or tags must
-    :meth:`touch` it (the gossip core does so wherever it traces a change)."""
+    entry, in ``names`` order) up to date incrementally: a member's entry is taken
+    when it is added (:meth:`MemberRecord.wire_state`) and remade only for members
+    :meth:`touch`-ed since the last call, so that a node asked for its state after
+    every change of view (a mass join) does not remake all of it.
+    Whoever changes a record's name, address, incarnation or tags must :meth:`touch`
+    it (the gossip core does so wherever it traces a change); :meth:`set_status`
+    does."""
 
     def __init__(self) -> None:
         self.by_name: dict[str, MemberRecord] = {}
         self.names: list[str] = []
         self._index: dict[str, int] = {}
         self.counts: dict[str, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEFT: 0}
-        #: push-pull entries aligned with ``names`` (None: to be made)
-        self._states: list[MemberState | None] = []
-        #: members whose entry must be remade (added or touched)
+        #: push-pull entries aligned with ``names`` (current unless touched since)
+        self._states: list[MemberState] = []
+        #: members whose entry must be remade (touched)
         self._dirty: list[str] = []
         self._states_tuple: tuple[MemberState, ...] | None = ()
 
@@ -111,8 +113,8 @@ class MemberTable:
         self.by_name[rec.name] = rec
         self._index[rec.name] = len(self.names)
         self.names.append(rec.name)
-        self._states.append(None)
-        self._dirty.append(rec.name)
+        # its entry at once (a member learnt from an entry has that one: no new object)
+        self._states.append(rec.wire_state())
         self._states_tuple = None
         self.counts[rec.status] += 1
 
@@ -128,12 +130,12 @@ class MemberTable:
             states = self._states
             index = self._index
             by_name = self.by_name
-            for name in dict.fromkeys(self._dirty):  # (a learnt member is added and touched)
+            for name in dict.fromkeys(self._dirty):  # (touched more than once)
                 i = index.get(name)
                 if i is not None:  # (else removed since)
                     states[i] = by_name[name].wire_state()
             self._dirty.clear()
-            out = self._states_tuple = tuple(states)  # type: ignore[arg-type]
+            out = self._states_tuple = tuple(states)
         return out
 
     def set_status(self, rec: MemberRecord, status: str, now: float) -> None:
@@ -142,6 +144,7 @@ class MemberTable:
             self.counts[status] += 1
             rec.status = status
             rec.since = now
+            self.touch(rec)
 
     def remove(self, name: str) -> MemberRecord | None:
         rec = self.by_name.pop(name, None)
