@@ -143,3 +143,38 @@ def test_log_matching_accepts_divergent_uncommitted_suffix():
     c.check_logs(1.0)
     assert c.violations == []
     assert c.log_checks == 1
+
+
+def _pairwise_reference(c: SafetyChecker, views) -> None:
+    """The definition: every pair through the entry-by-entry check."""
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            c._log_matching(views[i][0], views[i][1], views[j][0], views[j][1])
+
+
+def test_log_matching_over_all_pairs_agrees_with_the_pairwise_definition():
+    """Property: the shared-tail check (check_logs) reports the same violations and
+    keeps the same pair marks as checking every pair entry by entry, over random
+    logs (forks, compaction, commit indexes) checked several times as they change."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    entry = st.tuples(st.integers(1, 3), st.sampled_from("abc"))
+    log = st.tuples(st.integers(1, 4), st.lists(entry, max_size=8), st.integers(0, 12))
+    rounds = st.lists(st.lists(log, min_size=2, max_size=4), min_size=1, max_size=4)
+
+    @settings(max_examples=300, deadline=None)
+    @given(rounds)
+    def check(steps):
+        names = [f"n{i}" for i in range(1, 5)]
+        fast = SafetyChecker(names, lambda n: None)
+        slow = SafetyChecker(names, lambda n: None)
+        for step in steps:
+            views = [(names[k], FakeLog(list(es), first, commit))
+                     for k, (first, es, commit) in enumerate(step)]
+            fast._all_log_matching(views)
+            _pairwise_reference(slow, views)
+            assert fast.violations == slow.violations
+            assert fast._pair_mark == slow._pair_mark
+
+    check()
