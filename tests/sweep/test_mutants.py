@@ -123,8 +123,8 @@ CAUGHT = [
      "committed before"),
     # found only by the harsher simulation (first failing seed of its sweep)
     ("raft", 5, 60, 5, HARSH, "raft-commit-old-term", "Leader Commit Rule"),
-    ("raft", 5, 60, 5, HARSH, "raft-vote-without-log-check", "Leader Completeness"),
-    ("raft", 5, 60, 5, HARSH, "raft-read-without-quorum", "linearizability"),
+    ("raft", 5, 60, 9, HARSH, "raft-vote-without-log-check", "Leader Completeness"),
+    ("raft", 5, 60, 15, HARSH, "raft-read-without-quorum", "linearizability"),
     # the harsh mix plus stalled send paths (seed 32 of its sweep, cut at 10 s with the
     # 60 s run's fault schedule)
     ("raft", 5, 10, 32, ("--nemesis", "harsh,stall", *HARSH[2:], "--nemesis-until", "45"),
