@@ -89,6 +89,13 @@ _JOIN_RETRY = 9
 _SERF = 10
 _SETTLE = 11
 
+#: A push-pull digest's status letters (PushPull.digest_statuses).
+_STATUS_LETTER: dict[str, str] = {ALIVE: "a", SUSPECT: "s", DEAD: "d", LEFT: "l"}
+_LETTER_STATUS = {v: k for k, v in _STATUS_LETTER.items()}
+_LETTERS = frozenset(_LETTER_STATUS)
+#: Settle digests awaiting an answer, at most (the oldest is forgotten).
+_MAX_DIGESTS = 4
+
 #: Compound framing overhead beyond its parts (version, tag, array headers).
 _COMPOUND_OVERHEAD = 8
 MAX_NAME = 128
@@ -201,6 +208,8 @@ class GossipCore(Outbox):
         #: the dormant gossip timer: the time of the round that found nothing to send
         #: (None: the timer is armed); see _gossip_round
         self._gossip_idle: float | None = None
+        #: settle digests sent: peer name -> (its address, our state as digested)
+        self._digests: dict[str, tuple[str, tuple[MemberState, ...]]] = {}
         self._join_seeds: list[str] = []
         self._join_attempts = 0
         self._join_gave_up = False
@@ -296,7 +305,7 @@ class GossipCore(Outbox):
             elif kind == _SERF:
                 self.serf.on_timer(now, key)
             elif kind == _SETTLE:
-                self._push_pull_once(now)
+                self._settle(now)
 
     def on_message(self, now: float, src: str, msg: Any, stream: bool) -> None:
         self._now = now
@@ -1100,6 +1109,20 @@ class GossipCore(Outbox):
                 and (rec.status == ALIVE or rec.status == st.status)
             ):
                 omit.add(name)
+        if msg.digest_names:  # (a settle digest: the same test on its entries)
+            status_of = _LETTER_STATUS
+            for name, inc, letter in zip(
+                msg.digest_names, msg.digest_incarnations, msg.digest_statuses, strict=True
+            ):
+                rec = by_name.get(name)
+                if (
+                    rec is not None
+                    and rec.incarnation <= inc
+                    and name != source
+                    and (rec.status == ALIVE or rec.status == status_of[letter])
+                ):
+                    omit.add(name)
+            state = attrs.evolve(state, want=self._wanted(msg))
         if not omit:
             return state
         members = tuple([e for e in state.members if e.name not in omit])
@@ -1113,10 +1136,7 @@ class GossipCore(Outbox):
         self._push_pull_once(now)
 
     def _push_pull_once(self, now: float) -> None:
-        """One push-pull with a random alive member: the periodic round, and (rule,
-        ours: anti-entropy after join) once 2-5 protocol periods after joining, so
-        that members who joined concurrently -- whose alive gossip was spent before
-        we were known -- converge at once instead of a push-pull interval later."""
+        """One push-pull with a random alive member (the periodic round)."""
         if self.leaving:
             return
         me = self.name
@@ -1124,6 +1144,86 @@ class GossipCore(Outbox):
         for rec in peers:
             self._out.sends.append(_send(rec.addr, self._local_state(False, False), True))
             self.stats["push_pulls"] += 1
+
+    def _settle(self, now: float) -> None:
+        """Rule (ours: anti-entropy after join): once, 2-5 protocol periods after
+        joining, a push-pull with a random alive member, so that members who joined
+        concurrently -- whose alive gossip was spent before we were known -- converge
+        at once instead of a push-pull interval later.
+
+        It starts with a digest (:meth:`_digest_state`: our own entry, and name,
+        incarnation and status of every other member), not our full state: by then
+        the two members agree on nearly everything. The answer is the delta as for
+        a full state (:meth:`_reply_state`) plus the names whose entries the peer's
+        merge would take (``want``), which we then send in a one-way push
+        (:meth:`_push_wanted`). Both sides end as after a full push-pull; the
+        entries that would be stale on arrival are not sent."""
+        if self.leaving:
+            return
+        me = self.name
+        peers = self.table.random_members(self.rng, 1, lambda r: r.name != me and r.status == ALIVE)
+        for rec in peers:
+            self._out.sends.append(_send(rec.addr, self._digest_state(rec.name, rec.addr), True))
+            self.stats["push_pulls"] += 1
+
+    def _digest_state(self, peer: str, addr: str) -> PushPull:
+        """A push-pull request carrying a digest of our members (see :meth:`_settle`);
+        the state digested is kept until ``peer`` answers."""
+        states = self.table.wire_states()
+        me = self.name
+        own = tuple([e for e in states if e.name == me])
+        others = [e for e in states if e.name != me]
+        digests = self._digests
+        digests.pop(peer, None)
+        if len(digests) >= _MAX_DIGESTS:
+            del digests[next(iter(digests))]
+        digests[peer] = (addr, states)
+        letter = _STATUS_LETTER
+        return attrs.evolve(
+            self._local_state(False, False),
+            members=own,
+            digest_names=tuple([e.name for e in others]),
+            digest_incarnations=tuple([e.incarnation for e in others]),
+            digest_statuses="".join([letter[e.status] for e in others]),
+        )
+
+    def _wanted(self, msg: PushPull) -> tuple[str, ...]:
+        """The members of a digest whose entries :meth:`_merge_state` would not skip
+        here (the same test as its, from name, incarnation and status), and unknown
+        ones it would learn (alive, or left: a tombstone)."""
+        by_name = self.table.by_name
+        me = self.name
+        status_of = _LETTER_STATUS
+        want = []
+        for name, inc, letter in zip(
+            msg.digest_names, msg.digest_incarnations, msg.digest_statuses, strict=True
+        ):
+            status = status_of[letter]
+            rec = by_name.get(name)
+            if rec is None:
+                if status in (ALIVE, LEFT):
+                    want.append(name)
+            elif not (
+                inc <= rec.incarnation
+                and name != me
+                and (status == ALIVE or status == rec.status)
+            ):
+                want.append(name)
+        return tuple(want)
+
+    def _push_wanted(self, msg: PushPull) -> None:
+        """The answer to our settle digest named members its sender wants: send their
+        entries as they were digested, in a one-way push (``reply=True``, not
+        answered)."""
+        sent = self._digests.pop(msg.source, None)
+        if sent is None or self.leaving:
+            return
+        addr, states = sent
+        want = set(msg.want)
+        entries = tuple([e for e in states if e.name in want])
+        if entries:
+            push = attrs.evolve(self._local_state(False, True), members=entries, events=())
+            self._out.sends.append(_send(addr, push, True))
 
     def _join_retry(self, now: float) -> None:
         if self.joined or not self._join_seeds or self.leaving:
@@ -1165,6 +1265,18 @@ class GossipCore(Outbox):
         if not stream or not all(_refutable(t) for t in clocks):
             self.stats["invalid"] += 1  # full state only travels on streams
             return
+        names = msg.digest_names
+        if (names or msg.digest_incarnations or msg.digest_statuses) and (
+            msg.reply
+            or len(msg.digest_incarnations) != len(names)
+            or len(msg.digest_statuses) != len(names)
+            or not _LETTERS.issuperset(msg.digest_statuses)
+        ):
+            self.stats["invalid"] += 1  # a digest is a request's, one triple per member
+            return
+        if msg.want and not msg.reply:
+            self.stats["invalid"] += 1
+            return
         if not msg.reply:
             dest = msg.source_addr if _valid_addr(msg.source_addr) else src
             if not self.leaving:
@@ -1179,6 +1291,8 @@ class GossipCore(Outbox):
         self.serf.merge_events(now, msg.events)
         rebroadcast = self.REBROADCAST_JOIN or not (msg.reply and msg.join)
         self._merge_state(now, msg.members, rebroadcast)
+        if msg.reply and msg.source in self._digests:
+            self._push_wanted(msg)
 
     def _merge_state(
         self, now: float, states: tuple[MemberState, ...], rebroadcast: bool = True

@@ -200,6 +200,16 @@ class PushPull:
     #: Recent user events (Serf sends its event buffer so that members that missed
     #: the gossip still get them).
     events: tuple[UserEventMsg, ...] = ()
+    #: A digest of the sender's other members (ours: the settle push-pull after a
+    #: join; only in a request): their names, incarnations and statuses, one letter
+    #: each (``a``, ``s``, ``d``, ``l``), in table order. ``members`` then holds the
+    #: sender's own entry only.
+    digest_names: tuple[str, ...] = ()
+    digest_incarnations: tuple[int, ...] = ()
+    digest_statuses: str = ""
+    #: In the answer to a digest: the members whose entries the answerer's merge
+    #: would take (the initiator sends them in a one-way ``reply=True`` push).
+    want: tuple[str, ...] = ()
 
 
 # -- Serf layer ----------------------------------------------------------------

@@ -46,7 +46,7 @@ _TAG = next(t for t, cls in wire.registered_tags().items() if cls is PushPull)
 def _push_pull(tags: object) -> bytes:
     return msgpack.packb(
         [wire.WIRE_VERSION, _TAG, "n1", "n1:7946", True, False,
-         [["n2", "n2:7946", 1, "alive", tags]], 1, 1, 1, []],
+         [["n2", "n2:7946", 1, "alive", tags]], 1, 1, 1, [], [], [], "", []],
         use_bin_type=True,
     )
 
