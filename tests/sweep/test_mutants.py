@@ -132,7 +132,7 @@ CAUGHT = [
     # slow links, crash-restarts and a crash just after a vote, Pre-Vote off (seed 3
     # of its 3-node sweep, cut at 12 s with the 60 s run's fault schedule)
     ("raft", 3, 12, 3, ("--nemesis", "slow,bounce,vote-crash", *HARSH[2:], "--pre-vote", "off",
-                        "--nemesis-until", "60"), "raft-vote-not-persisted", "Election Safety"),
+                        "--nemesis-until", "45"), "raft-vote-not-persisted", "Election Safety"),
 ]
 
 
