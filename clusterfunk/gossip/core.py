@@ -422,8 +422,21 @@ class GossipCore(Outbox):
         self._trace_member(me)
         msg = Leave(self.incarnation, self.name, self.member_clock.increment())
         self._queue_update(self.name, msg, None)
+        self._tell_everyone(msg)
         # Tell a few members right away rather than waiting for the gossip tick.
         self._gossip_round(now, reschedule=False)
+
+    def _tell_everyone(self, msg: Leave) -> None:
+        """Rule (graceful leave, direct notice): the leaver also sends its Leave once,
+        straight to every member it knows alive or suspect. Epidemic spread alone
+        misses a member now and then (each holder retransmits an update a bounded
+        number of times to random members); a member that missed a leave would
+        probe the departed node, suspect it and report a failure before the next
+        push-pull repaired its view. One datagram per member, once per leave."""
+        for name in self.table.names:
+            rec = self.table.by_name[name]
+            if name != self.name and rec.status in (ALIVE, SUSPECT):
+                self._out.sends.append(_send(rec.addr, msg))
 
     def pending_broadcasts(self) -> int:
         """Updates still queued for dissemination (0 when there is nobody left to

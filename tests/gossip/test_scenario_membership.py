@@ -4,7 +4,7 @@ rejoin after a restart, reaping and tombstones."""
 from __future__ import annotations
 
 import attrs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clusterfunk.gossip import events as ev
@@ -187,6 +187,10 @@ def test_partition_heal_converges_through_reconnect(cluster_factory):
     leave_at=st.floats(5.0, 20.0),
     loss=st.sampled_from([0.0, 0.01, 0.03]),
 )
+# found by CI: n7 missed every gossip copy of n8's Leave, suspected the departed node
+# and declared it dead 0.17 s before a push-pull brought the leave (fixed by the
+# leaver's direct notice, GossipCore._tell_everyone)
+@example(n=8, seed=1014, leave_at=8.0, loss=0.0)
 def test_property_a_leave_is_never_reported_as_a_failure(cluster_factory, n, seed, leave_at, loss):
     c = cluster_factory(n, seed=seed, link=LinkConfig(loss=loss))
     leaver = f"n{n}"
