@@ -7,7 +7,6 @@ order), and a malformed digest is refused and counted."""
 from __future__ import annotations
 
 import copy
-import random
 
 import attrs
 from hypothesis import given, settings
@@ -16,27 +15,7 @@ from hypothesis import strategies as st
 from clusterfunk import wire
 from clusterfunk.gossip.core import GossipCore
 from clusterfunk.gossip.messages import PushPull
-from clusterfunk.gossip.state import MemberRecord
-
-STATUSES = ("alive", "suspect", "dead", "left")
-view = st.dictionaries(
-    st.sampled_from([f"m{i}" for i in range(12)] + ["a", "b"]),
-    st.tuples(st.integers(0, 3), st.sampled_from(STATUSES)),
-    max_size=14,
-)
-
-
-def core(name: str, members: dict[str, tuple[int, str]], seed: int) -> GossipCore:
-    c = GossipCore(name, f"{name}:7946", random.Random(seed))
-    c.start(0.0)
-    for m, (inc, status) in sorted(members.items()):
-        if m == name:
-            continue
-        rec = MemberRecord(m, f"{m}:7946", inc, "alive", {}, 0.0)
-        c.table.add(rec)
-        c.table.set_status(rec, status, 0.0)
-    c.drain()
-    return c
+from tests.gossip.views import core, view
 
 
 def push_pulls(c: GossipCore, trace: list[object]) -> list[PushPull]:
