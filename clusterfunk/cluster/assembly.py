@@ -119,8 +119,7 @@ class ClusterNode:
             raise ValueError("a nonmember serves no shards: it takes no service")
         bad = timing_errors(
             coord_config,
-            heartbeat_period=raft_config.heartbeat_interval
-            * max(1, raft_config.nonvoter_heartbeat_rounds),
+            heartbeat_period=raft_config.member_heartbeat_period,
             election_timeout=raft_config.election_timeout,
             max_clock_drift=raft_config.max_clock_drift,
         )

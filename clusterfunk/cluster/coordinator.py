@@ -221,38 +221,70 @@ class CoordinatorConfig:
             raise ValueError("release_wait must be >= 0")
 
 
-def timing_errors(cfg: CoordinatorConfig, *, heartbeat_period: float,
-                  election_timeout: float, max_clock_drift: float) -> list[str]:
-    """The lease bounds of exclusive ownership (docs/cluster.md, "Why no shard is
-    served twice") that ``cfg`` breaks with these Raft timings, one sentence each
-    (empty: none). ``heartbeat_period`` is the longest gap between two heartbeats a
-    member gets (a non-voter's: ``heartbeat_interval * nonvoter_heartbeat_rounds``).
+#: The delivery-delay allowance the defaults leave in the left-out bound (case 2):
+#: ``unresponsive_after`` 2.5 = heartbeat period 0.5 + lease 1.5 * 1.1 + 0.35.
+DELAY_ALLOWANCE = 0.35
+
+
+def lease_bounds(lease: float, *, heartbeat_period: float, election_timeout: float,
+                 max_clock_drift: float) -> tuple[float, float]:
+    """The two lease bounds of exclusive ownership (docs/cluster.md, "Why no shard is
+    served twice"), as ``(unresponsive_floor, takeover_floor)``. ``heartbeat_period``
+    is the longest gap between two heartbeats a member gets
+    (:attr:`clusterfunk.raft.config.RaftConfig.member_heartbeat_period`).
 
     * Left out under the same leader (case 2): a member the leader left out for
       stalled echoes heard its last heartbeat at most ``heartbeat_period`` plus a
-      delay after the last echo, so its lease ends before the proposal if
-      ``heartbeat_period + lease * (1 + drift) < unresponsive_after``; the rest is
-      the allowance for delivery delay, which must be positive.
-    * A new leader (case 3): ``takeover_wait >= election_timeout + lease`` (the
-      deposed leader's CheckQuorum, then its followers' leases).
+      delay after its last echo, so its lease has ended when its shards move if
+      ``unresponsive_after`` exceeds ``heartbeat_period + lease * (1 + drift)``, the
+      floor; what lies above the floor is the allowance for delivery delay.
+    * A new leader (case 3): ``takeover_wait`` must be at least ``election_timeout +
+      lease`` (the deposed leader's CheckQuorum, then its followers' leases).
     """
+    return (heartbeat_period + lease * (1 + max_clock_drift), election_timeout + lease)
+
+
+def timing_errors(cfg: CoordinatorConfig, *, heartbeat_period: float,
+                  election_timeout: float, max_clock_drift: float) -> list[str]:
+    """The lease bounds (:func:`lease_bounds`) that ``cfg`` breaks with these Raft
+    timings, one sentence each (empty: none). No lease, no bound; no unresponsive
+    rule, no left-out bound."""
     errors: list[str] = []
     if cfg.lease <= 0:
         return errors
-    if cfg.unresponsive_after > 0:
-        slack = cfg.unresponsive_after - heartbeat_period - cfg.lease * (1 + max_clock_drift)
-        if slack <= 0:
-            errors.append(
-                f"unresponsive_after ({cfg.unresponsive_after} s) must exceed the heartbeat "
-                f"period ({heartbeat_period:g} s) plus lease * (1 + max_clock_drift) "
-                f"({cfg.lease * (1 + max_clock_drift):g} s): a member left out for stalled "
-                f"echoes could still hold its lease when its shards move")
-    if cfg.takeover_wait < election_timeout + cfg.lease:
+    unresponsive_floor, takeover_floor = lease_bounds(
+        cfg.lease, heartbeat_period=heartbeat_period, election_timeout=election_timeout,
+        max_clock_drift=max_clock_drift)
+    if cfg.unresponsive_after > 0 and cfg.unresponsive_after <= unresponsive_floor:
+        errors.append(
+            f"unresponsive_after ({cfg.unresponsive_after} s) must exceed the heartbeat "
+            f"period ({heartbeat_period:g} s) plus lease * (1 + max_clock_drift) "
+            f"({cfg.lease * (1 + max_clock_drift):g} s): a member left out for stalled "
+            f"echoes could still hold its lease when its shards move")
+    if cfg.takeover_wait < takeover_floor:
         errors.append(
             f"takeover_wait ({cfg.takeover_wait} s) must be at least election_timeout + "
-            f"lease ({election_timeout + cfg.lease:g} s): a deposed leader's followers "
+            f"lease ({takeover_floor:g} s): a deposed leader's followers "
             f"could still hold their leases when a new leader moves their shards")
     return errors
+
+
+def fit_timing(cfg: CoordinatorConfig, *, heartbeat_period: float, election_timeout: float,
+               max_clock_drift: float) -> CoordinatorConfig:
+    """``cfg`` with ``unresponsive_after`` and ``takeover_wait`` raised, where needed, to
+    their floors (:func:`lease_bounds`) plus the default margins (:data:`DELAY_ALLOWANCE`,
+    :data:`LEASE_MARGIN`); never lowered. For slower Raft timings than the defaults
+    (the simulator's ``--election-timeout``); :func:`timing_errors` of the result is
+    empty."""
+    unresponsive_floor, takeover_floor = lease_bounds(
+        cfg.lease, heartbeat_period=heartbeat_period, election_timeout=election_timeout,
+        max_clock_drift=max_clock_drift)
+    return attrs.evolve(
+        cfg,
+        unresponsive_after=max(cfg.unresponsive_after,
+                               round(unresponsive_floor + DELAY_ALLOWANCE, 6)),
+        takeover_wait=max(cfg.takeover_wait, round(takeover_floor + LEASE_MARGIN, 6)),
+    )
 
 
 # -- actions (public events the glue carries out) --------------------------------

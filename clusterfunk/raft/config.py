@@ -76,6 +76,12 @@ class RaftConfig:
     parallel_leader_write: bool = False
     mutants: frozenset[str] = frozenset()
 
+    @property
+    def member_heartbeat_period(self) -> float:
+        """The longest gap between two heartbeats a caught-up member gets (a
+        non-voter's: ``heartbeat_interval * nonvoter_heartbeat_rounds``)."""
+        return self.heartbeat_interval * self.nonvoter_heartbeat_rounds
+
     def __attrs_post_init__(self) -> None:
         if not self.election_timeout > 0:
             raise ValueError("election_timeout must be > 0")

@@ -8,8 +8,16 @@ import argparse
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
-from clusterfunk.cluster.coordinator import CoordinatorConfig, timing_errors
+from clusterfunk.cluster.coordinator import (
+    DELAY_ALLOWANCE,
+    CoordinatorConfig,
+    fit_timing,
+    lease_bounds,
+    timing_errors,
+)
 from clusterfunk.node import Cluster
 from clusterfunk.raft.config import RaftConfig
 from clusterfunk.sim.workloads.cluster import ClusterWorkload
@@ -18,7 +26,7 @@ from clusterfunk.sim.workloads.cluster import ClusterWorkload
 def _errors(coord: CoordinatorConfig, raft: RaftConfig) -> list[str]:
     return timing_errors(
         coord,
-        heartbeat_period=raft.heartbeat_interval * raft.nonvoter_heartbeat_rounds,
+        heartbeat_period=raft.member_heartbeat_period,
         election_timeout=raft.election_timeout,
         max_clock_drift=raft.max_clock_drift,
     )
@@ -27,9 +35,11 @@ def _errors(coord: CoordinatorConfig, raft: RaftConfig) -> list[str]:
 def test_the_defaults_fit_with_a_delay_allowance_of_a_third_of_a_second():
     coord, raft = CoordinatorConfig(), RaftConfig()
     assert _errors(coord, raft) == []
-    period = raft.heartbeat_interval * raft.nonvoter_heartbeat_rounds
-    slack = coord.unresponsive_after - period - coord.lease * (1 + raft.max_clock_drift)
-    assert slack == pytest.approx(0.35)
+    assert raft.member_heartbeat_period == pytest.approx(0.5)
+    slack = coord.unresponsive_after - 0.5 - coord.lease * (1 + raft.max_clock_drift)
+    assert slack == pytest.approx(0.35) == DELAY_ALLOWANCE
+    assert lease_bounds(coord.lease, heartbeat_period=0.5, election_timeout=1.0,
+                        max_clock_drift=0.1) == pytest.approx((2.15, 2.5))
 
 
 def test_a_non_voter_period_that_eats_the_allowance_is_refused():
@@ -70,3 +80,30 @@ async def test_a_cluster_node_with_unsafe_timing_does_not_start(tmp_path):
     with trio.fail_after(10), pytest.raises(ValueError, match="unsafe timing: unresponsive"):
         async with node:
             pass
+
+
+@given(
+    election=st.floats(0.05, 20.0),
+    rounds=st.integers(1, 20),
+    lease=st.floats(0.0, 10.0),
+    drift=st.floats(0.0, 0.5),
+    unresponsive=st.floats(0.0, 30.0),
+    takeover=st.floats(0.0, 30.0),
+)
+def test_property_fit_timing_is_safe_and_never_lowers(election, rounds, lease, drift,
+                                                       unresponsive, takeover):
+    raft = RaftConfig(election_timeout=election, heartbeat_interval=election / 10,
+                      nonvoter_heartbeat_rounds=rounds, max_clock_drift=drift)
+    coord = CoordinatorConfig(lease=lease, unresponsive_after=unresponsive,
+                              takeover_wait=takeover)
+    fitted = fit_timing(coord, heartbeat_period=raft.member_heartbeat_period,
+                        election_timeout=election, max_clock_drift=drift)
+    assert fitted.unresponsive_after >= coord.unresponsive_after
+    assert fitted.takeover_wait >= coord.takeover_wait
+    assert _errors(fitted, raft) == []
+    if not _errors(coord, raft) and fitted != coord:
+        # raised only up to the floor plus the default margins
+        floor_u, floor_t = lease_bounds(lease, heartbeat_period=raft.member_heartbeat_period,
+                                        election_timeout=election, max_clock_drift=drift)
+        assert fitted.unresponsive_after <= max(unresponsive, floor_u + DELAY_ALLOWANCE + 1e-6)
+        assert fitted.takeover_wait <= max(takeover, floor_t + 0.5 + 1e-6)

@@ -50,6 +50,7 @@ from clusterfunk.cluster.assembly import ClusterNode
 from clusterfunk.cluster.coordinator import (
     OPERATIONAL,
     CoordinatorConfig,
+    fit_timing,
 )
 from clusterfunk.cluster.messages import map_digest
 from clusterfunk.gossip.config import profile
@@ -166,15 +167,11 @@ class ClusterWorkload:
                                       mutants=mutants)
         # the lease bounds scale with T (docs/cluster.md; the node checks them): the
         # defaults fit T = 1 s and are kept for any shorter T
-        base = CoordinatorConfig(voters=voters, mutants=mutants)
         rc = self.raft_config
-        period = rc.heartbeat_interval * rc.nonvoter_heartbeat_rounds
-        self.coord_config = attrs.evolve(
-            base,
-            unresponsive_after=max(base.unresponsive_after, round(
-                period + base.lease * (1 + rc.max_clock_drift) + 0.35, 6)),
-            takeover_wait=max(base.takeover_wait, round(election + base.lease + 0.5, 6)),
-        )
+        self.coord_config = fit_timing(
+            CoordinatorConfig(voters=voters, mutants=mutants),
+            heartbeat_period=rc.member_heartbeat_period, election_timeout=election,
+            max_clock_drift=rc.max_clock_drift)
         settle = getattr(args, "settle", None)
         # a healed partition merges through gossip's reconnect (every 30 s on each side
         # in the LAN profile), which can take up to about a minute
