@@ -8,6 +8,10 @@ thread via ``trio.to_thread.run_sync``, then reports the highest token to the
 driver (``on_persisted``). So gossip probes and coordination messages handled by
 the same Trio thread never wait on a disk. Batches queued while a sync is running
 are written and synced together by the next one (group commit); order is kept.
+A batch without a token (a commit index alone, which need not be durable) does not
+start a write of its own: it is written with the next batch that must be synced
+(or when :data:`MAX_LAZY_BATCHES` of them are queued, or at the end), which saves
+a worker-thread round trip per commit on every server.
 
 Fail-stop: if a write or sync raises, the persister tells the driver
 (``on_persist_failed``: it stops at once, held messages never leave), takes no
@@ -29,6 +33,10 @@ import trio
 from clusterfunk.raft.persist import apply_records
 from clusterfunk.runtime.api import DiskFailure, PersistHandler
 
+#: Unsynced batches (token 0) queued before they are written without waiting for a
+#: synced one: bounds the queue of a server that learns commits but writes nothing.
+MAX_LAZY_BATCHES = 64
+
 
 class ThreadPersister:
     """See the module docstring. Create it with :func:`open_persister`."""
@@ -48,8 +56,10 @@ class ThreadPersister:
     def persist(self, records: list[Any], token: int) -> None:
         if self.failure is not None:
             raise DiskFailure(f"the storage failed earlier: {self.failure}")
-        self._queue.append((records, token))
-        self._wake.set()
+        queue = self._queue
+        queue.append((records, token))
+        if token or len(queue) >= MAX_LAZY_BATCHES:
+            self._wake.set()
 
     def _write(self, batches: list[tuple[list[Any], int]], sync: bool) -> None:
         storage = self.storage

@@ -14,7 +14,7 @@ from clusterfunk.raft.messages import ENTRY_COMMAND, Entry
 from clusterfunk.raft.persist import EntriesRecord
 from clusterfunk.raft.storage import MemoryStorage
 from clusterfunk.runtime.api import DiskFailure
-from clusterfunk.runtime.persist import open_persister
+from clusterfunk.runtime.persist import MAX_LAZY_BATCHES, open_persister
 
 
 class SlowStorage(MemoryStorage):
@@ -80,6 +80,32 @@ async def test_batches_queued_during_a_sync_are_group_committed_in_order():
                 await h.event.wait()
     assert h.durable == [1, 3] and st.syncs == 2
     assert len(st.entries) == 3
+
+
+async def test_an_unsynced_batch_waits_for_the_next_synced_one():
+    st = SlowStorage(0.0)
+    h = Handler()
+    async with open_persister(st) as p:
+        p.bind(h)
+        p.persist(_rec(1), 0)  # a commit index alone: need not be durable
+        await trio.sleep(0.05)
+        assert st.entries == [] and p.batches == 0  # no write (no thread hop) for it
+        p.persist(_rec(2), 1)
+        with trio.fail_after(5):
+            while not h.durable:
+                h.event = trio.Event()
+                await h.event.wait()
+        assert h.durable == [1] and st.syncs == 1 and p.batches == 2
+        assert len(st.entries) == 2  # written in order, with the synced batch
+        # a long run of unsynced batches is written without waiting any longer
+        for i in range(MAX_LAZY_BATCHES):
+            p.persist(_rec(3 + i), 0)
+        with trio.fail_after(5):
+            while p.batches < 2 + MAX_LAZY_BATCHES:
+                await trio.sleep(0.01)
+        assert st.syncs == 1
+        p.persist(_rec(3 + MAX_LAZY_BATCHES), 0)
+    assert len(st.entries) == 3 + MAX_LAZY_BATCHES  # the last one written at the end
 
 
 async def test_a_failed_sync_stops_the_node():
