@@ -8,6 +8,13 @@ Every message on the wire is one msgpack array::
 for the allocation of tag ranges to protocols). Fields are encoded in declaration
 order; nested message classes are encoded as arrays of their fields (without tag).
 
+Compatibility across versions (docs/wire.md): a message class may gain fields only
+at its end, each with a default, and never loses, renames or reorders one. A decoder
+fills the missing trailing fields of an older sender's message with their defaults
+and ignores the extra trailing fields of a newer sender's, so nodes of neighbouring
+versions talk during a rolling upgrade. A field an older node must not ignore calls
+for a new message (a new tag), not a new field.
+
 Decoding untrusted bytes raises only :class:`WireError`. Sizes are checked before
 anything is allocated: the input length is capped by the caller's budget and
 msgpack's container limits are tied to the input length, so a short packet cannot
@@ -16,6 +23,7 @@ claim a huge array. Every field is type-checked against the class's annotations.
 
 from __future__ import annotations
 
+import copy
 import math
 import types
 import typing
@@ -102,6 +110,13 @@ def struct(cls: type[T]) -> type[T]:
 def registered_tags() -> dict[int, type]:
     """A copy of the tag registry (for documentation and tests)."""
     return dict(sorted(_BY_TAG.items()))
+
+
+def registered_structs() -> list[type]:
+    """The nested classes (no tag) the codec knows, by module and name (for
+    documentation and the compatibility record)."""
+    return sorted((c for c in _ENCODERS if c not in _TAG_OF),
+                  key=lambda c: f"{c.__module__}.{c.__qualname__}")
 
 
 def is_immutable(cls: type) -> bool:
@@ -210,18 +225,19 @@ def _compile(cls: type, tag: int | None = None) -> None:
             ns[f"_s{i}"] = setter
             build.append(f"    _s{i}(_o, {names[i]})")
         build.append("    return _o")
+    ns["_fit"] = _fitter(cls, fields)
     unpack = [f"    {', '.join(names)}{',' if n == 1 else ''} = raw"] if n else []
     lines = [
         "def decode(raw):",
         f"    if type(raw) is not list or len(raw) != {n}:",
-        f"        raise _E('{cname}: expected {n} fields')",
+        "        raw = _fit(raw)",
         *unpack, *checks, *build,
     ]
     if tag is not None:  # raw is the whole message: [version, tag, fields...]
         lines += [
             "def decode_top(raw):",
             f"    if len(raw) != {n + 2}:",
-            f"        raise _E('{cname}: expected {n} fields')",
+            "        raw = [0, 0, *_fit(raw[2:])]",
             f"    _, _, {', '.join(names)} = raw" if n else "    pass",
             *checks, *build,
         ]
@@ -233,6 +249,43 @@ def _compile(cls: type, tag: int | None = None) -> None:
     if tag is not None:
         _TOP_ENCODERS[cls] = ns["encode_top"]
         _TOP_DECODERS[tag] = ns["decode_top"]
+
+
+def _fitter(cls: type, fields: Any) -> Callable[[Any], list[Any]]:
+    """The slow path of a decoder whose input has another field count than the class
+    (see the module docstring, compatibility): the fields of an array with extra
+    trailing values (a newer sender's), or with missing trailing values that have
+    defaults (an older sender's), the defaults filled in as the wire spells them;
+    anything else raises :class:`WireError`."""
+    n = len(fields)
+    defaults: list[Any] = []  # wire values of the defaults of the trailing fields
+    for f in reversed(fields):
+        default = f.default
+        if default is attrs.NOTHING or not f.init:
+            break
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            if default.takes_self:
+                break
+            default = default.factory()
+        conv = _encoder_for(f.type)
+        defaults.append(default if conv is None else conv(default))
+    defaults.reverse()
+    need = n - len(defaults)
+    expect = f"{n}" if need == n else f"{need} to {n}"
+    where = cls.__name__
+
+    def fit(raw: Any) -> list[Any]:
+        if type(raw) is not list:
+            raise WireError(f"{where}: expected {expect} fields")
+        k = len(raw)
+        if k > n:
+            return raw[:n]
+        if k < need:
+            raise WireError(f"{where}: expected {expect} fields")
+        # a fresh copy: a decoded dict field keeps the object it is given
+        return raw + copy.deepcopy(defaults[k - need:])
+
+    return fit
 
 
 def _slot_setters(cls: type, fields: Any) -> list[Callable[[Any, Any], None]] | None:

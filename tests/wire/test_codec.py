@@ -120,13 +120,17 @@ def test_specific_rejections() -> None:
         msgpack.packb([2, 1, 1, 0.5, b""]): "version",
         msgpack.packb([1, 9999, 1]): "unknown message tag",
         msgpack.packb([1, 1, "x", 0.5, b""]): "expected int",
-        msgpack.packb([1, 1, 1, 0.5]): "expected 3 fields",
+        msgpack.packb([1, 1, 1]): "expected 2 to 3 fields",  # sent is required
         msgpack.packb([1, 2, True, 0.5]): "expected int",  # bool is not an int
         msgpack.packb({"a": 1}): "not a clusterfunk message",
     }
     for data, reason in cases.items():
         with pytest.raises(wire.WireError, match=reason):
             wire.decode(data)
+    # compatibility (docs/wire.md): a missing trailing field that has a default is
+    # filled in (an older sender), extra trailing fields are ignored (a newer one)
+    assert wire.decode(msgpack.packb([1, 1, 1, 0.5])) == Ping(1, 0.5)
+    assert wire.decode(msgpack.packb([1, 1, 1, 0.5, b"p", 7, ["x"]])) == Ping(1, 0.5, b"p")
 
 
 def test_size_is_checked_before_decoding() -> None:
@@ -173,7 +177,7 @@ def test_nested_validators_and_container_element_types_are_enforced() -> None:
     assert wire.decode(wire.encode(ok)) == ok
     bad = [
         [wire.WIRE_VERSION, 13, [[0]], [], {}],  # nested validator
-        [wire.WIRE_VERSION, 13, [[1, 2]], [], {}],  # nested arity
+        [wire.WIRE_VERSION, 13, [[]], [], {}],  # nested arity (a required field missing)
         [wire.WIRE_VERSION, 13, [], ["a", 1], {}],  # element type
         [wire.WIRE_VERSION, 13, [], [], {"x": "1"}],  # map value type
         [wire.WIRE_VERSION, 13, [], [], {1: 1}],  # map key type
