@@ -7,7 +7,7 @@ released. The contract test fails when a field is removed, renamed or reordered,
 when a new field has no default, or when a message is missing from the record.
 After adding a field (at the end, with a default) or a message, record it::
 
-    python tests/wire/test_compat.py --update
+    python -m tests.wire.test_compat --update
 """
 
 from __future__ import annotations
@@ -20,23 +20,10 @@ from typing import Any
 import attrs
 import msgpack
 
-import clusterfunk.cluster.messages
-import clusterfunk.demo.ping
-import clusterfunk.gossip.messages
-import clusterfunk.raft.client
-import clusterfunk.raft.messages
-import clusterfunk.routing.messages  # noqa: F401  (registers the protocols' messages)
 from clusterfunk import wire
+from tests.wire.shapes import minimal_field, protocol_messages
 
 RECORD = Path(__file__).with_name("fields.json")
-_RANGE = "wire_range"
-
-
-def _protocol_messages() -> dict[int, type]:
-    return {t: c for t, c in wire.registered_tags().items()
-            if c.__module__.startswith("clusterfunk.")}
-
-
 def _required(cls: type) -> int:
     """How many leading fields have no default (an older sender always sends them)."""
     fields = attrs.fields(cls)
@@ -53,7 +40,7 @@ def _describe(cls: type) -> dict[str, Any]:
 
 def current() -> dict[str, dict[str, Any]]:
     """Messages by tag, then nested classes as ``struct:<module>.<name>``."""
-    out = {str(t): _describe(c) for t, c in sorted(_protocol_messages().items())}
+    out = {str(t): _describe(c) for t, c in sorted(protocol_messages().items())}
     for c in wire.registered_structs():
         if c.__module__.startswith("clusterfunk."):
             out[f"struct:{c.__module__}.{c.__qualname__}"] = _describe(c)
@@ -79,28 +66,21 @@ def test_the_released_fields_are_kept_in_order_and_new_ones_have_defaults() -> N
                             f"with {was['required']} (a new field needs a default)")
     for tag in now.keys() - record.keys():
         problems.append(f"tag {tag} ({now[tag]['class']}) is not recorded: "
-                        "python tests/wire/test_compat.py --update")
+                        "python -m tests.wire.test_compat --update")
     assert not problems, "\n".join(problems)
 
 
 def test_the_record_is_up_to_date() -> None:
     """Appended fields are recorded too, so the next change is checked against them."""
     assert json.loads(RECORD.read_text()) == current(), (
-        "python tests/wire/test_compat.py --update")
-
-
-def _minimal(f: Any) -> Any:
-    """A small well-typed raw (msgpack-level) value for field ``f``."""
-    from tests.wire.test_int_ranges import _minimal_field
-
-    return _minimal_field(f)
+        "python -m tests.wire.test_compat --update")
 
 
 def test_every_message_decodes_from_older_and_newer_senders() -> None:
     checked = 0
-    for tag, cls in _protocol_messages().items():
+    for tag, cls in protocol_messages().items():
         fields = attrs.fields(cls)
-        raw = [_minimal(f) for f in fields]
+        raw = [minimal_field(f) for f in fields]
         try:
             msg = wire.decode(msgpack.packb([wire.WIRE_VERSION, tag, *raw]))
         except wire.WireError:

@@ -20,16 +20,16 @@ import clusterfunk.raft.messages  # noqa: F401  (registers the protocols' messag
 from clusterfunk import wire
 from clusterfunk.gossip.messages import Compound, PushPull
 from clusterfunk.raft.messages import AppendEntries, Heartbeat, HeartbeatResponse
-from tests.wire.test_int_ranges import _minimal_field, _protocol_messages
+from tests.wire.shapes import minimal_field, protocol_messages
 
 
 def _fields_of(msg: Any) -> list[Any]:
     return [getattr(msg, f.name) for f in attrs.fields(type(msg))]
 
 
-@pytest.mark.parametrize("tag,cls", _protocol_messages(), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("tag,cls", list(protocol_messages().items()), ids=lambda v: getattr(v, "__name__", v))
 def test_a_decoded_message_is_the_object_its_class_builds(tag: int, cls: type) -> None:
-    body = [_minimal_field(f) for f in attrs.fields(cls)]
+    body = [minimal_field(f) for f in attrs.fields(cls)]
     try:
         msg = wire.decode(msgpack.packb([wire.WIRE_VERSION, tag, *body], use_bin_type=True))
     except wire.WireError as exc:  # the class's own validators refuse the minimal form

@@ -8,59 +8,18 @@ Regression for one datagram that killed every node: a Raft ``Heartbeat`` with
 from __future__ import annotations
 
 import math
-import types
-import typing
 from typing import Any
 
 import attrs
 import msgpack
 import pytest
 
-import clusterfunk.cluster.messages
-import clusterfunk.demo.ping
-import clusterfunk.gossip.messages
-import clusterfunk.raft.client
-import clusterfunk.raft.messages  # noqa: F401  (registers the protocols' messages)
 from clusterfunk import wire
-
-_RANGE = "wire_range"
-
-
-def _minimal(tp: Any) -> Any:
-    """The smallest well-typed raw (msgpack-level) value of a field type."""
-    if tp is int:
-        return 0
-    if tp is float:
-        return 0.0
-    if tp is str:
-        return "a"
-    if tp is bytes:
-        return b""
-    if tp is bool:
-        return False
-    if tp is Any:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return None
-    if origin is tuple:
-        return []
-    if origin is dict:
-        return {}
-    if attrs.has(tp):
-        return [_minimal_field(f) for f in attrs.fields(tp)]
-    raise AssertionError(f"unexpected field type {tp!r}")
-
-
-def _minimal_field(f: Any) -> Any:
-    if f.type is int and _RANGE in f.metadata:
-        return f.metadata[_RANGE][0]
-    return _minimal(f.type)
+from tests.wire.shapes import RANGE_KEY, minimal_field, protocol_messages
 
 
 def _protocol_messages() -> list[tuple[int, type]]:
-    return [(t, c) for t, c in wire.registered_tags().items()
-            if not c.__module__.startswith("tests.")]
+    return list(protocol_messages().items())
 
 
 def _body(tag: int, cls: type, fields: list[Any]) -> bytes:
@@ -71,7 +30,7 @@ def test_every_protocol_message_has_a_minimal_decodable_form() -> None:
     msgs = _protocol_messages()
     assert len(msgs) >= 30  # raft, gossip, cluster, client and demo messages
     for tag, cls in msgs:
-        raw = [_minimal_field(f) for f in attrs.fields(cls)]
+        raw = [minimal_field(f) for f in attrs.fields(cls)]
         try:
             wire.decode(_body(tag, cls, raw))
         except wire.WireError as exc:
@@ -83,7 +42,7 @@ def test_every_protocol_message_has_a_minimal_decodable_form() -> None:
 @pytest.mark.parametrize("tag,cls", _protocol_messages(), ids=lambda v: getattr(v, "__name__", v))
 def test_int_fields_at_and_past_their_bounds(tag: int, cls: type) -> None:
     fields = attrs.fields(cls)
-    base = [_minimal_field(f) for f in fields]
+    base = [minimal_field(f) for f in fields]
     try:
         wire.decode(_body(tag, cls, base))
     except wire.WireError:
@@ -91,7 +50,7 @@ def test_int_fields_at_and_past_their_bounds(tag: int, cls: type) -> None:
     for i, f in enumerate(fields):
         if f.type is not int:
             continue
-        lo, hi = f.metadata.get(_RANGE, (0, wire.MAX_WIRE_INT))
+        lo, hi = f.metadata.get(RANGE_KEY, (0, wire.MAX_WIRE_INT))
         for ok in (lo, hi):
             raw = list(base)
             raw[i] = ok
