@@ -27,7 +27,8 @@ def _fields_of(msg: Any) -> list[Any]:
     return [getattr(msg, f.name) for f in attrs.fields(type(msg))]
 
 
-@pytest.mark.parametrize("tag,cls", list(protocol_messages().items()), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("tag,cls", list(protocol_messages().items()),
+                         ids=lambda v: getattr(v, "__name__", v))
 def test_a_decoded_message_is_the_object_its_class_builds(tag: int, cls: type) -> None:
     body = [minimal_field(f) for f in attrs.fields(cls)]
     try:
