@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -479,7 +479,7 @@ class GossipCore(Outbox):
         now: float,
         name: str,
         payload: bytes,
-        filter_nodes: list[str] | None = None,
+        filter_nodes: Sequence[str] | None = None,
         filter_tags: dict[str, str] | None = None,
         timeout: float | None = None,
         want_ack: bool = True,

@@ -27,7 +27,7 @@ import hashlib
 import random
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -264,7 +264,7 @@ class Serf:
         now: float,
         name: str,
         payload: bytes,
-        filter_nodes: list[str] | None = None,
+        filter_nodes: Sequence[str] | None = None,
         filter_tags: dict[str, str] | None = None,
         timeout: float | None = None,
         want_ack: bool = True,
