@@ -24,7 +24,8 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 
@@ -1111,31 +1112,25 @@ class GossipCore(Outbox):
         state = self._local_state(msg.join, True)
         by_name = self.table.by_name
         source = msg.source
+        # what the initiator holds, as (name, incarnation, status): its entries, and
+        # a settle digest's triples (lengths checked in _on_push_pull)
+        held: Iterable[tuple[str, int, str]] = (
+            (st.name, st.incarnation, st.status) for st in msg.members)
+        if msg.digest_names:
+            held = chain(held, zip(msg.digest_names, msg.digest_incarnations,
+                                   map(_LETTER_STATUS.__getitem__, msg.digest_statuses),
+                                   strict=True))
+            state = attrs.evolve(state, want=self._wanted(msg))
         omit: set[str] = set()
-        for st in msg.members:
-            name = st.name
+        for name, inc, status in held:
             rec = by_name.get(name)
             if (
                 rec is not None
-                and rec.incarnation <= st.incarnation
+                and rec.incarnation <= inc
                 and name != source
-                and (rec.status == ALIVE or rec.status == st.status)
+                and (rec.status == ALIVE or rec.status == status)
             ):
                 omit.add(name)
-        if msg.digest_names:  # (a settle digest: the same test on its entries)
-            status_of = _LETTER_STATUS
-            for name, inc, letter in zip(
-                msg.digest_names, msg.digest_incarnations, msg.digest_statuses, strict=True
-            ):
-                rec = by_name.get(name)
-                if (
-                    rec is not None
-                    and rec.incarnation <= inc
-                    and name != source
-                    and (rec.status == ALIVE or rec.status == status_of[letter])
-                ):
-                    omit.add(name)
-            state = attrs.evolve(state, want=self._wanted(msg))
         if not omit:
             return state
         members = tuple([e for e in state.members if e.name not in omit])
