@@ -1038,18 +1038,16 @@ class CoordinatorCore(Outbox):
         raft = self.raft
         if self.role != LEADER or raft is None or raft.role is not Role.LEADER:
             return
-        pending_change = self._reconcile(now, raft)
+        live, gone = self._membership()
+        pending_change = self._reconcile(now, raft, live, gone)
         self._check_responsive(now, raft)
-        self._maybe_reshard(now, pending_change)
+        self._maybe_reshard(now, pending_change, gone)
         self._update_state(now)
 
-    def _reconcile(self, now: float, raft: RaftView) -> bool:
-        """Membership rule: gossip drives Raft. Compares the full gossip member list
-        with the Raft configuration and makes at most one change, the first of
-        :meth:`_removal`, :meth:`_addition`, :meth:`_promotion`, :meth:`_demotion`;
-        a change waits while the previous one is not committed (at most
-        ``round_timeout``) or after a refusal (``retry_interval``). Returns whether a
-        change is still wanted."""
+    def _membership(self) -> tuple[dict[str, MemberInfo], set[str]]:
+        """The full gossip member list, read once per leader step (it cannot change
+        during one input): the live members (alive or suspect) by name, and the names
+        of those declared dead or left."""
         live: dict[str, MemberInfo] = {}
         gone: set[str] = set()
         for m in self.gossip.members():
@@ -1057,6 +1055,17 @@ class CoordinatorCore(Outbox):
                 live[m.name] = m
             elif m.status.gone:
                 gone.add(m.name)
+        return live, gone
+
+    def _reconcile(
+        self, now: float, raft: RaftView, live: dict[str, MemberInfo], gone: set[str]
+    ) -> bool:
+        """Membership rule: gossip drives Raft. Compares the full gossip member list
+        (``live`` and ``gone``: :meth:`_membership`) with the Raft configuration and
+        makes at most one change, the first of :meth:`_removal`, :meth:`_addition`,
+        :meth:`_promotion`, :meth:`_demotion`; a change waits while the previous one
+        is not committed (at most ``round_timeout``) or after a refusal
+        (``retry_interval``). Returns whether a change is still wanted."""
         self._expire_quarantine(now, raft)
         # a leaver stays "leaving" until gossip reports it left (or forgets it): it must
         # not be re-added while its gossip entry still says alive
@@ -1171,11 +1180,10 @@ class CoordinatorCore(Outbox):
             del echo[sid]
         self.unresponsive = out
 
-    def _target_nodes(self, raft: RaftView) -> tuple[str, ...]:
+    def _target_nodes(self, raft: RaftView, gone: set[str]) -> tuple[str, ...]:
         """Map-membership rule: the Raft servers minus quarantined ones, those gossip
-        reports dead or left, leavers and unresponsive ones (the leader always
-        stays), sorted."""
-        gone = {m.name for m in self.gossip.members() if m.status.gone}
+        reports dead or left (``gone``), leavers and unresponsive ones (the leader
+        always stays), sorted."""
         nodes = [
             n for n in [*raft.voters, *raft.nonvoters]
             if n == self.id or (n not in self.quarantined and n not in gone
@@ -1183,7 +1191,7 @@ class CoordinatorCore(Outbox):
         ]
         return tuple(sorted(nodes))
 
-    def _maybe_reshard(self, now: float, pending_change: bool) -> None:
+    def _maybe_reshard(self, now: float, pending_change: bool, gone: set[str]) -> None:
         """Resharding rule: on a change of the Raft member set (once the reconciler is
         done, or after ``reshard_max_delay``) and once per term ``reshard_delay`` after
         winning the election, propose ``ShardMap.update(sorted nodes)`` of the last
@@ -1191,7 +1199,7 @@ class CoordinatorCore(Outbox):
         if self.round is not None or now < self._reshard_at or now < self._backoff_until:
             return
         assert self.raft is not None
-        target = self._target_nodes(self.raft)
+        target = self._target_nodes(self.raft, gone)
         committed = self.sm.committed
         same = committed is not None and committed.nodes == target
         if same and self._stranded_proposal():

@@ -169,12 +169,19 @@ def _info(m: Member) -> MemberInfo:
 
 
 class GossipMembershipView:
-    """:class:`MembershipView` over a :class:`~clusterfunk.gossip.core.GossipCore`."""
+    """:class:`MembershipView` over a :class:`~clusterfunk.gossip.core.GossipCore`.
 
-    __slots__ = ("_core",)
+    :meth:`members` reuses the :class:`MemberInfo` it made for a member while the
+    member's status and tags still equal it (every read compares them with the core's
+    snapshot, so no change can be missed: nothing needs to invalidate the cache; a
+    member gossip forgot is dropped from it at the next read).
+    """
+
+    __slots__ = ("_core", "_infos")
 
     def __init__(self, core: GossipCore) -> None:
         self._core = core
+        self._infos: dict[str, MemberInfo] = {}
 
     @property
     def joined(self) -> bool:
@@ -185,4 +192,15 @@ class GossipMembershipView:
         return None if m is None else _info(m)
 
     def members(self) -> list[MemberInfo]:
-        return [_info(m) for m in self._core.members()]
+        old = self._infos
+        infos: dict[str, MemberInfo] = {}
+        out: list[MemberInfo] = []
+        for m in self._core.members():
+            info = old.get(m.name)
+            # (a Status is the string it names: equal to the snapshot's status string)
+            if info is None or info.status != m.status or info.tags != m.tags:
+                info = _info(m)
+            infos[m.name] = info
+            out.append(info)
+        self._infos = infos
+        return out

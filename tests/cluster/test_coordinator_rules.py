@@ -763,3 +763,40 @@ def test_enum_values_are_the_trace_schema_strings():
     assert {r.value for r in Role} == _schema_values("raft.role", "role")
     assert {s.value for s in Status} == _schema_values("gossip.member", "status")
     assert f"{NodeState.OPERATIONAL}" == "operational" and NodeRole.LEADER == "leader"
+
+
+def test_membership_view_reuses_infos_only_while_status_and_tags_are_the_same():
+    """GossipMembershipView.members keeps a member's MemberInfo while the core's
+    snapshot still says the same, and makes a new one when its status or tags
+    change; a member gossip forgot is gone from the next read."""
+    from clusterfunk.cluster.views import GossipMembershipView
+    from clusterfunk.gossip.state import Member
+
+    class FakeGossip:
+        joined = True
+
+        def __init__(self) -> None:
+            self.list: list[Member] = []
+
+        def members(self) -> list[Member]:
+            return [Member(m.name, m.addr, m.status, m.incarnation, dict(m.tags))
+                    for m in self.list]
+
+    core = FakeGossip()
+    core.list = [Member("a", "a:1", "alive", 1, {"k": "1"}),
+                 Member("b", "b:1", "alive", 1, {})]
+    gv = GossipMembershipView(core)  # type: ignore[arg-type]
+    first = gv.members()
+    assert first == [MemberInfo("a", Status.ALIVE, {"k": "1"}), MemberInfo("b", Status.ALIVE, {})]
+    again = gv.members()
+    assert again == first and again[0] is first[0] and again[1] is first[1]
+    core.list = [Member("a", "a:1", "alive", 2, {"k": "2"}),
+                 Member("b", "b:1", "suspect", 1, {})]
+    changed = gv.members()
+    assert changed == [MemberInfo("a", Status.ALIVE, {"k": "2"}),
+                       MemberInfo("b", Status.SUSPECT, {})]
+    assert type(changed[1].status) is Status
+    core.list = [core.list[0]]
+    assert gv.members() == [changed[0]]
+    core.list = [Member("a", "a:1", "alive", 2, {"k": "2"}), Member("b", "b:1", "dead", 1, {})]
+    assert gv.members()[1] == MemberInfo("b", Status.DEAD, {})
