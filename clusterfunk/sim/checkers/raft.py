@@ -409,37 +409,61 @@ class SafetyChecker:
         above the lowest mark of its pairs is read once; a pair whose two ranges are
         equal (one C-level comparison) cannot break Log Matching and only moves its
         mark, any other pair gets the entry-by-entry check of :meth:`_log_matching`
-        (the same verdicts and messages, without reading every entry once per pair)."""
+        (the same verdicts and messages, without reading every entry once per pair).
+        Each view's first, last and commit index is read once per check (nothing
+        changes a log during a check)."""
         marks = self._pair_mark
-        low: dict[str, int] = {}
-        for i, (a, _va) in enumerate(views):
-            for b, _vb in views[i + 1:]:
-                m = marks.get((a, b), 0)
-                if m < low.get(a, m + 1):
-                    low[a] = m
-                if m < low.get(b, m + 1):
-                    low[b] = m
-        tails: list[tuple[int, list[tuple[Any, Any]]]] = []
-        for n, v in views:
-            base = max(v.first_index, low.get(n, 0) + 1)
+        n = len(views)
+        names = [a for a, _v in views]
+        firsts = [v.first_index for _a, v in views]
+        lasts = [v.last_index for _a, v in views]
+        commits = [v.commit_index for _a, v in views]
+        # every pair's mark, in pair order (i < j), and each log's lowest mark
+        pair_marks: list[int] = []
+        low = [-1] * n  # -1: no pair yet
+        for i in range(n):
+            a = names[i]
+            for j in range(i + 1, n):
+                m = marks.get((a, names[j]), 0)
+                pair_marks.append(m)
+                if low[i] < 0 or m < low[i]:
+                    low[i] = m
+                if low[j] < 0 or m < low[j]:
+                    low[j] = m
+        bases: list[int] = []
+        tails: list[list[tuple[Any, Any]]] = []
+        for i, (_n, v) in enumerate(views):
+            base = max(firsts[i], (low[i] if low[i] >= 0 else 0) + 1)
             term_at, content_at = v.term_at, v.content_at
-            tails.append((base, [(term_at(k), content_at(k))
-                                 for k in range(base, v.last_index + 1)]))
-        for i, (a, va) in enumerate(views):
-            base_a, tail_a = tails[i]
-            for j in range(i + 1, len(views)):
-                b, vb = views[j]
-                mark = marks.get((a, b), 0)
-                lo = max(va.first_index, vb.first_index, mark + 1)
-                hi = min(va.last_index, vb.last_index)
-                base_b, tail_b = tails[j]
-                if lo <= hi and tail_a[lo - base_a:hi - base_a + 1] \
-                        != tail_b[lo - base_b:hi - base_b + 1]:
-                    self._log_matching(a, va, b, vb)
-                    continue
-                new = min(va.commit_index, vb.commit_index, hi)
+            bases.append(base)
+            tails.append([(term_at(k), content_at(k)) for k in range(base, lasts[i] + 1)])
+        k = 0
+        for i in range(n):
+            a = names[i]
+            first_a, last_a, commit_a = firsts[i], lasts[i], commits[i]
+            base_a, tail_a = bases[i], tails[i]
+            for j in range(i + 1, n):
+                mark = pair_marks[k]
+                k += 1
+                # lo = max(first_a, first_b, mark + 1); hi = min(last_a, last_b)
+                lo = mark + 1
+                if first_a > lo:
+                    lo = first_a
+                if firsts[j] > lo:
+                    lo = firsts[j]
+                hi = last_a if last_a < lasts[j] else lasts[j]
+                if lo <= hi:
+                    base_b = bases[j]
+                    if tail_a[lo - base_a:hi - base_a + 1] \
+                            != tails[j][lo - base_b:hi - base_b + 1]:
+                        self._log_matching(a, views[i][1], names[j], views[j][1])
+                        continue
+                # new = min(commit_a, commit_b, hi)
+                new = commit_a if commit_a < commits[j] else commits[j]
+                if hi < new:
+                    new = hi
                 if new > mark:
-                    marks[(a, b)] = new
+                    marks[(a, names[j])] = new
 
     def summary(self) -> dict[str, Any]:
         return {
