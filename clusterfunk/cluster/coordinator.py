@@ -487,6 +487,8 @@ class CoordinatorCore(Outbox):
         self._gain_wanted = False  # a gain waits for the lease or for catching up
         self._gain_retry_at = math.inf
         self._mine_cache: dict[int, frozenset[int]] = {}
+        #: the (committed, pending, owned) objects of the last gain that found nothing
+        self._no_gain: tuple[MapRecord, MapRecord | None, frozenset[int]] | None = None
         #: freeze rule: the last tick, and when a freeze was last detected
         self._last_tick = -math.inf
         self._frozen_at = -math.inf
@@ -807,10 +809,12 @@ class CoordinatorCore(Outbox):
         """Apply rule for ShardMapCommitted: the named proposal is now in force."""
         before = self.committed
         self._maps_committed += 1
+        before_nodes = set(before.nodes) if before is not None else set()
+        rec_nodes = set(rec.nodes)
         self.last_reshard = ReshardInfo(
             rec.index,
-            tuple(n for n in rec.nodes if before is None or n not in before.nodes),
-            tuple(n for n in before.nodes if n not in rec.nodes) if before else (),
+            tuple(n for n in rec.nodes if before is None or n not in before_nodes),
+            tuple(n for n in before.nodes if n not in rec_nodes) if before else (),
             before is None,
         )
         self.committed = rec
@@ -908,17 +912,27 @@ class CoordinatorCore(Outbox):
         (the leader: it committed in its term), so it has applied every map
         committed before that announcement was sent -- a restarted, partitioned or
         lagging node never serves from a stale map. Run after the glue's pump (never
-        between two results of one batch); a gain blocked by (1) or (3) is retried."""
+        between two results of one batch); a gain blocked by (1) or (3) is retried.
+
+        What the maps give is computed once per (committed record, pending record,
+        owned set): after a computation that found nothing to gain, the next call
+        with the same three objects returns at once (each is replaced, never
+        changed, when it changes)."""
         self._gain_wanted = False
         rec = self.committed
         raft = self.raft
         if rec is None or self._stopping or raft is None:
             return
+        pending, owned = self.pending, self.owned
+        seen = self._no_gain
+        if seen is not None and seen[0] is rec and seen[1] is pending and seen[2] is owned:
+            return
         want = self._mine(rec)
-        if self.pending is not None:
-            want &= self._mine(self.pending)
-        gained = want - self.owned
+        if pending is not None:
+            want &= self._mine(pending)
+        gained = want - owned
         if not gained:
+            self._no_gain = (rec, pending, owned)
             return
         heard = raft.leader_commit
         fresh = self.cfg.lease <= 0 or now < raft.leader_commit_at + self.cfg.lease

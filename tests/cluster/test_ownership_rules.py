@@ -230,3 +230,21 @@ def test_freeze_rule_a_thawed_node_serves_nothing_until_fresh_leader_contact():
     node.core.on_tick(t + 0.01)
     node.core.settle(t + 0.01)
     assert node.core.owned == mine and node.core.serves(t + 0.01, min(mine))
+
+
+def test_gain_rule_regains_after_a_fence_with_the_same_maps():
+    """A settle that finds nothing to gain (already serving) does not hide the
+    shards a later fence released: with the same committed map, the next settle
+    while caught up serves them again (the gain rule's memo is keyed on the owned
+    set too)."""
+    node, m = serving(t=1.0)
+    mine = frozenset(m.shards_of("n2"))
+    node.core.settle(1.1)  # nothing to gain
+    assert traces(node.out(), "shard.acquire") == [] and node.core.owned == mine
+    node.core.on_tick(1.0 + node.cfg.lease)  # the lease ran out: fenced
+    assert node.core.owned == frozenset() and traces(node.out(), "shard.release")
+    catch_up(node, 5.0)
+    node.core.settle(5.0)
+    assert node.core.owned == mine
+    assert traces(node.out(), "shard.acquire") == [{"index": node.core.committed.index,
+                                                    "shards": sorted(mine)}]
