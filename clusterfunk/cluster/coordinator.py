@@ -531,15 +531,22 @@ class CoordinatorCore(Outbox):
         self._leader_step(now)
 
     def next_deadline(self) -> float:
-        """The earliest leader timer still in the future (a timer at or before the last
-        input's ``now`` has been served by that input)."""
-        now = self.now
-        # the lease end and a gain retry are due even if already past: only on_tick
-        # serves them (and each clears itself: fenced -> nothing owned; retry -> flag off)
-        due = min(self._lease_end(), self._gain_retry_at if self._gain_wanted else math.inf,
-                  self._watch_at())
+        """The earliest of: the freeze rule's next tick, the lease end (while serving)
+        and a gain retry, each due even if already past (only on_tick serves them, and
+        each clears itself: fenced -> nothing owned; retry -> flag off); and, on the
+        leader, the earliest leader timer still in the future (a timer at or before
+        the last input's ``now`` has been served by that input). Read after every
+        input of the core: written as comparisons, without building lists."""
+        due = self._watch_at()
+        if self.owned:
+            end = self._lease_end()
+            if end < due:
+                due = end
+        if self._gain_wanted and self._gain_retry_at < due:
+            due = self._gain_retry_at
         if self.role != LEADER:
             return due
+        now = self.now
         times = [self._reconcile_at, self._retry_at]
         times += [until for _i, until in self.quarantined.values()]
         if self.round is not None:
@@ -547,8 +554,10 @@ class CoordinatorCore(Outbox):
         else:
             times += [self._reshard_at, self._change_since + self.cfg.reshard_max_delay,
                       self._backoff_until]
-        future = [t for t in times if t > now]
-        return min(min(future) if future else math.inf, due)
+        for t in times:
+            if now < t < due:
+                due = t
+        return due
 
     def counters(self) -> CoordinatorCounters:
         """A snapshot of this node's counters (read-only; see
