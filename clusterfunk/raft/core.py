@@ -255,6 +255,7 @@ class RaftCore:
         self._read_seq = 0
         self._round_pending = False
         self._reads: deque[tuple[int, int, int]] = deque()  # (seq, ctx, index)
+        self._reads_config: Configuration | None = None  # as _advance_reads last ran
         self._reads_waiting: list[tuple[int, bool]] = []  # before own-term commit
         self._hb_rounds: deque[tuple[int, float]] = deque()  # (seq, local send time)
         self._lease_start = -math.inf
@@ -527,8 +528,10 @@ class RaftCore:
                 self._step_leader(now, src, msg)
             elif role in (CANDIDATE, PRECANDIDATE):
                 self._step_candidate(now, src, msg)
-            elif kind is AppendEntries:  # _step_follower's first case, without the hop
+            elif kind is AppendEntries:  # _step_follower's first cases, without the hop
                 self._handle_append_entries(now, src, msg)
+            elif kind is Heartbeat:
+                self._handle_heartbeat(now, src, msg)
             else:
                 self._step_follower(now, src, msg)
         finally:
@@ -1135,7 +1138,11 @@ class RaftCore:
             return
         if resp.ctx > pr.read_ack:
             pr.read_ack = resp.ctx
-            self._advance_reads(now)
+            c = self.configuration
+            if sid in c.voters or c is not self._reads_config:
+                # (a non-voter's echo is in no quorum: the read rule has nothing new
+                # to do unless the configuration changed since it last ran)
+                self._advance_reads(now)
         last = self.log.last_index
         if pr.state == PROBE:
             pr.probe_sent = False
@@ -1149,7 +1156,13 @@ class RaftCore:
     def _advance_reads(self, now: float) -> None:
         """ReadIndex (dissertation 6.4): a read registered at commit index C is safe
         once a quorum of voters acknowledged a heartbeat round sent after it; the
-        newest acknowledged round also starts the lease."""
+        newest acknowledged round also starts the lease.
+
+        Invariant after it runs: no round or read at or below the voters' quorum
+        echo is left. Between runs that quorum rises only with a voter's echo, a
+        new round (each runs this) or a new configuration (``_reads_config`` is the
+        one it last ran with), so a non-voter's echo need not run it."""
+        self._reads_config = self.configuration
         voters = self.configuration.voters
         progress = self.progress
         acks = [self._read_seq if sid == self.id else

@@ -87,3 +87,35 @@ def test_no_lease_reads_after_sending_timeout_now(make_net):
     net.deliver_all()
     assert [r.ctx for r in reads(net, "n1")] == [9]
     assert held
+
+
+
+def test_a_nonvoter_echo_serves_reads_a_configuration_change_made_safe(make_net):
+    """The read rule runs on a non-voter's heartbeat echo when the configuration
+    changed since it last ran: here a removal leaves the leader the only voter, so
+    the pending read is safe at the next echo, even a non-voter's."""
+    from clusterfunk.raft.messages import HeartbeatResponse
+
+    net = make_net(["n1", "n2"])
+    net.elect("n1")
+    net.add("n3", None)
+    net.call("n1", lambda c, now: c.add_nonvoter(now, "n3", "n3:8300"))
+    net.deliver_all()
+    assert "n3" in net["n1"].configuration.nonvoters
+    net.advance(0.3)
+    net.isolate("n2")
+    net.call("n1", lambda c, now: c.read_index(now, 9))
+    net.deliver_all()  # the round reaches no voter
+    for _ in range(10):  # heartbeat rounds until an (idle) non-voter's turn
+        if any(d == "n3" and isinstance(m, Heartbeat) for d, _s, m in net.queue):
+            break
+        net.tick("n1", net["n1"].next_deadline())
+    while net.queue and not isinstance(net.queue[0][2], HeartbeatResponse):
+        net.deliver_one()  # the round reaches n3 (and not n2); n3's echo is queued
+    assert [(d, m.sender) for d, _s, m in net.queue] == [("n1", "n3")]
+    assert reads(net, "n1") == [] and net["n1"].role == "leader"
+    net.call("n1", lambda c, now: c.remove_server(now, "n2"))
+    assert list(net["n1"].configuration.voters) == ["n1"]
+    assert reads(net, "n1") == []
+    net.deliver_one()  # n3's echo
+    assert [r.ctx for r in reads(net, "n1")] == [9]
