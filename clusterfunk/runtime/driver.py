@@ -242,7 +242,11 @@ class Driver:
                     self._handle(out)
         finally:
             self._in_flush = False
-        self._arm()
+        # self._arm(), written out: this runs after every input
+        deadline = self._core_deadline = core.next_deadline()
+        if deadline < self._deadline or (deadline != self._deadline and not self.lazy_timer):
+            self._deadline = deadline
+            self.clock.schedule(self, deadline)
         if self._after_step:
             for hook in tuple(self._after_step):
                 hook()
@@ -294,7 +298,8 @@ class Driver:
                 self._held.append((out.wait_token, out.sends))
             else:
                 self._send(out.sends)
-        self._publish(out)
+        if out.events or out.trace:
+            self._publish(out)
 
     def _send(self, sends: list[Send]) -> None:
         if sends:
