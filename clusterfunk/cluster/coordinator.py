@@ -984,9 +984,10 @@ class CoordinatorCore(Outbox):
             return True
         if self.cfg.freeze_watch and now - self._last_tick > self.cfg.lease * FREEZE_GAP:
             return False  # freeze rule: this node's own tick is overdue
-        if self.raft.leader_contact < self._frozen_at + self.cfg.lease * THAW_GRACE:
+        contact = self.raft.leader_contact
+        if contact < self._frozen_at + self.cfg.lease * THAW_GRACE:
             return False  # freeze rule: no leader message received since the thaw
-        return now < self.raft.leader_contact + self.cfg.lease  # same sum as _lease_end
+        return now < contact + self.cfg.lease  # same sum as _lease_end
 
     def _watch_at(self) -> float:
         """When the freeze rule's next tick is due (inf without a lease)."""
