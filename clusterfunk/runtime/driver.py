@@ -242,11 +242,7 @@ class Driver:
                     self._handle(out)
         finally:
             self._in_flush = False
-        # self._arm(), written out: this runs after every input
-        deadline = self._core_deadline = core.next_deadline()
-        if deadline < self._deadline or (deadline != self._deadline and not self.lazy_timer):
-            self._deadline = deadline
-            self.clock.schedule(self, deadline)
+        self._arm()
         if self._after_step:
             for hook in tuple(self._after_step):
                 hook()
