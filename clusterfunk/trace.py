@@ -47,6 +47,10 @@ class Tracer:
         self.records: list[Record] = []
         self.listeners: list[Callable[[Record], None]] = []
         self.counts: dict[str, int] = {}
+        #: the last time read and its rounded form (records of one instant come in
+        #: runs, a mass join's by the thousand: rounded once)
+        self._now: object = None
+        self._t = 0.0
 
     @property
     def wants_net(self) -> bool:
@@ -59,13 +63,16 @@ class Tracer:
     def emit(self, node: str, ev: str, fields: dict[str, Any]) -> None:
         counts = self.counts
         counts[ev] = counts.get(ev, 0) + 1
-        if self.out is None and not self.keep and not self.listeners:
+        out = self.out
+        if out is None and not self.keep and not self.listeners:
             return
-        rec: Record = {"t": round(self.now(), 6), "node": node, "ev": ev}
-        rec.update(fields)
-        if self.out is not None:
-            self.out.write(_dumps(rec))
-            self.out.write("\n")
+        now = self.now()
+        if now is not self._now:  # (the very float object read last: the same time)
+            self._now = now
+            self._t = round(now, 6)
+        rec: Record = {"t": self._t, "node": node, "ev": ev, **fields}
+        if out is not None:
+            out.write(_dumps(rec) + "\n")
         if self.keep:
             self.records.append(rec)
         for listener in self.listeners:
