@@ -14,14 +14,33 @@ checkers (``listeners``) with the same dicts that are written.
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Callable
 from typing import IO, Any
 
 Record = dict[str, Any]
 
-_dumps = json.JSONEncoder(
+_ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=False
-).encode
+)
+#: The C encoder ``_ENCODER.encode`` makes for every call (JSONEncoder.iterencode),
+#: made once, from the same settings: the same text. (No circular-reference check:
+#: a record is a fresh dict of plain values.)
+_make_c = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_C = None if _make_c is None or _ENCODER.indent is not None else _make_c(
+    None, _ENCODER.default,
+    json.encoder.encode_basestring_ascii if _ENCODER.ensure_ascii
+    else json.encoder.encode_basestring,
+    _ENCODER.indent, _ENCODER.key_separator, _ENCODER.item_separator,
+    _ENCODER.sort_keys, _ENCODER.skipkeys, _ENCODER.allow_nan,
+)
+
+
+def _dumps(rec: Record) -> str:
+    """One record as JSON text, as ``_ENCODER.encode(rec)`` writes it."""
+    if _ENCODE_C is None:  # (no C accelerator)
+        return _ENCODER.encode(rec)
+    return "".join(_ENCODE_C(rec, 0))
 
 
 class Tracer:
