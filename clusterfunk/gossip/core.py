@@ -1335,8 +1335,8 @@ class GossipCore(Outbox):
                 tags = st.tags
                 if (
                     0 <= inc <= MAX_INCARNATION
-                    and (addr in valid_addrs or _valid_addr(addr))
-                    and (encoded_tags_size(tags) if tags else 1) <= max_tags
+                    and (addr in valid_addrs or _valid_addr(addr))  # (known valid)
+                    and (encoded_tags_size(tags) if tags else 1) <= max_tags  # ({}: 1 byte)
                 ):
                     learn(now, inc, name, addr, tags, None, None, rebroadcast, st)
                 else:
