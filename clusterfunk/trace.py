@@ -14,14 +14,33 @@ checkers (``listeners``) with the same dicts that are written.
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Callable
 from typing import IO, Any
 
 Record = dict[str, Any]
 
-_dumps = json.JSONEncoder(
+_ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=False
-).encode
+)
+#: The C encoder ``_ENCODER.encode`` makes for every call (JSONEncoder.iterencode),
+#: made once, from the same settings: the same text. (No circular-reference check:
+#: a record is a fresh dict of plain values.)
+_make_c = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_C = None if _make_c is None or _ENCODER.indent is not None else _make_c(
+    None, _ENCODER.default,
+    json.encoder.encode_basestring_ascii if _ENCODER.ensure_ascii
+    else json.encoder.encode_basestring,
+    _ENCODER.indent, _ENCODER.key_separator, _ENCODER.item_separator,
+    _ENCODER.sort_keys, _ENCODER.skipkeys, _ENCODER.allow_nan,
+)
+
+
+def _dumps(rec: Record) -> str:
+    """One record as JSON text, as ``_ENCODER.encode(rec)`` writes it."""
+    if _ENCODE_C is None:  # (no C accelerator)
+        return _ENCODER.encode(rec)
+    return "".join(_ENCODE_C(rec, 0))
 
 
 class Tracer:
@@ -47,6 +66,10 @@ class Tracer:
         self.records: list[Record] = []
         self.listeners: list[Callable[[Record], None]] = []
         self.counts: dict[str, int] = {}
+        #: the last time read and its rounded form (records of one instant come in
+        #: runs, a mass join's by the thousand: rounded once)
+        self._now: object = None
+        self._t = 0.0
 
     @property
     def wants_net(self) -> bool:
@@ -59,13 +82,16 @@ class Tracer:
     def emit(self, node: str, ev: str, fields: dict[str, Any]) -> None:
         counts = self.counts
         counts[ev] = counts.get(ev, 0) + 1
-        if self.out is None and not self.keep and not self.listeners:
+        out = self.out
+        if out is None and not self.keep and not self.listeners:
             return
-        rec: Record = {"t": round(self.now(), 6), "node": node, "ev": ev}
-        rec.update(fields)
-        if self.out is not None:
-            self.out.write(_dumps(rec))
-            self.out.write("\n")
+        now = self.now()
+        if now is not self._now:  # (the very float object read last: the same time)
+            self._now = now
+            self._t = round(now, 6)
+        rec: Record = {"t": self._t, "node": node, "ev": ev, **fields}
+        if out is not None:
+            out.write(_dumps(rec) + "\n")
         if self.keep:
             self.records.append(rec)
         for listener in self.listeners:

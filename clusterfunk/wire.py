@@ -210,9 +210,10 @@ def _compile(cls: type, tag: int | None = None) -> None:
             kn, vn = _PRIMITIVE_NAMES[prim[0]], _PRIMITIVE_NAMES[prim[1]]
             checks.append(f"    if type({v}) is not dict:")
             checks.append(f"        raise _E('{where}: expected map')")
-            checks.append(f"    for _k, _x in {v}.items():")
-            checks.append(f"        if type(_k) is not {kn} or type(_x) is not {vn}:")
-            checks.append(f"            raise _E('{where}: expected map of {kn} to {vn}')")
+            checks.append(f"    if {v}:  # (most are empty: no iterator made)")
+            checks.append(f"        for _k, _x in {v}.items():")
+            checks.append(f"            if type(_k) is not {kn} or type(_x) is not {vn}:")
+            checks.append(f"                raise _E('{where}: expected map of {kn} to {vn}')")
         else:
             ns[f"_d{i}"] = _decoder_for(tp, where)
             checks.append(f"    {v} = _d{i}({v})")
@@ -446,6 +447,19 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
                 return tuple(v)
 
             return dec_prim_tuple
+        if elem is int:  # the same checks as dec_int's, in one pass
+
+            def dec_int_tuple(v: Any) -> tuple[int, ...]:
+                if type(v) is not list:
+                    raise WireError(f"{where}: expected array")
+                for x in v:
+                    if type(x) is not int:
+                        raise WireError(f"{where}[]: expected int")
+                    if not 0 <= x <= MAX_WIRE_INT:
+                        raise WireError(f"{where}[]: out of range")
+                return tuple(v)
+
+            return dec_int_tuple
         conv = _decoder_for(elem, where + "[]")
 
         def dec_tuple(v: Any) -> tuple[Any, ...]:

@@ -38,7 +38,8 @@ class _Item:
         self.data = data
         self.cost = len(data) + PART_OVERHEAD
         self.transmits = 0
-        self.sent_to: set[str] | None = None
+        #: destinations it was sent to (see BroadcastQueue.get)
+        self.sent_to: set[str] = set()
 
 
 class BroadcastQueue:
@@ -50,6 +51,9 @@ class BroadcastQueue:
         self._items: dict[str, _Item] = {}
         self._buckets: list[dict[str, _Item]] = [{}]
         self.dropped = 0  # pushed out by max_items
+        #: retransmit_limit for the member count of the last get
+        self._limit_n = -1
+        self._limit = 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -99,9 +103,14 @@ class BroadcastQueue:
         transmission still goes to it (repetition is what beats packet loss)."""
         if not self._items or budget <= PART_OVERHEAD:
             return []
-        limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
+        if n_members != self._limit_n:
+            self._limit_n = n_members
+            self._limit = max(1, retransmit_limit(self.retransmit_mult, n_members))
+        limit = self._limit
         spread = min(limit, peers)
-        picked: list[_Item] = []
+        # Picked items by the bucket they came from, in walk order; they move up a
+        # bucket only after the walk, so none is picked twice.
+        picked: list[tuple[int, list[_Item]]] = []
         room = budget
         misses = 0
         buckets = self._buckets
@@ -114,14 +123,10 @@ class BroadcastQueue:
                     del self._items[key]
                 bucket.clear()
                 continue
+            group: list[_Item] = []
             for item in reversed(bucket.values()):
                 sent_to = item.sent_to
-                if (
-                    dest is not None
-                    and sent_to is not None
-                    and dest in sent_to
-                    and len(sent_to) < spread
-                ):
+                if dest in sent_to and len(sent_to) < spread:
                     continue
                 cost = item.cost
                 if cost > room:
@@ -130,26 +135,33 @@ class BroadcastQueue:
                         break
                     continue
                 room -= cost
-                picked.append(item)
+                group.append(item)
+            if group:
+                picked.append((t, group))
             if misses >= _MAX_MISSES or room < _MIN_ROOM:
                 break
-        out = [item.data for item in picked]
-        for item in picked:
+        out: list[bytes] = []
+        items = self._items
+        for t, group in picked:
+            out += [item.data for item in group]
             if dest is not None:
-                if item.sent_to is None:
-                    item.sent_to = {dest}
-                else:
+                for item in group:
                     item.sent_to.add(dest)
-            t = item.transmits
-            del buckets[t][item.key]
+            src = buckets[t]
             t += 1
-            item.transmits = t
-            if t >= limit:
-                del self._items[item.key]
+            if t >= limit:  # sent for the last time
+                for item in group:
+                    del src[item.key]
+                    del items[item.key]
                 continue
             if t == len(buckets):
                 buckets.append({})
-            buckets[t][item.key] = item
+            dst = buckets[t]
+            for item in group:
+                key = item.key
+                del src[key]
+                item.transmits = t
+                dst[key] = item
         return out
 
     def clear(self) -> None:

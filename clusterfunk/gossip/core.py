@@ -850,13 +850,11 @@ class GossipCore(Outbox):
 
         ``entry``: the push-pull entry it was learnt from (alive, these fields): it
         serves as the member's own entry in our state (no copy), its tag map as the
-        record's (tag maps are replaced, never changed in place)."""
+        record's (:meth:`MemberTable.add_entry`)."""
         if entry is None:
-            rec = MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now)
+            self.table.add(MemberRecord(name, addr, incarnation, ALIVE, dict(tags), now))
         else:
-            rec = MemberRecord(name, addr, incarnation, ALIVE, tags, now)
-            rec.use_wire_state(entry)
-        self.table.add(rec)  # (with ``entry`` as its push-pull entry, if given)
+            self.table.add_entry(entry, now)
         self.ring.add(name)
         out = self._out
         # _trace_member, inlined: a mass join learns n^2 members
@@ -1316,6 +1314,7 @@ class GossipCore(Outbox):
         alive = self._alive
         learn = self._learn
         max_tags = self.config.tags_max_bytes
+        valid_addrs = _VALID_ADDRS
         stale = 0
         for st in states:
             name = st.name
@@ -1336,8 +1335,8 @@ class GossipCore(Outbox):
                 tags = st.tags
                 if (
                     0 <= inc <= MAX_INCARNATION
-                    and _valid_addr(addr)
-                    and encoded_tags_size(tags) <= max_tags
+                    and (addr in valid_addrs or _valid_addr(addr))  # (known valid)
+                    and (encoded_tags_size(tags) if tags else 1) <= max_tags  # ({}: 1 byte)
                 ):
                     learn(now, inc, name, addr, tags, None, None, rebroadcast, st)
                 else:

@@ -43,20 +43,6 @@ class MemberRecord:
     def snapshot(self) -> Member:
         return Member(self.name, self.addr, self.status, self.incarnation, dict(self.tags))
 
-    def use_wire_state(self, entry: MemberState) -> None:
-        """Take ``entry`` (received, equal to this record: same name, address,
-        incarnation and status, tags the very map of this record) as this member's
-        push-pull entry, instead of making one."""
-        if (
-            entry.name != self.name
-            or entry.addr != self.addr
-            or entry.incarnation != self.incarnation
-            or entry.status != self.status
-            or entry.tags is not self.tags
-        ):
-            raise ValueError("entry does not describe this record")
-        self._wire = entry
-
     def wire_state(self) -> MemberState:
         """This member as a push-pull entry. The entry made last time is reused while
         it still says the same (a push-pull state lists every member, and during a
@@ -113,10 +99,29 @@ class MemberTable:
         self.by_name[rec.name] = rec
         self._index[rec.name] = len(self.names)
         self.names.append(rec.name)
-        # its entry at once (a member learnt from an entry has that one: no new object)
-        self._states.append(rec.wire_state())
+        self._states.append(rec.wire_state())  # its entry at once
         self._states_tuple = None
         self.counts[rec.status] += 1
+
+    def add_entry(self, entry: MemberState, since: float) -> MemberRecord:
+        """Add the member a push-pull entry describes (as :meth:`add` would a record of
+        its fields), and return its record. The entry itself becomes the member's
+        push-pull entry (no new object; a mass join learns n^2 members this way), its
+        tag map the record's (tag maps are replaced, never changed in place)."""
+        name = entry.name
+        by_name = self.by_name
+        if name in by_name:
+            raise ValueError(f"member {name} already known")
+        rec = MemberRecord(name, entry.addr, entry.incarnation, entry.status, entry.tags, since)
+        rec._wire = entry
+        by_name[name] = rec
+        names = self.names
+        self._index[name] = len(names)
+        names.append(name)
+        self._states.append(entry)
+        self._states_tuple = None
+        self.counts[entry.status] += 1
+        return rec
 
     def touch(self, rec: MemberRecord) -> None:
         """``rec`` changed (address, incarnation, status or tags): remake its entry."""

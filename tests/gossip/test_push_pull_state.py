@@ -141,5 +141,6 @@ def test_a_member_learnt_from_a_push_pull_entry_keeps_that_entry() -> None:
     assert core.member("m1").tags is not entry.tags  # snapshots are copies
     rec.incarnation = 5  # a later change makes a new entry
     assert rec.wire_state() is not entry and rec.wire_state().incarnation == 5
-    with pytest.raises(ValueError):
-        MemberRecord("m2", "m2:7946", 1, "alive", {}, 0.0).use_wire_state(entry)
+    with pytest.raises(ValueError):  # a member is added once, as by add()
+        core.table.add_entry(MemberState("m1", "m1:7946", 9, "alive", {}), 2.0)
+    assert core.table.by_name["m1"] is rec and len(core.table) == 2

@@ -233,9 +233,11 @@ class ConvergenceTracker:
 
     def feed(self, r: Record) -> None:
         ev = r["ev"]
-        t = r["t"]
-        if ev == "gossip.member":
-            s, x = r["node"], _name(r["member"])
+        if ev == "gossip.member":  # (the bulk: a mass join of n members makes n^2)
+            s = r["node"]
+            x = r["member"]
+            if ":" in x:
+                x = _name(x)
             vs = self.alive.get(s)
             if vs is None:
                 vs = self.alive[s] = set()
@@ -243,12 +245,14 @@ class ConvergenceTracker:
                 vs.add(x)
                 if self.pending is not None:
                     self.bad.discard((s, x))
-                    self._settle(t)
+                    self._settle(r["t"])
             else:
                 vs.discard(x)
                 if self.pending is not None and s != x and self._live(s) and self._live(x):
                     self.bad.add((s, x))
-        elif ev == "sim.start":
+            return
+        t = r["t"]
+        if ev == "sim.start":
             for n in r["nodes"]:
                 self.up[n] = True
         elif ev in ("sim.add", "sim.restart", "sim.crash", "sim.pause", "sim.resume"):
