@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clusterfunk import trace
 from clusterfunk.trace import Tracer
 
 
@@ -62,3 +63,19 @@ def test_values_json_cannot_carry_are_refused_as_by_json_dumps(bad: object) -> N
         _reference({"v": bad})
     assert type(ours.value) is type(ref.value)
     assert out.getvalue() == ""
+
+
+def test_without_the_c_accelerator_the_text_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where CPython's C encoder is missing, the public encoder writes the same text."""
+    fields: dict[str, Any] = {"name": "n\u00e9\"1", "inc": 3, "coords": [0.5, -1e-7],
+                              "tags": {"role": "db", "z": None}, "ok": True}
+    fast, fast_out = _tracer(12.3456789)
+    fast.emit("n1", "gossip.member", fields)
+    monkeypatch.setattr(trace, "_ENCODE_C", None)
+    slow, slow_out = _tracer(12.3456789)
+    slow.emit("n1", "gossip.member", fields)
+    assert slow_out.getvalue() == fast_out.getvalue()
+    assert json.loads(slow_out.getvalue()) == {"t": 12.345679, "node": "n1",
+                                               "ev": "gossip.member", **fields}
+    with pytest.raises(ValueError):
+        slow.emit("n1", "x.y", {"v": math.nan})
