@@ -1191,9 +1191,8 @@ class CoordinatorCore(Outbox):
             return
         echo = self._echo
         out: set[str] = set()
-        acks: dict[str, int | None] = {}  # this input's echoes, read once per follower
         for sid in raft.followers():
-            ack = acks[sid] = raft.heartbeat_echo(sid)
+            ack = raft.heartbeat_echo(sid)
             if ack is None:
                 continue
             seen = echo.get(sid)
@@ -1201,8 +1200,7 @@ class CoordinatorCore(Outbox):
                 echo[sid] = (ack, now)
             elif now - seen[1] >= limit:
                 out.add(sid)
-        for sid in [s for s in echo
-                    if (acks[s] if s in acks else raft.heartbeat_echo(s)) is None]:
+        for sid in [s for s in echo if raft.heartbeat_echo(s) is None]:
             del echo[sid]
         self.unresponsive = out
 
