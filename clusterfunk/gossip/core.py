@@ -1314,7 +1314,6 @@ class GossipCore(Outbox):
         alive = self._alive
         learn = self._learn
         max_tags = self.config.tags_max_bytes
-        valid_addrs = _VALID_ADDRS
         stale = 0
         for st in states:
             name = st.name
@@ -1335,8 +1334,8 @@ class GossipCore(Outbox):
                 tags = st.tags
                 if (
                     0 <= inc <= MAX_INCARNATION
-                    and (addr in valid_addrs or _valid_addr(addr))  # (known valid)
-                    and (encoded_tags_size(tags) if tags else 1) <= max_tags  # ({}: 1 byte)
+                    and _valid_addr(addr)
+                    and encoded_tags_size(tags) <= max_tags
                 ):
                     learn(now, inc, name, addr, tags, None, None, rebroadcast, st)
                 else:

@@ -94,34 +94,30 @@ class MemberTable:
         return self.by_name.get(name)
 
     def add(self, rec: MemberRecord) -> None:
-        if rec.name in self.by_name:
-            raise ValueError(f"member {rec.name} already known")
-        self.by_name[rec.name] = rec
-        self._index[rec.name] = len(self.names)
-        self.names.append(rec.name)
-        self._states.append(rec.wire_state())  # its entry at once
-        self._states_tuple = None
-        self.counts[rec.status] += 1
+        self._insert(rec, rec.wire_state())  # its entry at once
 
     def add_entry(self, entry: MemberState, since: float) -> MemberRecord:
         """Add the member a push-pull entry describes (as :meth:`add` would a record of
         its fields), and return its record. The entry itself becomes the member's
         push-pull entry (no new object; a mass join learns n^2 members this way), its
         tag map the record's (tag maps are replaced, never changed in place)."""
-        name = entry.name
-        by_name = self.by_name
-        if name in by_name:
+        rec = MemberRecord(entry.name, entry.addr, entry.incarnation, entry.status,
+                           entry.tags, since)
+        rec._wire = entry  # (it says what the record says: wire_state() keeps it)
+        self._insert(rec, entry)
+        return rec
+
+    def _insert(self, rec: MemberRecord, entry: MemberState) -> None:
+        """Add a member unknown so far, with ``entry`` as its push-pull entry."""
+        name = rec.name
+        if name in self.by_name:
             raise ValueError(f"member {name} already known")
-        rec = MemberRecord(name, entry.addr, entry.incarnation, entry.status, entry.tags, since)
-        rec._wire = entry
-        by_name[name] = rec
-        names = self.names
-        self._index[name] = len(names)
-        names.append(name)
+        self.by_name[name] = rec
+        self._index[name] = len(self.names)
+        self.names.append(name)
         self._states.append(entry)
         self._states_tuple = None
-        self.counts[entry.status] += 1
-        return rec
+        self.counts[rec.status] += 1
 
     def touch(self, rec: MemberRecord) -> None:
         """``rec`` changed (address, incarnation, status or tags): remake its entry."""

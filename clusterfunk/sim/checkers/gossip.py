@@ -234,10 +234,7 @@ class ConvergenceTracker:
     def feed(self, r: Record) -> None:
         ev = r["ev"]
         if ev == "gossip.member":  # (the bulk: a mass join of n members makes n^2)
-            s = r["node"]
-            x = r["member"]
-            if ":" in x:
-                x = _name(x)
+            s, x = r["node"], _name(r["member"])
             vs = self.alive.get(s)
             if vs is None:
                 vs = self.alive[s] = set()
