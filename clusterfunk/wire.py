@@ -436,30 +436,21 @@ def _decoder_for(tp: Any, where: str) -> Callable[[Any], Any]:
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"{where}: only tuple[X, ...] is supported")
         elem = args[0]
-        if elem in (str, bytes, bool):  # validate in one pass, no call per element
+        if elem in _PRIMITIVE_NAMES:  # validate in one pass, no call per element
+            expected = f"{where}[]: expected {_PRIMITIVE_NAMES[elem]}"
+            ranged = elem is int  # (dec_int's range check too)
 
             def dec_prim_tuple(v: Any) -> tuple[Any, ...]:
                 if type(v) is not list:
                     raise WireError(f"{where}: expected array")
                 for x in v:
                     if type(x) is not elem:
-                        raise WireError(f"{where}[]: expected {_PRIMITIVE_NAMES[elem]}")
-                return tuple(v)
-
-            return dec_prim_tuple
-        if elem is int:  # the same checks as dec_int's, in one pass
-
-            def dec_int_tuple(v: Any) -> tuple[int, ...]:
-                if type(v) is not list:
-                    raise WireError(f"{where}: expected array")
-                for x in v:
-                    if type(x) is not int:
-                        raise WireError(f"{where}[]: expected int")
-                    if not 0 <= x <= MAX_WIRE_INT:
+                        raise WireError(expected)
+                    if ranged and not 0 <= x <= MAX_WIRE_INT:
                         raise WireError(f"{where}[]: out of range")
                 return tuple(v)
 
-            return dec_int_tuple
+            return dec_prim_tuple
         conv = _decoder_for(elem, where + "[]")
 
         def dec_tuple(v: Any) -> tuple[Any, ...]:
