@@ -445,23 +445,15 @@ class SafetyChecker:
             for j in range(i + 1, n):
                 mark = pair_marks[k]
                 k += 1
-                # lo = max(first_a, first_b, mark + 1); hi = min(last_a, last_b)
-                lo = mark + 1
-                if first_a > lo:
-                    lo = first_a
-                if firsts[j] > lo:
-                    lo = firsts[j]
-                hi = last_a if last_a < lasts[j] else lasts[j]
+                lo = max(first_a, firsts[j], mark + 1)
+                hi = min(last_a, lasts[j])
                 if lo <= hi:
                     base_b = bases[j]
                     if tail_a[lo - base_a:hi - base_a + 1] \
                             != tails[j][lo - base_b:hi - base_b + 1]:
                         self._log_matching(a, views[i][1], names[j], views[j][1])
                         continue
-                # new = min(commit_a, commit_b, hi)
-                new = commit_a if commit_a < commits[j] else commits[j]
-                if hi < new:
-                    new = hi
+                new = min(commit_a, commits[j], hi)
                 if new > mark:
                     marks[(a, names[j])] = new
 
